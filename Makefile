@@ -1,0 +1,53 @@
+# trackflow developer commands. `make demo` and `make test` do all the set-up themselves.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+.PHONY: help install tools demo test test-slow lint format bench clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv and install trackflow with its dev tools
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+tools: ## Install prometheus/promtool from Debian if missing (needs root)
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
+	      || echo "warning: could not install prometheus; promtool tests will be skipped"; \
+	  else echo "warning: promtool missing and not root; promtool tests will be skipped"; fi; \
+	fi
+
+demo: install ## Broker + worker + simulated traffic, then a summary and a queryable lake
+	$(VENV)/bin/trackflow demo
+
+test: install tools ## Run the whole test suite (slow soak tests excluded)
+	$(PY) -m pytest
+
+test-slow: install tools ## Run only the slow soak/stress tests
+	$(PY) -m pytest -m slow
+
+lint: install ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install ## Throughput benchmarks; JSON results in bench/results/
+	mkdir -p bench/results
+	$(PY) bench/run.py --out bench/results/latest.json
+
+clean: ## Remove the virtualenv, caches and the local lake
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data

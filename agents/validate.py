@@ -1,0 +1,70 @@
+"""validate: events.raw -> events.valid (batches) + events.dlq, with dedup and PII hashing."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import faust
+
+from pipeline.codecs import encode_batch
+from pipeline.context import Context
+from pipeline.ingest import Ingestor, IngestResult, RawMessage
+from pipeline.names import AGENT_VALIDATE, TOPIC_RAW
+from pipeline.streams import take_batches
+
+
+def register(app: faust.App, ctx: Context) -> Any:
+    ingestor = Ingestor(ctx.plan, ctx.validator, ctx.hasher, ctx.seen, TOPIC_RAW)
+    metrics = ctx.metrics
+    settings = ctx.settings
+
+    @app.agent(ctx.topics.raw, name=AGENT_VALIDATE)
+    async def validate(stream: faust.StreamT) -> None:
+        async for events in take_batches(stream, settings.take_max, settings.take_within):
+            by_partition: dict[int, list[RawMessage]] = defaultdict(list)
+            for event in events:
+                m = event.message
+                by_partition[m.partition].append(
+                    RawMessage(m.offset, m.value, int(m.timestamp * 1000) if m.timestamp else None)
+                )
+            metrics.messages_received.labels(TOPIC_RAW).inc(len(events))
+            now_ms = int(time.time() * 1000)
+            for partition, messages in by_partition.items():
+                result = ingestor.process(partition, messages, now_ms)
+                await emit(partition, messages, result)
+                observe(messages, result)
+
+    async def emit(partition: int, messages: list[RawMessage], result: IngestResult) -> None:
+        # The dedup record goes first: Faust flushes the producer before committing offsets,
+        # so outputs and dedup memory are durable before the input is marked consumed.
+        ctx.dedup.record(partition, messages[0].offset, result.generation, result.seen)
+        if result.valid:
+            await ctx.topics.valid.send(
+                value=encode_batch({"p": partition, "events": result.valid}), partition=partition
+            )
+        if result.dlq:
+            await ctx.topics.dlq.send(
+                value=encode_batch({"p": partition, "records": result.dlq}), partition=partition
+            )
+
+    def observe(messages: list[RawMessage], result: IngestResult) -> None:
+        metrics.events_received.inc(result.received)
+        metrics.stage_in.labels(AGENT_VALIDATE).inc(result.received)
+        metrics.stage_out.labels(AGENT_VALIDATE).inc(len(result.valid))
+        metrics.events_valid.inc(len(result.valid))
+        if result.duplicates:
+            metrics.duplicates.inc(result.duplicates)
+        if result.consent_dropped:
+            metrics.consent_dropped.inc(result.consent_dropped)
+        for code, n in result.rejected.items():
+            metrics.dlq.labels(code).inc(n)
+        for event_name, prop in result.unknown_properties:
+            metrics.count_unknown_property(event_name, prop)
+        now = time.time()
+        for m in messages:
+            if m.timestamp_ms:
+                metrics.latency.labels(AGENT_VALIDATE).observe(max(0.0, now - m.timestamp_ms / 1000))
+
+    return validate

@@ -1,0 +1,213 @@
+"""The ``trackflow`` command line (DESIGN section 4). Every option has a TRACKFLOW_* twin."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.settings import Settings
+
+cli = typer.Typer(
+    name="trackflow",
+    help="Real-time tracking-event pipeline: validate, stitch, aggregate, detect, store.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _opt(env: str, help: str, **kw: Any) -> Any:
+    return typer.Option(envvar=f"TRACKFLOW_{env}", help=help, show_envvar=True, **kw)
+
+
+Broker = Annotated[str | None, _opt("BROKER", "Kafka URL [default: kafka://127.0.0.1:9092]")]
+DataDir = Annotated[Path | None, _opt("DATA_DIR", "Lake and state directory [default: ./data]")]
+AppId = Annotated[str | None, _opt("APP_ID", "Consumer group / app id [default: trackflow]")]
+TopicPrefix = Annotated[str | None, _opt("TOPIC_PREFIX", "Prefix of every topic name")]
+Partitions = Annotated[int | None, _opt("PARTITIONS", "Partitions of events.raw when created")]
+
+
+def settings_from(**given: Any) -> Settings:
+    """Flags override TRACKFLOW_* env vars, which override defaults."""
+    return Settings(**{k: v for k, v in given.items() if v is not None})
+
+
+@cli.command()
+def broker(
+    host: Annotated[str, _opt("BROKER_HOST", "Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, _opt("BROKER_PORT", "Port to listen on")] = 9092,
+) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu, in memory) in the foreground."""
+    from pipeline.broker import BrokerNotFound, run_foreground
+
+    try:
+        code = run_foreground(host, port)
+    except BrokerNotFound as exc:
+        typer.echo(f"trackflow broker: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+@cli.command()
+def worker(
+    broker: Broker = None,
+    data_dir: DataDir = None,
+    web_port: Annotated[int | None, _opt("WEB_PORT", "Port of /metrics [default: 6066]")] = None,
+    web_host: Annotated[str | None, _opt("WEB_HOST", "Bind address of /metrics")] = None,
+    app_id: AppId = None,
+    topic_prefix: TopicPrefix = None,
+    partitions: Partitions = None,
+    schemas_dir: Annotated[Path | None, _opt("SCHEMAS_DIR", "Tracking plan directory")] = None,
+    log_level: Annotated[str | None, _opt("LOG_LEVEL", "Log level [default: info]")] = None,
+) -> None:
+    """Run all agents in one Faust worker; several workers share the work."""
+    settings = settings_from(
+        broker=broker,
+        data_dir=data_dir,
+        web_port=web_port,
+        web_host=web_host,
+        app_id=app_id,
+        topic_prefix=topic_prefix,
+        partitions=partitions,
+        schemas_dir=schemas_dir,
+        log_level=log_level,
+    )
+    from pipeline.worker import run_worker
+
+    run_worker(settings)
+
+
+@cli.command()
+def produce(
+    file: Annotated[str, typer.Argument(help="JSON-lines file, or - for stdin")],
+    broker: Broker = None,
+    topic: Annotated[str, _opt("TOPIC", "Topic to send to")] = "events.raw",
+    topic_prefix: TopicPrefix = None,
+    partitions: Partitions = None,
+) -> None:
+    """Send JSON lines (one event object or one JSON array batch per line)."""
+    from pipeline.kafka_admin import ensure_topic
+    from pipeline.produce import RawProducer, open_input, produce_lines, read_lines
+
+    settings = settings_from(broker=broker, topic_prefix=topic_prefix, partitions=partitions)
+    name = settings.topic(topic)
+    ensure_topic(settings.bootstrap_servers, name, settings.partitions)
+    producer = RawProducer(settings.bootstrap_servers, name)
+    try:
+        with open_input(file) as stream:
+            stats = produce_lines(producer, read_lines(stream))
+    except OSError as exc:
+        typer.echo(f"trackflow produce: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"sent {stats.messages} messages ({stats.bytes} bytes) to {name}", err=True)
+    if stats.failed:
+        for err in producer.errors:
+            typer.echo(f"  error: {err}", err=True)
+        typer.echo(f"{stats.failed} messages failed", err=True)
+        raise typer.Exit(1)
+
+
+@cli.command()
+def simulate(
+    rate: Annotated[float, _opt("SIM_RATE", "Events per second")] = 50.0,
+    duration: Annotated[float, _opt("SIM_DURATION", "Seconds of traffic")] = 60.0,
+    seed: Annotated[int, _opt("SIM_SEED", "Random seed")] = 1,
+    broker: Broker = None,
+    topic_prefix: TopicPrefix = None,
+    partitions: Partitions = None,
+    outage_start: Annotated[
+        float | None, _opt("SIM_OUTAGE_START", "Seconds in when a payment outage begins")
+    ] = None,
+    outage_minutes: Annotated[float, _opt("SIM_OUTAGE_MINUTES", "Outage length")] = 0.0,
+    outage_success_rate: Annotated[
+        float, _opt("SIM_OUTAGE_SUCCESS_RATE", "Pay success rate in the outage")
+    ] = 0.3,
+    malformed_share: Annotated[float, _opt("SIM_MALFORMED_SHARE", "Share of bad messages")] = 0.0,
+    duplicate_share: Annotated[float, _opt("SIM_DUPLICATE_SHARE", "Share of SDK retries")] = 0.0,
+    fast: Annotated[bool, _opt("SIM_FAST", "Send as fast as possible (event time still paced)")] = False,
+    start_ms: Annotated[int | None, _opt("SIM_START_MS", "Event-time start, epoch ms")] = None,
+) -> None:
+    """Produce realistic mini-program e-commerce traffic to events.raw."""
+    from pipeline.kafka_admin import ensure_topic
+    from pipeline.produce import RawProducer
+    from pipeline.simulate import SimConfig
+    from pipeline.simulation_run import run_simulation
+
+    settings = settings_from(broker=broker, topic_prefix=topic_prefix, partitions=partitions)
+    name = settings.topic("events.raw")
+    ensure_topic(settings.bootstrap_servers, name, settings.partitions)
+    config = SimConfig(
+        rate=rate,
+        duration=duration,
+        seed=seed,
+        start_ms=start_ms,
+        outage_start=outage_start,
+        outage_minutes=outage_minutes,
+        outage_success_rate=outage_success_rate,
+        malformed_share=malformed_share,
+        duplicate_share=duplicate_share,
+    )
+    producer = RawProducer(settings.bootstrap_servers, name)
+    summary = run_simulation(producer, config, paced=not fast)
+    typer.echo(summary.describe(), err=True)
+    if producer.stats.failed:
+        raise typer.Exit(1)
+
+
+@cli.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over the views events, dlq, ...")],
+    data_dir: DataDir = None,
+    format: Annotated[str, _opt("FORMAT", "table | csv | json")] = "table",
+    schemas_dir: Annotated[Path | None, _opt("SCHEMAS_DIR", "Tracking plan directory")] = None,
+) -> None:
+    """Run SQL with DuckDB over the Parquet lake."""
+    import duckdb
+
+    from pipeline import query as q
+    from pipeline.plan import load_plan
+
+    if format not in ("table", "csv", "json"):
+        typer.echo("trackflow query: --format must be table, csv or json", err=True)
+        raise typer.Exit(2)
+    settings = settings_from(data_dir=data_dir, schemas_dir=schemas_dir)
+    con = q.connect(settings.data_dir, load_plan(settings.schemas_dir))
+    try:
+        columns, rows = q.run(con, sql)
+    except duckdb.Error as exc:
+        typer.echo(f"trackflow query: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if format == "json":
+        sys.stdout.write(q.to_json(columns, rows) + "\n")
+    elif format == "csv":
+        sys.stdout.write(q.to_csv(columns, rows))
+    else:
+        from pipeline.console import print_table
+
+        print_table(columns, rows)
+
+
+@cli.command()
+def demo(
+    duration: Annotated[float, _opt("DEMO_DURATION", "Seconds of simulated traffic")] = 30.0,
+    rate: Annotated[float, _opt("DEMO_RATE", "Events per second")] = 200.0,
+    data_dir: DataDir = None,
+    port: Annotated[int | None, _opt("DEMO_BROKER_PORT", "Broker port [default: free port]")] = None,
+    web_port: Annotated[int | None, _opt("WEB_PORT", "Worker /metrics port")] = None,
+) -> None:
+    """Embedded broker + worker + simulator in one command; prints a summary."""
+    from pipeline.demo import run_demo
+
+    settings = settings_from(data_dir=data_dir, web_port=web_port)
+    raise typer.Exit(run_demo(settings, duration=duration, rate=rate, port=port))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

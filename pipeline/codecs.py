@@ -1,0 +1,171 @@
+"""Wire formats: producer payloads on events.raw, and the batch messages between agents.
+
+Between agents a message is one batch for one source partition, JSON-encoded with orjson
+(see docs/decisions.md for the measurement against fastavro and Arrow IPC).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+import orjson
+
+from pipeline.errors import ErrorCode, Rejected, json_type
+from pipeline.plan import TrackingPlan
+
+AVRO_MAGIC = b"\xc3\x01"  # Avro single-object encoding marker
+
+
+@dataclass(slots=True)
+class Item:
+    """One event of a producer message: its position in the batch and the decoded object."""
+
+    index: int
+    obj: Any = None
+    raw: bytes | None = None  # the element's own bytes (batches); see ``element_bytes``
+    version: int | None = None  # schema version pinned by Avro input
+    error: Rejected | None = None
+
+
+def decode_message(value: bytes | None, plan: TrackingPlan) -> list[Item]:
+    """Split a producer message into items; never raises."""
+    if not value:
+        return [Item(0, error=Rejected(ErrorCode.MALFORMED_PAYLOAD, "empty message"))]
+    if value[:2] == AVRO_MAGIC:
+        return [_decode_avro(value, plan)]
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return [Item(0, error=Rejected(ErrorCode.MALFORMED_PAYLOAD, f"not valid JSON: {exc}"))]
+    limit = plan.envelope.max_event_bytes
+    if isinstance(decoded, dict):
+        if len(value) > limit:
+            return [_too_large(0, len(value), limit)]
+        return [Item(0, decoded)]
+    if isinstance(decoded, list):
+        if not decoded:
+            return [Item(0, error=Rejected(ErrorCode.MALFORMED_PAYLOAD, "empty batch (JSON array)"))]
+        items = []
+        check_size = len(value) > limit  # no element can be over the limit otherwise
+        for i, element in enumerate(decoded):
+            raw = orjson.dumps(element) if check_size else None
+            if not isinstance(element, dict):
+                items.append(
+                    Item(
+                        i,
+                        raw=raw if raw is not None else orjson.dumps(element),
+                        error=Rejected(
+                            ErrorCode.MALFORMED_PAYLOAD,
+                            f"batch element {i} must be an event object, got {json_type(element)}",
+                        ),
+                    )
+                )
+            elif raw is not None and len(raw) > limit:
+                item = _too_large(i, len(raw), limit)
+                item.raw = raw
+                items.append(item)
+            else:
+                items.append(Item(i, element, raw=raw))
+        return items
+    return [
+        Item(
+            0,
+            error=Rejected(
+                ErrorCode.MALFORMED_PAYLOAD,
+                f"a message must be an event object or an array of them, got {json_type(decoded)}",
+            ),
+        )
+    ]
+
+
+def element_bytes(item: Item, message: bytes) -> bytes:
+    """The bytes a DLQ record keeps: the whole message, or the element re-encoded."""
+    if item.raw is not None:
+        return item.raw
+    if item.obj is not None and message[:2] != AVRO_MAGIC and message.lstrip()[:1] == b"[":
+        return orjson.dumps(item.obj)
+    return message
+
+
+def _too_large(index: int, size: int, limit: int) -> Item:
+    return Item(
+        index,
+        error=Rejected(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"event is {size} bytes, over the limit of {limit} bytes"
+        ),
+    )
+
+
+def _decode_avro(value: bytes, plan: TrackingPlan) -> Item:
+    if len(value) < 10:
+        return Item(0, error=Rejected(ErrorCode.MALFORMED_PAYLOAD, "truncated Avro header"))
+    fp = int.from_bytes(value[2:10], "little")
+    found = plan.avro_by_fingerprint.get(fp)
+    if found is None:
+        return Item(
+            0,
+            error=Rejected(
+                ErrorCode.MALFORMED_PAYLOAD,
+                f"Avro schema fingerprint {fp:016x} is not a schema of the tracking plan",
+            ),
+        )
+    parsed, schema = found
+    if len(value) > plan.envelope.max_event_bytes:
+        return _too_large(0, len(value), plan.envelope.max_event_bytes)
+    try:
+        buf = io.BytesIO(value[10:])
+        record = fastavro.schemaless_reader(buf, parsed, None)
+        if buf.tell() != len(value) - 10:
+            raise ValueError(f"{len(value) - 10 - buf.tell()} trailing bytes")
+    except Exception as exc:  # fastavro raises many types on corrupt input
+        return Item(0, error=Rejected(ErrorCode.MALFORMED_PAYLOAD, f"bad Avro body: {exc}"))
+    assert isinstance(record, dict)
+    props = record.get("properties") or {}
+    record["properties"] = {k: v for k, v in props.items() if v is not None}
+    return Item(0, record, version=schema.version)
+
+
+def encode_avro(event: dict[str, Any], plan: TrackingPlan, version: int | None = None) -> bytes:
+    """Single-object encoding of one event, for producers and tests."""
+    from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+    schema = fastavro.parse_schema(plan.composed_avro(event["event_name"], version))
+    fp = int(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), 16)
+    buf = io.BytesIO()
+    buf.write(AVRO_MAGIC + fp.to_bytes(8, "little"))
+    fastavro.schemaless_writer(buf, schema, event)
+    return buf.getvalue()
+
+
+# -- batches between agents -------------------------------------------------------------
+
+
+def encode_batch(batch: dict[str, Any]) -> bytes:
+    return orjson.dumps(batch)
+
+
+def decode_batch(value: bytes) -> dict[str, Any]:
+    out = orjson.loads(value)
+    assert isinstance(out, dict)
+    return out
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def iter_json_lines(stream: io.BufferedReader | Any) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of the non-blank lines of a JSON-lines stream."""
+    for n, line in enumerate(stream, 1):
+        line = line.strip()
+        if line:
+            yield n, line

@@ -1,0 +1,37 @@
+"""Everything the agents share, built once per worker by ``pipeline.app.create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.lake import TableWriter
+from pipeline.metrics import PipelineMetrics
+from pipeline.pii import PiiHasher
+from pipeline.plan import TrackingPlan
+from pipeline.settings import Settings
+from pipeline.validation import Validator
+from tables.dedup import DedupTable, SeenIds
+
+
+@dataclass
+class Topics:
+    raw: Any
+    valid: Any
+    dlq: Any
+
+
+@dataclass
+class Context:
+    settings: Settings
+    plan: TrackingPlan
+    hasher: PiiHasher
+    validator: Validator
+    metrics: PipelineMetrics
+    partitions: int
+    topics: Topics
+    seen: SeenIds
+    dedup: DedupTable
+    lake_events: TableWriter
+    lake_dlq: TableWriter
+    agents: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,104 @@
+"""Prometheus metrics of one worker, on a registry built at start-up (no import-time state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from pipeline import __version__
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
+MAX_DRIFT_SERIES = 200  # (event, property) pairs exported before folding into "_other"
+
+
+class PipelineMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.build_info = Gauge(
+            "trackflow_build_info", "Running trackflow version.", ["version"], registry=r
+        )
+        self.build_info.labels(__version__).set(1)
+        self.messages_received = Counter(
+            "trackflow_messages_received_total",
+            "Kafka messages consumed from producers' topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.stage_in = Counter(
+            "trackflow_stage_events_in_total", "Events entering a stage.", ["stage"], registry=r
+        )
+        self.stage_out = Counter(
+            "trackflow_stage_events_out_total", "Events leaving a stage.", ["stage"], registry=r
+        )
+        self.events_received = Counter(
+            "trackflow_events_received_total", "Events decoded from producer messages.", registry=r
+        )
+        self.events_valid = Counter(
+            "trackflow_events_valid_total", "Events that passed validation.", registry=r
+        )
+        self.events_stored = Counter(
+            "trackflow_events_stored_total", "Events written to the lake events table.", registry=r
+        )
+        self.dlq = Counter(
+            "trackflow_dlq_events_total",
+            "Events or messages sent to the dead-letter topic.",
+            ["error_code"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "trackflow_duplicates_total", "Events dropped as repeated event_id.", registry=r
+        )
+        self.consent_dropped = Counter(
+            "trackflow_consent_dropped_total",
+            "Events dropped because consent.analytics was false.",
+            registry=r,
+        )
+        self.unknown_properties = Counter(
+            "trackflow_unknown_properties_total",
+            "Properties not in the tracking plan, on non-strict events (drift).",
+            ["event_name", "property"],
+            registry=r,
+        )
+        self.lake_files = Counter(
+            "trackflow_lake_files_written_total", "Parquet files written.", ["table"], registry=r
+        )
+        self.lake_bytes = Counter(
+            "trackflow_lake_bytes_written_total", "Parquet bytes written.", ["table"], registry=r
+        )
+        self.lake_rows = Counter(
+            "trackflow_lake_rows_written_total", "Rows written to the lake.", ["table"], registry=r
+        )
+        self.lake_last_write = Gauge(
+            "trackflow_lake_last_write_timestamp_seconds",
+            "Unix time of the last lake file written.",
+            ["table"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "trackflow_processing_latency_seconds",
+            "Seconds from a message's Kafka timestamp to the end of a stage's work on it.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "trackflow_consumer_lag_messages",
+            "Messages between the log end and this worker's position.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.dedup_ids = Gauge(
+            "trackflow_dedup_ids", "Event ids held in the dedup memory.", registry=r
+        )
+        self._drift_seen: set[tuple[str, str]] = set()
+
+    def count_unknown_property(self, event_name: str, prop: str) -> None:
+        key = (event_name, prop)
+        if key not in self._drift_seen:
+            if len(self._drift_seen) >= MAX_DRIFT_SERIES:
+                key = (event_name, "_other")
+            else:
+                self._drift_seen.add(key)
+        self.unknown_properties.labels(*key).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

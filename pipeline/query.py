@@ -1,0 +1,107 @@
+"""DuckDB over the lake, with the views of DESIGN section 7."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from pipeline.lake_schema import DLQ_SCHEMA, EVENT_COLUMNS, arrow_type
+from pipeline.plan import TrackingPlan, load_plan
+
+_DUCK_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.binary(): "BLOB",
+}
+
+
+def _duck_type(typ: pa.DataType) -> str:
+    if pa.types.is_timestamp(typ):
+        return "TIMESTAMPTZ"
+    if pa.types.is_decimal(typ):
+        return f"DECIMAL({typ.precision},{typ.scale})"
+    return _DUCK_TYPES[typ]
+
+
+def _source(root: Path, columns: list[tuple[str, str]], partition_cols: list[tuple[str, str]]) -> str:
+    """SQL of a table: its Parquet files (if any) united by name with an empty typed frame.
+
+    The empty frame gives every view its full column list even before the first file (or
+    before the first event that fills an optional column) is written.
+    """
+    empty = ", ".join(f"NULL::{typ} AS {name}" for name, typ in columns + partition_cols)
+    frame = f"SELECT {empty} WHERE false"
+    if not root.exists() or next(root.rglob("*.parquet"), None) is None:
+        return frame
+    glob = (root / "**" / "*.parquet").as_posix().replace("'", "''")
+    files = f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"
+    return f"{files} UNION ALL BY NAME {frame}"
+
+
+def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
+    event_cols = [(n, _duck_type(t)) for n, t in EVENT_COLUMNS]
+    props = [(s.name, _duck_type(arrow_type(s))) for s in plan.property_columns().values()]
+    events_src = _source(lake / "events", event_cols + props, [("event_date", "DATE")])
+    envelope = ", ".join(n for n, _ in EVENT_COLUMNS if n not in ("properties", "identities"))
+    typed = ", ".join(n for n, _ in props)
+    events = (
+        f"SELECT {envelope}, properties::JSON AS properties, identities::JSON AS identities, "
+        f"event_date, {typed} FROM ({events_src})"
+    )
+    dlq_cols = [(f.name, _duck_type(f.type)) for f in DLQ_SCHEMA]
+    dlq_src = _source(lake / "dlq", dlq_cols, [("received_date", "DATE")])
+    dlq = f"SELECT {', '.join(n for n, _ in dlq_cols)}, received_date FROM ({dlq_src})"
+    return {"events": events, "dlq": dlq}
+
+
+def connect(data_dir: Path, plan: TrackingPlan | None = None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for name, sql in view_sql(Path(data_dir) / "lake", plan or load_plan()).items():
+        con.execute(f"CREATE VIEW {name} AS {sql}")
+    return con
+
+
+def run(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    cur = con.execute(sql)
+    columns = [d[0] for d in cur.description] if cur.description else []
+    return columns, cur.fetchall()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(value).decode()
+    if isinstance(value, Decimal):
+        return float(value) if value == Decimal(repr(float(value))) else str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def to_json(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
+    records = [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+    return orjson.dumps(records, default=str).decode()
+
+
+def to_csv(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else _plain(v) for v in row])
+    return out.getvalue()

@@ -1,0 +1,58 @@
+"""The one typed settings object, built once at start-up from flags and TRACKFLOW_* env vars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PII_SECRET = "trackflow-dev-secret-change-me"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Every field reads ``TRACKFLOW_<FIELD>`` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACKFLOW_", extra="ignore", frozen=True)
+
+    broker: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap URL(s).")
+    data_dir: Path = Field(Path("./data"), description="Root of the lake and local state.")
+    schemas_dir: Path | None = Field(None, description="Tracking plan directory (default: built-in).")
+    app_id: str = Field("trackflow", description="Faust app id = consumer group; one per pipeline.")
+    topic_prefix: str = Field("", description="Prefix for every topic name (isolates pipelines).")
+    partitions: int = Field(8, ge=1, le=1024, description="Partitions of events.raw when created.")
+    web_port: int = Field(6066, ge=0, le=65535, description="Worker web port serving /metrics.")
+    web_host: str = Field("127.0.0.1", description="Interface the worker's web server binds.")
+    pii_secret: SecretStr = Field(
+        SecretStr(DEFAULT_PII_SECRET), description="HMAC-SHA256 key for phone/email hashing."
+    )
+    dedup_horizon_hours: int = Field(24, ge=1, description="Minimum memory of seen event ids.")
+    sink_flush_seconds: float = Field(1.0, gt=0, description="Max age of buffered lake rows.")
+    sink_flush_rows: int = Field(50_000, ge=1, description="Flush a partition at this many rows.")
+    take_max: int = Field(500, ge=1, description="Max messages an agent takes per batch.")
+    take_within: float = Field(0.2, gt=0, description="Seconds an agent waits to fill a batch.")
+    rebalance_timeout: float = Field(10.0, gt=0, description="Consumer-group rebalance timeout.")
+    session_timeout: float = Field(30.0, gt=0, description="Consumer-group session timeout.")
+    log_level: str = Field("info", description="Worker log level.")
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        return value if "://" in value else f"kafka://{value}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker URL(s) as a librdkafka ``bootstrap.servers`` string."""
+        hosts = []
+        for part in self.broker.split(";"):
+            for host in part.split("://", 1)[-1].split(","):
+                if host:
+                    hosts.append(host)
+        return ",".join(hosts)

@@ -1,0 +1,1 @@
+"""Faust table definitions holding the pipeline's recoverable state."""
