@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
             default=None,
             beacon=app.tables.beacon,
             partitions=partitions,
-            schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+            schema=faust.Schema(key_serializer="json", value_serializer="json"),
             extra_topic_configs={
                 "cleanup.policy": "delete",
                 "retention.ms": str(2 * horizon_ms + 3_600_000),

@@ -45,7 +45,9 @@ def decode_message(value: bytes | None, plan: TrackingPlan) -> list[Item]:
     limit = plan.envelope.max_event_bytes
     if isinstance(decoded, dict):
         if len(value) > limit:
-            return [_too_large(0, len(value), limit)]
+            item = _too_large(0, len(value), limit)
+            item.obj = decoded  # kept for the DLQ record's event id and retry detection
+            return [item]
         return [Item(0, decoded)]
     if isinstance(decoded, list):
         if not decoded:
@@ -67,7 +69,7 @@ def decode_message(value: bytes | None, plan: TrackingPlan) -> list[Item]:
                 )
             elif raw is not None and len(raw) > limit:
                 item = _too_large(i, len(raw), limit)
-                item.raw = raw
+                item.obj, item.raw = element, raw
                 items.append(item)
             else:
                 items.append(Item(i, element, raw=raw))

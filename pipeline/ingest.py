@@ -6,6 +6,7 @@ yields the same records (and downstream offset checks drop the copies).
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,20 +91,21 @@ class Ingestor:
         result: IngestResult,
     ) -> None:
         pos = position(msg.offset, item.index)
-        if item.error is not None:
-            self._reject(partition, msg, item, item.error, now_ms, result)
-            return
         try:
+            if item.error is not None:
+                raise item.error
             record = self.validator.validate(item.obj, now_ms, item.version)
         except Rejected as rejected:
-            event_id = self._valid_id(item.obj)
-            if event_id is not None:
-                first = self.seen.lookup(partition, event_id, now_ms)
-                if first is not None and first[0] != pos:
-                    result.duplicates += 1  # a retry of an event already stored or rejected
-                    return
-                self.seen.add(partition, gen, event_id, pos, True)
-                result.seen.append([event_id, (pos << 1) | 1])
+            # A retry of a rejected event (same id) or message (same bytes, no usable id)
+            # is dropped like any duplicate: one DLQ record per bad event, not per send.
+            retry_key = self._valid_id(item.obj) or self._content_key(item, msg)
+            first = self.seen.lookup(partition, retry_key, now_ms)
+            if first is not None and first[0] != pos:
+                result.duplicates += 1
+                return
+            if first is None:
+                self.seen.add(partition, gen, retry_key, pos, True)
+                result.seen.append([retry_key, (pos << 1) | 1])
             self._reject(partition, msg, item, rejected, now_ms, result)
             return
         if record is CONSENT_DROPPED:
@@ -127,6 +129,15 @@ class Ingestor:
         record["source_offset"] = msg.offset
         record["source_index"] = item.index
         result.valid.append(record)
+
+    @staticmethod
+    def _content_key(item: Item, msg: RawMessage) -> str:
+        """Dedup key of a bad item without a usable event id: a digest of its bytes.
+
+        "~" cannot start a valid event id, so the two key spaces never collide.
+        """
+        data = element_bytes(item, msg.value or b"")
+        return "~" + hashlib.blake2b(data, digest_size=12).hexdigest()
 
     def _valid_id(self, obj: Any) -> str | None:
         if not isinstance(obj, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,13 @@ def event_key(event: Any) -> bytes | None:
     return None
 
 
-def split_line(line: bytes) -> Iterator[tuple[bytes | None, bytes]]:
+def content_key(value: bytes) -> bytes:
+    """Key of a message with no usable id: its digest, so an identical retry meets the
+    first copy's dedup memory on the same partition."""
+    return b"~" + hashlib.blake2b(value, digest_size=8).hexdigest().encode()
+
+
+def split_line(line: bytes) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) messages for one JSON line.
 
     A batch whose events belong to several keys is split into one batch per key, in first
@@ -34,14 +41,16 @@ def split_line(line: bytes) -> Iterator[tuple[bytes | None, bytes]]:
     try:
         decoded = orjson.loads(line)
     except orjson.JSONDecodeError:
-        yield None, line
+        yield content_key(line), line
         return
     if not isinstance(decoded, list) or not decoded:
-        yield event_key(decoded), line
+        yield event_key(decoded) or content_key(line), line
         return
-    groups: dict[bytes | None, list[Any]] = {}
+    groups: dict[bytes, list[Any]] = {}
     for element in decoded:
-        groups.setdefault(event_key(element), []).append(element)
+        groups.setdefault(event_key(element) or content_key(orjson.dumps(element)), []).append(
+            element
+        )
     if len(groups) == 1:
         yield next(iter(groups)), line
         return
@@ -91,6 +100,10 @@ class RawProducer:
                 self._producer.poll(0.05)
         self.stats.messages += 1
         self.stats.bytes += len(value)
+        self._producer.poll(0)
+
+    def flush_soon(self) -> None:
+        """Serve delivery callbacks without blocking (pacing loops call this while idle)."""
         self._producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> int:

@@ -25,7 +25,7 @@ class BatchLogTable(faust.Table):  # type: ignore[misc]
     def forget_partition(self, partition: int) -> None:
         raise NotImplementedError
 
-    def append(self, partition: int, key: bytes, value: Any) -> None:
+    def append(self, partition: int, key: str, value: Any) -> None:
         """Append one batch record to the changelog partition of ``partition``."""
         self.send_changelog(partition, key, value)
 

@@ -84,4 +84,4 @@ class DedupTable(BatchLogTable):
 
     def record(self, partition: int, first_offset: int, gen: int, entries: list[Any]) -> None:
         if entries:
-            self.append(partition, f"{partition}:{first_offset}".encode(), {"g": gen, "ids": entries})
+            self.append(partition, f"{partition}:{first_offset}", {"g": gen, "ids": entries})

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.broker import EmbeddedBroker
+from tests.support import Deployment
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One embedded Tansu broker for the whole test session, on a free port."""
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log=log) as b:
+        yield b
+
+
+@pytest.fixture
+def deployment(broker: EmbeddedBroker, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+    dep = Deployment(broker.url, tmp_path, f"t-{name}")
+    yield dep
+    dep.stop()
