@@ -78,6 +78,7 @@ class RawProducer:
                 "compression.type": "none",
                 "message.max.bytes": MAX_MESSAGE_BYTES + 10_000,
                 "queue.buffering.max.messages": 200_000,
+                "log.connection.close": False,
             }
         )
 
@@ -108,6 +109,8 @@ class RawProducer:
 
     def flush(self, timeout: float = 60.0) -> int:
         remaining = int(self._producer.flush(timeout))
+        if remaining:
+            self.errors.append(f"{remaining} messages still undelivered after {timeout}s")
         self.stats.failed += remaining
         return remaining
 

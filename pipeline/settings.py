@@ -27,7 +27,7 @@ class Settings(BaseSettings):
         SecretStr(DEFAULT_PII_SECRET), description="HMAC-SHA256 key for phone/email hashing."
     )
     dedup_horizon_hours: int = Field(24, ge=1, description="Minimum memory of seen event ids.")
-    sink_flush_seconds: float = Field(1.0, gt=0, description="Max age of buffered lake rows.")
+    sink_flush_seconds: float = Field(2.5, gt=0, description="Max age of buffered lake rows.")
     sink_flush_rows: int = Field(50_000, ge=1, description="Flush a partition at this many rows.")
     take_max: int = Field(500, ge=1, description="Max messages an agent takes per batch.")
     take_within: float = Field(0.2, gt=0, description="Seconds an agent waits to fill a batch.")

@@ -85,6 +85,10 @@ class SimMessage:
     of its (first) event, except that a duplicate carries the time it is re-sent and junk
     carries the time it is sent (its own ``event_time`` may be absent or absurd). So the
     stream is non-decreasing in ``event_time_ms``.
+
+    ``kind`` "consent_withdrawn" wins over "batch": such a message may be a JSON array.
+    A malformed "array with a non-object" holds one good page-level event besides the bad
+    element, so its ``events`` is 2.
     """
 
     key: bytes | None  # anonymous_id (or user_id) of the event(s), utf-8; None for junk
@@ -127,7 +131,10 @@ class _Session:
     channel: str | None
     consent: dict[str, bool] | None
     now_ms: int = 0  # event time of the step being produced; scripts read it
+    page: str = "home"  # page on screen, for referrer and element_click
+    page_ms: int = 0  # when it was shown, for duration_ms of the next page_view
     ready_ms: float = 0.0  # earliest time of the session's next message
+    slot: int = 0  # index in the active list, for O(1) removal
     script: Iterator[_Step] = field(default_factory=lambda: iter(()))
 
 
@@ -366,16 +373,17 @@ class _Simulation:
             consent = {"analytics": False, "marketing": False}
         elif rng.random() < 0.2:
             consent = {"analytics": True, "marketing": rng.random() < 0.6}
-        session = _Session(dev, member, channel, consent, ready_ms=clock)
+        session = _Session(dev, member, channel, consent, ready_ms=clock, slot=len(self.active))
         session.script = self._script(session)
         self.active.append(session)
         return session
 
     def _end(self, session: _Session) -> None:
         active = self.active
-        i = active.index(session)
-        active[i] = active[-1]
-        active.pop()
+        last = active.pop()
+        if last is not session:
+            active[session.slot] = last
+            last.slot = session.slot
         self.idle.append(session.device)
 
     def _envelope(
@@ -441,6 +449,7 @@ class _Simulation:
         """A visit: the funnel home -> listing -> detail -> cart -> checkout -> pay."""
         rng = self.rng
         dev, member = s.device, s.member
+        s.page, s.page_ms = "home", s.now_ms
         home: dict[str, Any] = {"page": "home"}
         if s.channel == "wechat_share":
             home["referrer"] = "wechat://share/" + self._token(8)
@@ -461,15 +470,13 @@ class _Simulation:
         if rng.random() < 0.2:
             return  # bounce
         cart: dict[str, list[Any]] = {}  # product_id -> [quantity, price_cents, sku_id]
-        page_ms = s.now_ms
         for _ in range(rng.choice((1, 1, 2, 2, 3, 4, 5))):
             listing = rng.choices(("category", "search", "activity"), (45, 40, 15))[0]
             element = {"category": "category_tab", "search": "search_box"}.get(
                 listing, "activity_banner"
             )
-            yield "element_click", {"page": "home", "element": element}, None
-            yield "page_view", self._page(s, listing, "home", page_ms), None
-            page_ms = s.now_ms
+            yield "element_click", {"page": s.page, "element": element}, None  # tab bar
+            yield "page_view", self._page(s, listing), None
             shown = [self._product() for _ in range(rng.randint(2, 6))]
             for pos, pid in enumerate(shown):
                 card = {"page": listing, "element": "product_card", "product_id": pid}
@@ -480,10 +487,7 @@ class _Simulation:
             pid = shown[pos]
             card = {"page": listing, "element": "product_card", "product_id": pid}
             yield "element_click", {**card, "position": pos}, None
-            detail = self._page(s, "product_detail", listing, page_ms)
-            detail["product_id"] = pid
-            yield "page_view", detail, None
-            page_ms = s.now_ms
+            yield "page_view", self._page(s, "product_detail", product_id=pid), None
             if rng.random() < 0.45:
                 qty = rng.choices((1, 2, 3, 5), (75, 17, 6, 2))[0]
                 button = {"page": "product_detail", "element": "add_to_cart_button"}
@@ -501,9 +505,10 @@ class _Simulation:
                 break
         if not cart:
             if rng.random() < 0.2:
-                yield "page_view", self._page(s, "member_center", "home", page_ms), None
+                yield "page_view", self._page(s, "member_center"), None
             return
-        yield "page_view", self._page(s, "cart", "product_detail", page_ms), None
+        yield "element_click", {"page": s.page, "element": "cart_tab"}, None
+        yield "page_view", self._page(s, "cart"), None
         if rng.random() < (0.3 if len(cart) > 1 else 0.05):
             pid = rng.choice(sorted(cart))
             item = cart[pid]
@@ -523,7 +528,7 @@ class _Simulation:
         yield "element_click", {"page": "cart", "element": "checkout_button"}, None
         if dev.user_id != member.user_id:
             yield from self._login(s, member)
-        yield "page_view", {"page": "checkout", "referrer": "cart"}, None
+        yield "page_view", self._page(s, "checkout"), None
         self.order_seq += 1
         # Unique within a run; the seeded suffix keeps runs of different seeds apart.
         order_id = f"SO{self.start_ms // 1000 % 10**8:08d}{self.order_seq:06d}{self.run_tag}"
@@ -544,9 +549,9 @@ class _Simulation:
             # The generator resumes at the result's event time: that decides the outage.
             if rng.random() < self._pay_success_rate(s.now_ms):
                 yield "pay_success", pay, None
-                yield "page_view", {"page": "pay_result", "referrer": "checkout"}, None
+                yield "page_view", self._page(s, "pay_result"), None
                 if rng.random() < 0.3:
-                    yield "page_view", {"page": "member_center"}, None
+                    yield "page_view", self._page(s, "member_center"), None
                 return
             if self.outage is not None and self.outage[0] <= s.now_ms < self.outage[1]:
                 reason = rng.choices(_OUTAGE_REASONS, _OUTAGE_WEIGHTS)[0]
@@ -558,26 +563,29 @@ class _Simulation:
             if reason in ("insufficient_balance", "card_declined") and rng.random() < 0.6:
                 method = rng.choices(_PAY_METHODS, weights)[0]
 
-    def _page(self, s: _Session, page: str, referrer: str, since_ms: int) -> dict[str, Any]:
+    def _page(self, s: _Session, page: str, product_id: str | None = None) -> dict[str, Any]:
+        """Properties of a page_view at ``s.now_ms``; must be called right before its yield."""
         props: dict[str, Any] = {"page": page}
+        if product_id is not None:
+            props["product_id"] = product_id
         if self.rng.random() < 0.7:
-            props["referrer"] = referrer
+            props["referrer"] = s.page
         if self.rng.random() < 0.6:
-            props["duration_ms"] = max(0, s.now_ms - since_ms)
+            props["duration_ms"] = max(0, s.now_ms - s.page_ms)
+        s.page, s.page_ms = page, s.now_ms
         return props
 
     def _login(self, s: _Session, member: _Member) -> Iterator[_Step]:
         rng, dev = self.rng, s.device
+        method = self._method(dev)
         if not member.registered:
             member.registered = True
             dev.user_id = member.user_id
-            method = self._method(dev)
             yield "signup", {"method": method}, self._login_identities(dev, member, method)
         dev.user_id = member.user_id
-        method = self._method(dev)
         yield "login", {"method": method}, self._login_identities(dev, member, method)
         if rng.random() < 0.3:
-            yield "page_view", {"page": "member_center", "referrer": "home"}, None
+            yield "page_view", self._page(s, "member_center"), None
 
     def _method(self, dev: _Device) -> str:
         if dev.platform == "miniprogram":
@@ -627,11 +635,11 @@ class _Simulation:
         event["properties"] = props
         return dev, event
 
-    def _sample(self, t: int) -> tuple[_Device, dict[str, Any]]:
-        """A valid standalone event to break."""
+    def _sample(self, t: int, harmless: bool = False) -> tuple[_Device, dict[str, Any]]:
+        """A valid standalone event to break; ``harmless`` ones may be stored as they are."""
         rng = self.rng
         pid = self._product()
-        choice = rng.randrange(6)
+        choice = rng.randrange(3 if harmless else 6)
         if choice == 0:
             return self._plain(t, "page_view", {"page": "product_detail", "product_id": pid})
         if choice == 1:
@@ -670,7 +678,7 @@ class _Simulation:
         return None, self.rng.choice((b"42", b'"page_view"', b"null", b"true", b"[]")), 1
 
     def _junk_array_non_object(self, t: int) -> tuple[bytes | None, bytes, int]:
-        dev, event = self._sample(t)
+        dev, event = self._sample(t, harmless=True)  # stored: must not fake an order
         other = self.rng.choice((42, "page_view", None, [1, 2]))
         return dev.anonymous_id.encode(), orjson.dumps([event, other]), 2
 

@@ -6,6 +6,7 @@ import copy
 import hashlib
 import hmac
 import re
+import time
 
 import pytest
 
@@ -258,6 +259,17 @@ def test_mask_text_masks_a_mobile_right_after_chinese_text(hasher: PiiHasher) ->
     masked = hasher.mask_text("联系电话13812345678")
     assert "13812345678" not in masked
     assert masked == f"联系电话[phone:{hasher.hash_phone('13812345678')}]"
+
+
+@pytest.mark.parametrize("char", ["a", "1"])
+def test_mask_text_time_is_linear_in_the_text_length(hasher: PiiHasher, char: str) -> None:
+    # DLQ payloads go through mask_text and may be up to 32 KiB. A 32 KiB run of word
+    # characters takes about a second (the e-mail pattern retries the run from every
+    # position), so a burst of such rejects stalls the validate agent.
+    text = char * 32_000
+    start = time.perf_counter()
+    assert hasher.mask_text(text) == text
+    assert time.perf_counter() - start < 0.25
 
 
 # -- mask_value ----------------------------------------------------------------------------

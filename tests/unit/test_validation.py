@@ -372,7 +372,12 @@ REJECTIONS: list[tuple[str, dict[str, Any] | Any, ErrorCode, str]] = [
         "consent.marketing",
     ),
     ("properties_string", event(properties="home"), ErrorCode.TYPE_MISMATCH, "properties"),
-    ("properties_list", event(properties=[{"page": "home"}]), ErrorCode.TYPE_MISMATCH, "properties"),
+    (
+        "properties_list",
+        event(properties=[{"page": "home"}]),
+        ErrorCode.TYPE_MISMATCH,
+        "properties",
+    ),
     ("properties_int", event(properties=1), ErrorCode.TYPE_MISMATCH, "properties"),
     ("page_int", with_props("page_view", page=1), ErrorCode.TYPE_MISMATCH, "properties.page"),
     (
