@@ -55,12 +55,16 @@ def decode_message(value: bytes | None, plan: TrackingPlan) -> list[Item]:
         items = []
         check_size = len(value) > limit  # no element can be over the limit otherwise
         for i, element in enumerate(decoded):
-            raw = orjson.dumps(element) if check_size else None
+            try:
+                raw = orjson.dumps(element) if check_size else None
+            except orjson.JSONEncodeError:  # nested deeper than orjson writes (254 levels)
+                items.append(Item(i, error=Rejected(ErrorCode.MALFORMED_PAYLOAD, f"batch element {i} is nested too deeply")))
+                continue
             if not isinstance(element, dict):
                 items.append(
                     Item(
                         i,
-                        raw=raw if raw is not None else orjson.dumps(element),
+                        raw=raw if raw is not None else _dumps_or_none(element),
                         error=Rejected(
                             ErrorCode.MALFORMED_PAYLOAD,
                             f"batch element {i} must be an event object, got {json_type(element)}",
@@ -90,8 +94,15 @@ def element_bytes(item: Item, message: bytes) -> bytes:
     if item.raw is not None:
         return item.raw
     if item.obj is not None and message[:2] != AVRO_MAGIC and message.lstrip()[:1] == b"[":
-        return orjson.dumps(item.obj)
+        return _dumps_or_none(item.obj) or message
     return message
+
+
+def _dumps_or_none(value: Any) -> bytes | None:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def _too_large(index: int, size: int, limit: int) -> Item:
@@ -147,8 +158,29 @@ def encode_avro(event: dict[str, Any], plan: TrackingPlan, version: int | None =
 # -- batches between agents -------------------------------------------------------------
 
 
+MAX_BATCH_BYTES = 512 * 1024  # well under Kafka's default 1 MB message limit
+
+
 def encode_batch(batch: dict[str, Any]) -> bytes:
     return orjson.dumps(batch)
+
+
+def encode_batches(
+    partition: int, key: str, rows: list[dict[str, Any]], max_bytes: int = MAX_BATCH_BYTES
+) -> list[bytes]:
+    """``{"p": partition, key: rows}`` messages, split so that none exceeds ``max_bytes``.
+
+    Rows stay in order, so each message still covers a contiguous run of source offsets.
+    """
+    if not rows:
+        return []
+    value = orjson.dumps({"p": partition, key: rows})
+    if len(value) <= max_bytes or len(rows) == 1:
+        return [value]
+    half = len(rows) // 2
+    return encode_batches(partition, key, rows[:half], max_bytes) + encode_batches(
+        partition, key, rows[half:], max_bytes
+    )
 
 
 def decode_batch(value: bytes) -> dict[str, Any]:

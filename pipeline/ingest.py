@@ -183,8 +183,11 @@ class Ingestor:
         """The original bytes, unless they hold PII: then a masked re-encoding."""
         original = element_bytes(item, message)
         if item.obj is not None:
-            masked = self.hasher.mask_value(item.obj, self._pii_names)
-            return original if masked == item.obj else orjson.dumps(masked, default=str)
+            try:
+                masked = self.hasher.mask_value(item.obj, self._pii_names)
+                return original if masked == item.obj else orjson.dumps(masked, default=str)
+            except (RecursionError, orjson.JSONEncodeError):
+                pass  # pathological nesting: mask the bytes as text instead
         text = original.decode("utf-8", errors="surrogateescape")
         masked_text = self.hasher.mask_text(text)
         if masked_text == text:

@@ -2,15 +2,18 @@
 
 Exactly-once without Kafka transactions (DESIGN section 12):
 
-* every row carries the source (topic, partition, offset) it came from;
+* every row carries the source position it came from: (topic, partition, offset, index),
+  the index being the event's place in its producer message (a batch);
 * a flush writes temporary files, renames them into place, then atomically replaces the
   partition's checkpoint ``_checkpoints/<table>/<topic>-p<partition>.json`` with the
-  highest source offset written;
-* a file is named ``<topic>-p<partition>-<first>-<last>.parquet`` by the source offsets it
-  holds, so a file whose first offset is above the checkpoint was renamed by a flush that
-  never committed: it is deleted before the partition is written again;
+  highest position written;
+* a file is named ``<topic>-p<partition>-<first>-<last>.parquet`` by the positions it
+  holds (``<offset>.<index>``), so a file whose first position is above the checkpoint was
+  renamed by a flush that never committed: it is deleted before the partition is written
+  again;
 * rows at or below the checkpoint are skipped, so input replayed after a crash is not
-  stored twice.
+  stored twice. Positions, not offsets: the events of one big producer batch may be split
+  over several internal messages and so over several flushes.
 """
 
 from __future__ import annotations
@@ -27,14 +30,27 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.positions import pack, unpack
+
 # (hive directory relative to the table root, rows) pairs for one flush.
 Splitter = Callable[[list[dict[str, Any]]], Iterable[tuple[str, pa.Table]]]
 
-_FILE = re.compile(r"^(?P<topic>.+)-p(?P<part>\d+)-(?P<first>\d{12})-(?P<last>\d{12})\.parquet$")
+_POS = r"(\d{12})\.(\d{7})"
+_FILE = re.compile(rf"^(?P<topic>.+)-p(?P<part>\d+)-{_POS}-{_POS}\.parquet$")
+
+
+def position(row: dict[str, Any]) -> int:
+    return pack(int(row["source_offset"]), int(row["source_index"]))
+
+
+def _pos_text(pos: int) -> str:
+    offset, index = unpack(pos)
+    return f"{offset:012d}.{index:07d}"
 
 
 def file_name(topic: str, partition: int, first: int, last: int) -> str:
-    return f"{topic}-p{partition}-{first:012d}-{last:012d}.parquet"
+    """Name of a file holding positions ``first`` .. ``last`` (packed ints)."""
+    return f"{topic}-p{partition}-{_pos_text(first)}-{_pos_text(last)}.parquet"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -84,7 +100,7 @@ class TableWriter:
         hw = self._hw.get(key)
         if hw is None:
             path = self._checkpoint_path(topic, partition)
-            hw = orjson.loads(path.read_bytes())["offset"] if path.exists() else -1
+            hw = orjson.loads(path.read_bytes())["position"] if path.exists() else -1
             self._remove_uncommitted(topic, partition, hw)
             self._hw[key] = hw
         return hw
@@ -99,8 +115,10 @@ class TableWriter:
                 path.unlink(missing_ok=True)
                 continue
             m = _FILE.match(name)
-            if m and m["topic"] == topic and int(m["part"]) == partition and int(m["first"]) > hw:
-                path.unlink(missing_ok=True)
+            if m and m["topic"] == topic and int(m["part"]) == partition:
+                first = pack(int(m.group(3)), int(m.group(4)))
+                if first > hw:
+                    path.unlink(missing_ok=True)
 
     def forget(self, topic: str, partition: int) -> None:
         """Drop cached state (partition revoked); buffered rows must be flushed first."""
@@ -110,12 +128,7 @@ class TableWriter:
     # -- buffering ---------------------------------------------------------------------
 
     def add(
-        self,
-        topic: str,
-        partition: int,
-        rows: list[dict[str, Any]],
-        token: Any = None,
-        offset_key: str = "source_offset",
+        self, topic: str, partition: int, rows: list[dict[str, Any]], token: Any = None
     ) -> int:
         """Buffer the rows above everything already stored or buffered; returns how many."""
         key = (topic, partition)
@@ -123,13 +136,13 @@ class TableWriter:
         if buf is None:
             buf = self._buffers[key] = _Buffer(since=time.monotonic())
         floor = max(self.high_water(topic, partition), buf.last)
-        fresh = [r for r in rows if r[offset_key] > floor]
+        fresh = [(pos, r) for r in rows if (pos := position(r)) > floor]
         if fresh:
             if buf.first is None:
-                buf.first = fresh[0][offset_key]
+                buf.first = fresh[0][0]
                 buf.since = time.monotonic()
-            buf.rows.extend(fresh)
-            buf.last = max(buf.last, max(r[offset_key] for r in fresh))
+            buf.rows.extend(r for _, r in fresh)
+            buf.last = max(buf.last, max(pos for pos, _ in fresh))
         if token is not None:
             buf.tokens.append(token)
         return len(fresh)
@@ -169,7 +182,8 @@ class TableWriter:
                 os.replace(tmp, final)
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(
-                self._checkpoint_path(topic, partition), orjson.dumps({"offset": buf.last})
+                self._checkpoint_path(topic, partition),
+                orjson.dumps(dict(zip(("offset", "index"), unpack(buf.last), strict=True), position=buf.last)),
             )
             self._hw[(topic, partition)] = buf.last
         tokens = buf.tokens

@@ -20,9 +20,14 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Masking of PII inside bytes that are not even JSON (dead-letter payloads): mainland mobile
 # numbers in their usual spellings, E.164 numbers, and e-mail addresses.
 _PHONE_IN_TEXT = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[\s-]?\d(?:[\s-]?\d){6,13}|(?:(?:00|\+)?86[\s-]?)?1[3-9]\d(?:[\s-]?\d{4}){2})(?!\d)"
+    r"(?<![0-9A-Za-z+])(?:\+\d{1,3}[\s-]?\d(?:[\s-]?\d){6,13}|(?:(?:00|\+)?86[\s-]?)?1[3-9]\d(?:[\s-]?\d{4}){2})(?!\d)"
 )
-_EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# Matches start only where a run of local-part characters starts, and the runs are
+# possessive: linear time even on a 32 KiB run of letters (no catastrophic backtracking).
+_EMAIL_IN_TEXT = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)+"
+)
+MAX_MASK_DEPTH = 64
 
 
 class PiiHasher:
@@ -92,20 +97,19 @@ class PiiHasher:
 
     def mask_value(self, value: Any, pii_names: Iterable[str]) -> Any:
         """Copy of a decoded JSON value with PII keys hashed and PII-looking text masked."""
-        names = frozenset(pii_names)
+        names = frozenset(n.lower() for n in pii_names)
 
-        def walk(v: Any, key: str | None) -> Any:
+        def walk(v: Any, key: str | None, depth: int) -> Any:
+            if depth > MAX_MASK_DEPTH:
+                return "[masked: nested too deeply]"
             if isinstance(v, dict):
-                return {k: walk(item, k) for k, item in v.items()}
+                return {k: walk(item, str(k).lower(), depth + 1) for k, item in v.items()}
             if isinstance(v, list):
-                return [walk(item, None) for item in v]
+                return [walk(item, key, depth + 1) for item in v]
+            if key in names and isinstance(v, str | int) and not isinstance(v, bool):
+                return self.hash_loose("email" if "mail" in key else "phone", str(v))
             if isinstance(v, str):
-                if key in names:
-                    kind = "email" if key == "email" else "phone"
-                    return self.hash_loose(kind, v)
                 return self.mask_text(v)
-            if isinstance(v, int) and not isinstance(v, bool) and key in names:
-                return self.hash_loose("phone", str(v))
             return v
 
-        return walk(value, None)
+        return walk(value, None, 0)

@@ -33,7 +33,7 @@ def parse_event_time(value: object, field: str = "event_time") -> int:
             f"{field} must be an RFC 3339 string or integer epoch milliseconds, "
             f"got {json_type(value)}",
         )
-    m = _RFC3339.match(value)
+    m = _RFC3339.fullmatch(value)
     if m is None:
         raise Rejected(
             ErrorCode.INVALID_TIMESTAMP,

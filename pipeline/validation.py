@@ -19,6 +19,17 @@ from pipeline.timeparse import check_time_range, parse_event_time
 Checker = Callable[[Any], Any]
 
 CONSENT_DROPPED: Final = object()  # sentinel: analytics consent withdrawn, drop and count
+MAX_PROPERTY_DEPTH: Final = 10  # nesting of free-form properties; deeper is invalid_value
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    if limit < 0:
+        return True
+    if isinstance(value, dict):
+        return any(_too_deep(v, limit - 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_too_deep(v, limit - 1) for v in value)
+    return False
 
 _TYPE_WORDS = {
     "string": "a string",
@@ -85,7 +96,7 @@ def compile_field(spec: FieldSpec, path: str) -> Checker:
                 raise Rejected(ErrorCode.INVALID_VALUE, f"{path} must have at least {min_len} characters")
             if max_len is not None and len(v) > max_len:
                 raise Rejected(ErrorCode.INVALID_VALUE, f"{path} must have at most {max_len} characters, got {len(v)}")
-            if pattern is not None and not pattern.match(v):
+            if pattern is not None and not pattern.fullmatch(v):
                 raise Rejected(ErrorCode.INVALID_VALUE, f"{path} {v[:80]!r} does not match {spec.pattern}")
             return v
 
@@ -332,10 +343,13 @@ class Validator:
                     f"properties.{unknown[0][:80]} is not in {compiled.schema.name} "
                     f"v{compiled.schema.version}, which is strict",
                 )
-            for key in unknown:
-                value = props[key]
-                if key.lower() in self._pii_props and value is not None:
-                    kind = "email" if "mail" in key.lower() else "phone"
-                    value = self.hasher.hash_loose(kind, str(value))
-                out[key] = value
+            extra = {key: props[key] for key in unknown}
+            for key, value in extra.items():
+                if _too_deep(value, MAX_PROPERTY_DEPTH):
+                    raise Rejected(
+                        ErrorCode.INVALID_VALUE,
+                        f"properties.{key[:80]} is nested deeper than {MAX_PROPERTY_DEPTH} levels",
+                    )
+            # Unknown properties are free-form: hash PII keys at any depth, mask PII text.
+            out.update(self.hasher.mask_value(extra, self._pii_props))
         return out, unknown

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.positions import pack as position
 from tables.batchlog import BatchLogTable
 
-INDEX_BITS = 20
-
-
-def position(offset: int, index: int) -> int:
-    return (offset << INDEX_BITS) | index
+__all__ = ["DedupTable", "SeenIds", "position"]
 
 
 class SeenIds:

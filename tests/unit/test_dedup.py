@@ -11,7 +11,8 @@ from pipeline.ingest import Ingestor, RawMessage
 from pipeline.pii import PiiHasher
 from pipeline.plan import load_plan
 from pipeline.validation import Validator
-from tables.dedup import INDEX_BITS, DedupTable, SeenIds, position
+from pipeline.positions import INDEX_BITS
+from tables.dedup import DedupTable, SeenIds, position
 
 H = 1_000  # horizon, ms
 P = 0

@@ -1,0 +1,247 @@
+"""Throughput of validate+sink against a no-op Faust agent, in one run, on one broker.
+
+Prints (and with --out writes) JSON. Every figure is events/s measured from the first
+event a process sees to the moment the last one is done (stored in the lake for
+trackflow), so start-up and group joins are excluded. Compare figures of the same run
+only: this machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.broker import EmbeddedBroker, free_port  # noqa: E402
+from pipeline.kafka_admin import ensure_topic  # noqa: E402
+from pipeline.produce import RawProducer  # noqa: E402
+
+BIN = Path(sys.executable).parent / "trackflow"
+PARTITIONS = 4
+
+
+def make_events(n: int, now_ms: int) -> list[dict[str, Any]]:
+    """A realistic mix: mostly page views/exposures, some cart and payment events."""
+    events = []
+    for i in range(n):
+        kind = i % 10
+        device = f"dev-{i % 997}"
+        e: dict[str, Any] = {
+            "event_id": f"b{i}",
+            "event_time": now_ms - 60_000 + (i % 50_000),
+            "anonymous_id": device,
+            "platform": "miniprogram",
+            "app_version": "3.2.1",
+        }
+        if kind < 5:
+            e.update(event_name="page_view", properties={"page": "product_detail", "product_id": f"p{i % 500}"})
+        elif kind < 8:
+            e.update(event_name="exposure", properties={"page": "home", "element": "banner", "position": i % 8})
+        elif kind == 8:
+            e.update(event_name="add_to_cart", properties={"product_id": f"p{i % 500}", "quantity": 1, "price": 59.9})
+        else:
+            e.update(event_name="pay_success", properties={"order_id": f"o{i}", "amount": 119.8, "pay_method": "wechat_pay"})
+        events.append(e)
+    return events
+
+
+def produce(bootstrap: str, topic: str, events: list[dict[str, Any]], per_message: int) -> int:
+    ensure_topic(bootstrap, topic, PARTITIONS)
+    producer = RawProducer(bootstrap, topic)
+    # Batches are per device, as SDKs send them: group by device, then chunk.
+    by_device: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        by_device.setdefault(e["anonymous_id"], []).append(e)
+    messages = 0
+    for device, evs in by_device.items():
+        for k in range(0, len(evs), per_message):
+            chunk = evs[k : k + per_message]
+            value = orjson.dumps(chunk if per_message > 1 else chunk[0])
+            producer.send(device.encode(), value)
+            messages += 1
+    if producer.flush(120):
+        raise RuntimeError("produce failed")
+    return messages
+
+
+def scrape(port: int) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
+def run_noop(broker: EmbeddedBroker, topic: str, messages: int, tmp: Path) -> dict[str, Any]:
+    result = tmp / f"noop-{topic}.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "noop_worker.py"), broker.url, topic, str(messages), str(result)],
+        timeout=900,
+        capture_output=True,
+    )
+    if not result.exists():
+        raise RuntimeError(f"noop worker failed: {proc.stderr.decode()[-2000:]}")
+    data = orjson.loads(result.read_bytes())
+    return {"messages": messages, "seconds": round(data["seconds"], 3), "messages_per_s": round(messages / data["seconds"])}
+
+
+def run_trackflow(broker: EmbeddedBroker, prefix: str, events: int, tmp: Path) -> dict[str, Any]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "TRACKFLOW_BROKER": broker.url,
+        "TRACKFLOW_DATA_DIR": str(tmp / prefix),
+        "TRACKFLOW_APP_ID": f"bench-{prefix}",
+        "TRACKFLOW_TOPIC_PREFIX": prefix,
+        "TRACKFLOW_PARTITIONS": str(PARTITIONS),
+        "TRACKFLOW_REBALANCE_TIMEOUT": "2",
+        "TRACKFLOW_WEB_PORT": str(port),
+        "TRACKFLOW_LOG_LEVEL": "warning",
+    }
+    log = open(tmp / f"{prefix}worker.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([str(BIN), "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    first = done = None
+    deadline = time.monotonic() + 900
+    try:
+        while time.monotonic() < deadline:
+            m = scrape(port)
+            now = time.perf_counter()
+            if first is None and m.get("trackflow_events_received_total", 0) > 0:
+                first = now
+            if m.get("trackflow_events_stored_total", 0) >= events:
+                done = now
+                break
+            time.sleep(0.05)
+        cpu = _proc_cpu(proc.pid)
+        rss = _proc_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+    if first is None or done is None:
+        raise RuntimeError(f"trackflow worker did not finish; see {tmp / (prefix + 'worker.log')}")
+    seconds = done - first
+    return {
+        "events": events,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(events / seconds),
+        "worker_cpu_seconds": cpu,
+        "worker_max_rss_mb": rss,
+    }
+
+
+def _proc_cpu(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+    except OSError:
+        return None
+
+
+def _proc_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def breakdown(n: int = 20_000) -> dict[str, float]:
+    """Microseconds per event of each piece of the hot path, measured in this process."""
+    from pipeline.codecs import decode_batch, decode_message, encode_batch
+    from pipeline.ingest import Ingestor, RawMessage
+    from pipeline.lake_schema import EventsSplitter
+    from pipeline.pii import PiiHasher
+    from pipeline.plan import load_plan
+    from pipeline.validation import Validator
+    from tables.dedup import SeenIds
+
+    plan = load_plan()
+    now = int(time.time() * 1000)
+    events = make_events(n, now)
+    msgs = [orjson.dumps(events[i : i + 20]) for i in range(0, n, 20)]
+    out: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        t = time.perf_counter()
+        r = fn()
+        out[name] = round((time.perf_counter() - t) / n * 1e6, 2)
+        return r
+
+    timed("json_decode_us", lambda: [decode_message(m, plan) for m in msgs])
+    hasher = PiiHasher("k")
+    validator = Validator(plan, hasher)
+    timed("validate_us", lambda: [validator.validate(e, now) for e in events])
+    ingestor = Ingestor(plan, validator, hasher, SeenIds(86_400_000), "events.raw")
+    raw = [RawMessage(i, m, None) for i, m in enumerate(msgs)]
+    result = timed("ingest_total_us (decode+validate+dedup)", lambda: ingestor.process(0, raw, now))
+    batches = timed("batch_encode_us", lambda: [encode_batch({"p": 0, "events": result.valid[i : i + 500]}) for i in range(0, n, 500)])
+    timed("batch_decode_us", lambda: [decode_batch(b) for b in batches])
+    splitter = EventsSplitter(plan)
+    tables = timed("arrow_build_us", lambda: list(splitter(result.valid)))
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory() as d:
+        timed("parquet_write_us", lambda: [pq.write_table(t, f"{d}/{i}.parquet", compression="zstd") for i, (_, t) in enumerate(tables)])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200_000, help="events for the batched runs")
+    ap.add_argument("--single-events", type=int, default=30_000, help="events for single-event runs")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    now = int(time.time() * 1000)
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "partitions": PARTITIONS,
+    }
+    with tempfile.TemporaryDirectory() as d, EmbeddedBroker(log=Path(d) / "broker.log") as broker:
+        tmp = Path(d)
+        batched_events = make_events(args.events, now)
+        single_events = make_events(args.single_events, now)
+        n_batched = produce(broker.bootstrap, "bb.events.raw", batched_events, 20)
+        n_single = produce(broker.bootstrap, "bs.events.raw", single_events, 1)
+        results["noop_faust_batched_input"] = run_noop(broker, "bb.events.raw", n_batched, tmp)
+        results["noop_faust_batched_input"]["events_per_s"] = round(
+            args.events / results["noop_faust_batched_input"]["seconds"]
+        )
+        results["noop_faust_single_input"] = run_noop(broker, "bs.events.raw", n_single, tmp)
+        results["validate_sink_batched_20"] = run_trackflow(broker, "bb.", args.events, tmp)
+        results["validate_sink_single"] = run_trackflow(broker, "bs.", args.single_events, tmp)
+    results["ratio_batched_vs_single"] = round(
+        results["validate_sink_batched_20"]["events_per_s"] / results["validate_sink_single"]["events_per_s"], 2
+    )
+    results["hot_path_us_per_event"] = breakdown()
+    results["bench_process_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
