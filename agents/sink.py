@@ -14,9 +14,12 @@ from typing import Any
 
 import faust
 
-from pipeline.codecs import decode_batch, unb64
+import pyarrow as pa
+
+from pipeline.codecs import decode_arrow, decode_batch, unb64
 from pipeline.context import Context
 from pipeline.lake import TableWriter
+from pipeline.lake_schema import dlq_table
 from pipeline.names import AGENT_SINK_DLQ, AGENT_SINK_EVENTS, LAKE_DLQ, LAKE_EVENTS, TOPIC_RAW
 
 log = logging.getLogger(__name__)
@@ -25,30 +28,30 @@ log = logging.getLogger(__name__)
 class Sink:
     """One lake table fed by one internal topic; shared by its agent and the flush timer."""
 
-    def __init__(self, ctx: Context, name: str, table: str, writer: TableWriter, rows_key: str):
+    def __init__(self, ctx: Context, name: str, table: str, writer: TableWriter):
         self.ctx = ctx
         self.name = name
         self.table = table
         self.writer = writer
-        self.rows_key = rows_key
         self.stream: faust.StreamT | None = None
         self.lock = asyncio.Lock()
 
-    def prepare(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def decode(self, value: bytes) -> pa.Table:
         if self.table == LAKE_DLQ:
+            rows = decode_batch(value)["records"]
             for row in rows:
                 row["payload"] = unb64(row["payload"])
-        return rows
+            return dlq_table(rows)
+        return decode_arrow(value)
 
     async def consume(self, stream: faust.StreamT) -> None:
         self.stream = stream
         settings = self.ctx.settings
         async for event in stream.noack().events():
-            batch = decode_batch(event.message.value)
-            rows = self.prepare(batch[self.rows_key])
-            self.ctx.metrics.stage_in.labels(self.name).inc(len(rows))
+            table = self.decode(event.message.value)
+            self.ctx.metrics.stage_in.labels(self.name).inc(table.num_rows)
             async with self.lock:
-                self.writer.add(TOPIC_RAW, batch["p"], rows, token=event)
+                self.writer.add(TOPIC_RAW, event.message.partition, table, token=event)
                 for key in self.writer.due(settings.sink_flush_seconds, settings.sink_flush_rows):
                     await self._flush(*key)
 
@@ -86,8 +89,8 @@ class Sink:
 
 
 def register(app: faust.App, ctx: Context) -> list[Any]:
-    events_sink = Sink(ctx, AGENT_SINK_EVENTS, LAKE_EVENTS, ctx.lake_events, "events")
-    dlq_sink = Sink(ctx, AGENT_SINK_DLQ, LAKE_DLQ, ctx.lake_dlq, "records")
+    events_sink = Sink(ctx, AGENT_SINK_EVENTS, LAKE_EVENTS, ctx.lake_events)
+    dlq_sink = Sink(ctx, AGENT_SINK_DLQ, LAKE_DLQ, ctx.lake_dlq)
     sinks = [events_sink, dlq_sink]
 
     @app.agent(ctx.topics.valid, name=AGENT_SINK_EVENTS)

@@ -8,7 +8,7 @@ from typing import Any
 
 import faust
 
-from pipeline.codecs import encode_batches
+from pipeline.codecs import encode_arrow, encode_batches
 from pipeline.context import Context
 from pipeline.ingest import Ingestor, IngestResult, RawMessage
 from pipeline.names import AGENT_VALIDATE, TOPIC_RAW
@@ -40,8 +40,9 @@ def register(app: faust.App, ctx: Context) -> Any:
         # The dedup record goes first: Faust flushes the producer before committing offsets,
         # so outputs and dedup memory are durable before the input is marked consumed.
         ctx.dedup.record(partition, messages[0].offset, result.generation, result.seen)
-        for value in encode_batches(partition, "events", result.valid):
-            await ctx.topics.valid.send(value=value, partition=partition)
+        if result.valid:
+            for value in encode_arrow(ctx.batches.build(result.valid)):
+                await ctx.topics.valid.send(value=value, partition=partition)
         for value in encode_batches(partition, "records", result.dlq):
             await ctx.topics.dlq.send(value=value, partition=partition)
 

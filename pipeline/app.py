@@ -12,7 +12,7 @@ from pipeline import names
 from pipeline.context import Context, Topics
 from pipeline.kafka_admin import ensure_topic
 from pipeline.lake import TableWriter
-from pipeline.lake_schema import EventsSplitter, split_dlq
+from pipeline.lake_schema import EventBatches, EventsSplitter, split_dlq
 from pipeline.metrics import PipelineMetrics
 from pipeline.pii import PiiHasher
 from pipeline.plan import load_plan
@@ -102,6 +102,7 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         dedup=dedup,
         lake_events=TableWriter(settings.lake_dir, names.LAKE_EVENTS, EventsSplitter(plan)),
         lake_dlq=TableWriter(settings.lake_dir, names.LAKE_DLQ, split_dlq),
+        batches=EventBatches(plan),
     )
 
     from agents import sink, validate

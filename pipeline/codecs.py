@@ -1,7 +1,8 @@
 """Wire formats: producer payloads on events.raw, and the batch messages between agents.
 
-Between agents a message is one batch for one source partition, JSON-encoded with orjson
-(see docs/decisions.md for the measurement against fastavro and Arrow IPC).
+Between agents a message is one batch for one source partition: events travel as an Arrow
+IPC stream (columnar, no parsing downstream), dead-letter records as JSON (rare, and
+readable by any consumer of events.dlq). See docs/decisions.md for the measurements.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import fastavro
 import orjson
+import pyarrow as pa
 
 from pipeline.errors import ErrorCode, Rejected, json_type
 from pipeline.plan import TrackingPlan
@@ -187,6 +189,27 @@ def decode_batch(value: bytes) -> dict[str, Any]:
     out = orjson.loads(value)
     assert isinstance(out, dict)
     return out
+
+
+def encode_arrow(table: pa.Table, max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
+    """Arrow IPC messages of ``table``, split by rows so that none exceeds ``max_bytes``."""
+    if table.num_rows == 0:
+        return []
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    value = sink.getvalue().to_pybytes()
+    if len(value) <= max_bytes or table.num_rows == 1:
+        return [value]
+    half = table.num_rows // 2
+    return encode_arrow(table.slice(0, half), max_bytes) + encode_arrow(
+        table.slice(half), max_bytes
+    )
+
+
+def decode_arrow(value: bytes) -> pa.Table:
+    with pa.ipc.open_stream(value) as reader:
+        return reader.read_all()
 
 
 def b64(data: bytes) -> str:

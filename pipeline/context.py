@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.lake import TableWriter
+from pipeline.lake_schema import EventBatches
 from pipeline.metrics import PipelineMetrics
 from pipeline.pii import PiiHasher
 from pipeline.plan import TrackingPlan
@@ -34,4 +35,5 @@ class Context:
     dedup: DedupTable
     lake_events: TableWriter
     lake_dlq: TableWriter
+    batches: EventBatches
     agents: dict[str, Any] = field(default_factory=dict)

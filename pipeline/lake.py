@@ -28,19 +28,22 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.positions import pack, unpack
+from pipeline.positions import INDEX_BITS, pack, unpack
 
-# (hive directory relative to the table root, rows) pairs for one flush.
-Splitter = Callable[[list[dict[str, Any]]], Iterable[tuple[str, pa.Table]]]
+# A flush's rows -> (hive directory relative to the table root, rows of that directory).
+Splitter = Callable[[pa.Table], Iterable[tuple[str, pa.Table]]]
 
 _POS = r"(\d{12})\.(\d{7})"
 _FILE = re.compile(rf"^(?P<topic>.+)-p(?P<part>\d+)-{_POS}-{_POS}\.parquet$")
 
 
-def position(row: dict[str, Any]) -> int:
-    return pack(int(row["source_offset"]), int(row["source_index"]))
+def positions(table: pa.Table) -> pa.Array:
+    offsets = pc.cast(table["source_offset"], pa.int64())
+    indexes = pc.cast(table["source_index"], pa.int64())
+    return pc.bit_wise_or(pc.shift_left(offsets, INDEX_BITS), indexes)
 
 
 def _pos_text(pos: int) -> str:
@@ -71,7 +74,8 @@ class FlushResult:
 
 @dataclass
 class _Buffer:
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    tables: list[pa.Table] = field(default_factory=list)
+    rows: int = 0
     tokens: list[Any] = field(default_factory=list)
     first: int | None = None
     last: int = -1
@@ -127,32 +131,35 @@ class TableWriter:
 
     # -- buffering ---------------------------------------------------------------------
 
-    def add(
-        self, topic: str, partition: int, rows: list[dict[str, Any]], token: Any = None
-    ) -> int:
+    def add(self, topic: str, partition: int, table: pa.Table, token: Any = None) -> int:
         """Buffer the rows above everything already stored or buffered; returns how many."""
         key = (topic, partition)
         buf = self._buffers.get(key)
         if buf is None:
             buf = self._buffers[key] = _Buffer(since=time.monotonic())
         floor = max(self.high_water(topic, partition), buf.last)
-        fresh = [(pos, r) for r in rows if (pos := position(r)) > floor]
-        if fresh:
+        if table.num_rows:
+            pos = positions(table)
+            if pc.min(pos).as_py() <= floor:
+                keep = pc.greater(pos, floor)
+                table, pos = table.filter(keep), pos.filter(keep)
+        if table.num_rows:
             if buf.first is None:
-                buf.first = fresh[0][0]
+                buf.first = pc.min(pos).as_py()
                 buf.since = time.monotonic()
-            buf.rows.extend(r for _, r in fresh)
-            buf.last = max(buf.last, max(pos for pos, _ in fresh))
+            buf.tables.append(table)
+            buf.rows += table.num_rows
+            buf.last = max(buf.last, pc.max(pos).as_py())
         if token is not None:
             buf.tokens.append(token)
-        return len(fresh)
+        return int(table.num_rows)
 
     def due(self, max_age: float, max_rows: int) -> list[tuple[str, int]]:
         now = time.monotonic()
         return [
             key
             for key, buf in self._buffers.items()
-            if buf.tokens and (len(buf.rows) >= max_rows or now - buf.since >= max_age)
+            if buf.tokens and (buf.rows >= max_rows or now - buf.since >= max_age)
         ]
 
     def partitions(self) -> list[tuple[str, int]]:
@@ -168,7 +175,8 @@ class TableWriter:
             assert buf.first is not None
             name = file_name(topic, partition, buf.first, buf.last)
             staged: list[tuple[Path, Path]] = []
-            for rel_dir, table in self.splitter(buf.rows):
+            rows = pa.concat_tables(buf.tables, promote_options="permissive")
+            for rel_dir, table in self.splitter(rows):
                 directory = self.root / rel_dir
                 directory.mkdir(parents=True, exist_ok=True)
                 final = directory / name

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.plan import FieldSpec, TrackingPlan
 
@@ -74,53 +73,72 @@ def _money(value: Any) -> Decimal | None:
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
-def day(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
-
-
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-class EventsSplitter:
-    """Rows -> one file per (event date, event name), with that event's typed columns."""
+class EventBatches:
+    """Validated event records <-> one Arrow table with every column of the plan.
+
+    Internal topics carry this table as Arrow IPC: built once in the validate stage, read
+    without parsing downstream, and written to Parquet by column (DESIGN section 3).
+    """
 
     def __init__(self, plan: TrackingPlan) -> None:
-        self._typed: dict[str, list[tuple[str, pa.DataType, bool]]] = {
-            name: [(s.name, arrow_type(s), s.kind == "money") for s in schema.fields.values()]
-            for name, schema in plan.latest.items()
+        self.props: dict[str, tuple[pa.DataType, bool]] = {
+            name: (arrow_type(spec), spec.kind == "money")
+            for name, spec in plan.property_columns().items()
         }
+        self.by_event: dict[str, list[str]] = {
+            name: list(schema.fields) for name, schema in plan.latest.items()
+        }
+        self.schema = pa.schema(
+            [pa.field(n, t) for n, t in EVENT_COLUMNS]
+            + [pa.field(n, t) for n, (t, _) in self.props.items()]
+        )
 
-    def __call__(self, rows: list[dict[str, Any]]) -> Iterable[tuple[str, pa.Table]]:
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        for row in rows:
-            groups[(day(row["event_time"]), row["event_name"])].append(row)
-        for (date, name), group in groups.items():
-            yield f"event_date={date}/event_name={name}", self.table(name, group)
-
-    def table(self, name: str, rows: list[dict[str, Any]]) -> pa.Table:
+    def build(self, rows: list[dict[str, Any]]) -> pa.Table:
+        n = len(rows)
         arrays: list[pa.Array] = []
-        fields: list[pa.Field] = []
         for col, typ in EVENT_COLUMNS:
             if col in ("identities", "properties"):
-                values = [_json(r.get(col)) for r in rows]
+                values = [_json(r[col]) for r in rows]
             else:
-                values = [r.get(col) for r in rows]
+                values = [r[col] for r in rows]
             arrays.append(pa.array(values, type=typ))
-            fields.append(pa.field(col, typ))
-        for prop, typ, is_money in self._typed.get(name, []):
+        present = {name for r in rows for name in self.by_event.get(r["event_name"], ())}
+        for prop, (typ, is_money) in self.props.items():
+            if prop not in present:
+                arrays.append(pa.nulls(n, typ))
+                continue
             values = [r["properties"].get(prop) for r in rows]
             if is_money:
                 values = [_money(v) for v in values]
             arrays.append(pa.array(values, type=typ))
-            fields.append(pa.field(prop, typ))
-        return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+        return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
-def split_dlq(rows: list[dict[str, Any]]) -> Iterable[tuple[str, pa.Table]]:
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[day(row["received_at"])].append(row)
-    for date, group in groups.items():
-        table = pa.Table.from_pylist(group, schema=DLQ_SCHEMA)
-        yield f"received_date={date}", table
+class EventsSplitter:
+    """One file per (event date, event name), holding that event's own typed columns."""
+
+    def __init__(self, plan: TrackingPlan) -> None:
+        self.common = [n for n, _ in EVENT_COLUMNS]
+        self.by_event = {name: list(schema.fields) for name, schema in plan.latest.items()}
+
+    def __call__(self, table: pa.Table) -> Iterable[tuple[str, pa.Table]]:
+        dates = pc.strftime(table["event_time"], format="%Y-%m-%d")
+        names = table["event_name"]
+        for date, name in sorted(set(zip(dates.to_pylist(), names.to_pylist(), strict=True))):
+            mask = pc.and_(pc.equal(dates, date), pc.equal(names, name))
+            columns = self.common + [c for c in self.by_event.get(name, []) if c in table.column_names]
+            yield f"event_date={date}/event_name={name}", table.filter(mask).select(columns)
+
+
+def dlq_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=DLQ_SCHEMA)
+
+
+def split_dlq(table: pa.Table) -> Iterable[tuple[str, pa.Table]]:
+    dates = pc.strftime(table["received_at"], format="%Y-%m-%d")
+    for date in sorted(set(dates.to_pylist())):
+        yield f"received_date={date}", table.filter(pc.equal(dates, date))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -12,15 +13,15 @@ from pipeline.lake import TableWriter, file_name
 from pipeline.positions import pack
 
 
-def split(rows: list[dict]) -> list[tuple[str, pa.Table]]:
-    by_day: dict[str, list[dict]] = {}
-    for r in rows:
-        by_day.setdefault(r["day"], []).append(r)
-    return [(f"day={d}", pa.Table.from_pylist(g)) for d, g in sorted(by_day.items())]
+def split(table: pa.Table) -> list[tuple[str, pa.Table]]:
+    days = sorted(set(table["day"].to_pylist()))
+    return [(f"day={d}", table.filter(pc.equal(table["day"], d))) for d in days]
 
 
-def rows(offsets: range, day: str = "2026-11-23") -> list[dict]:
-    return [{"source_offset": o, "source_index": 0, "day": day, "v": o * 10} for o in offsets]
+def rows(offsets: range, day: str = "2026-11-23") -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"source_offset": o, "source_index": 0, "day": day, "v": o * 10} for o in offsets]
+    )
 
 
 def stored(root: Path) -> list[int]:
@@ -64,10 +65,10 @@ def test_files_renamed_without_a_checkpoint_are_removed_on_restart(tmp_path: Pat
     # A crash after renaming the files of the next flush but before its checkpoint:
     orphan_dir = tmp_path / "t" / "day=2026-11-24"
     orphan_dir.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows(range(3, 6), "2026-11-24")), orphan_dir / file_name("events.raw", 1, pack(3, 0), pack(5, 0)))
+    pq.write_table(rows(range(3, 6), "2026-11-24"), orphan_dir / file_name("events.raw", 1, pack(3, 0), pack(5, 0)))
     (orphan_dir / f".{file_name('events.raw', 1, pack(6, 0), pack(9, 0))}.tmp").write_bytes(b"partial")
     other = orphan_dir / file_name("events.raw", 2, pack(3, 0), pack(5, 0))  # another partition: untouched
-    pq.write_table(pa.Table.from_pylist(rows(range(3, 6), "2026-11-24")), other)
+    pq.write_table(rows(range(3, 6), "2026-11-24"), other)
     restarted = TableWriter(tmp_path, "t", split)
     assert restarted.high_water("events.raw", 1) == pack(2, 0)
     assert not (orphan_dir / file_name("events.raw", 1, pack(3, 0), pack(5, 0))).exists()
@@ -80,7 +81,7 @@ def test_files_renamed_without_a_checkpoint_are_removed_on_restart(tmp_path: Pat
 
 def test_a_failed_write_leaves_nothing_visible_and_keeps_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = TableWriter(tmp_path, "t", split)
-    w.add("events.raw", 0, rows(range(0, 3)) + rows(range(3, 5), "2026-11-24"))
+    w.add("events.raw", 0, pa.concat_tables([rows(range(0, 3)), rows(range(3, 5), "2026-11-24")]))
 
     calls = {"n": 0}
     real = pq.write_table
@@ -97,7 +98,7 @@ def test_a_failed_write_leaves_nothing_visible_and_keeps_rows(tmp_path: Path, mo
     assert stored(tmp_path / "t") == []  # the first file stayed a hidden temp file
     monkeypatch.setattr(pq, "write_table", real)
     w2 = TableWriter(tmp_path, "t", split)
-    w2.add("events.raw", 0, rows(range(0, 3)) + rows(range(3, 5), "2026-11-24"))
+    w2.add("events.raw", 0, pa.concat_tables([rows(range(0, 3)), rows(range(3, 5), "2026-11-24")]))
     w2.flush("events.raw", 0)
     assert stored(tmp_path / "t") == list(range(0, 5))
 
@@ -113,13 +114,13 @@ def test_due_by_age_and_size(tmp_path: Path) -> None:
 def test_one_producer_message_split_over_flushes(tmp_path: Path) -> None:
     """A big batch's events can arrive in several internal messages and flushes."""
     w = TableWriter(tmp_path, "t", split)
-    first = [{"source_offset": 9, "source_index": i, "day": "d", "v": i} for i in range(3)]
-    rest = [{"source_offset": 9, "source_index": i, "day": "d", "v": i} for i in range(3, 7)]
+    first = pa.Table.from_pylist([{"source_offset": 9, "source_index": i, "day": "d", "v": i} for i in range(3)])
+    rest = pa.Table.from_pylist([{"source_offset": 9, "source_index": i, "day": "d", "v": i} for i in range(3, 7)])
     w.add("events.raw", 0, first)
     w.flush("events.raw", 0)
     assert w.add("events.raw", 0, rest) == 4
     w.flush("events.raw", 0)
     restarted = TableWriter(tmp_path, "t", split)
-    assert restarted.add("events.raw", 0, first + rest) == 0
+    assert restarted.add("events.raw", 0, pa.concat_tables([first, rest])) == 0
     values = sorted(v for f in (tmp_path / "t").rglob("*.parquet") for v in pq.read_table(f).column("v").to_pylist())
     assert values == list(range(7))

@@ -7,18 +7,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import orjson
 import pyarrow.parquet as pq
 
 from agents.sink import Sink
 from pipeline import names
+from pipeline.codecs import encode_arrow
 from pipeline.app import create_app
 from pipeline.settings import Settings
 
 
 class FakeEvent:
     def __init__(self, value: bytes) -> None:
-        self.message = SimpleNamespace(value=value, timestamp=None)
+        self.message = SimpleNamespace(value=value, timestamp=None, partition=2)
         self.acked = False
 
     def ack(self) -> bool:
@@ -63,15 +63,16 @@ def record(offset: int, index: int = 0) -> dict[str, Any]:
     }
 
 
-def batch(offsets: list[int]) -> bytes:
-    return orjson.dumps({"p": 2, "events": [record(o) for o in offsets]})
+def batch(ctx: Any, offsets: list[int]) -> bytes:
+    (value,) = encode_arrow(ctx.batches.build([record(o) for o in offsets]))
+    return value
 
 
 def test_acks_only_after_flush_and_replays_are_dropped(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=3600)
     _, ctx = create_app(settings, ensure_topics=False)
-    sink = Sink(ctx, names.AGENT_SINK_EVENTS, names.LAKE_EVENTS, ctx.lake_events, "events")
-    events = [FakeEvent(batch([1, 2, 3])), FakeEvent(batch([2, 3, 4, 5]))]  # second overlaps
+    sink = Sink(ctx, names.AGENT_SINK_EVENTS, names.LAKE_EVENTS, ctx.lake_events)
+    events = [FakeEvent(batch(ctx, [1, 2, 3])), FakeEvent(batch(ctx, [2, 3, 4, 5]))]  # second overlaps
     asyncio.run(sink.consume(FakeStream(events)))  # type: ignore[arg-type]
     assert not any(e.acked for e in events), "acked before the rows were written"
     asyncio.run(sink.flush_partitions({2}))
@@ -85,8 +86,8 @@ def test_acks_only_after_flush_and_replays_are_dropped(tmp_path: Path) -> None:
 def test_flush_due_by_age(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=0.01)
     _, ctx = create_app(settings, ensure_topics=False)
-    sink = Sink(ctx, names.AGENT_SINK_EVENTS, names.LAKE_EVENTS, ctx.lake_events, "events")
-    event = FakeEvent(batch([7]))
+    sink = Sink(ctx, names.AGENT_SINK_EVENTS, names.LAKE_EVENTS, ctx.lake_events)
+    event = FakeEvent(batch(ctx, [7]))
     asyncio.run(sink.consume(FakeStream([event])))  # type: ignore[arg-type]
 
     async def later() -> None:
