@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 import faust
-
 import pyarrow as pa
 
 from pipeline.codecs import decode_arrow, decode_batch, unb64
@@ -44,7 +43,7 @@ class Sink:
             return dlq_table(rows)
         return decode_arrow(value)
 
-    async def consume(self, stream: faust.StreamT) -> None:
+    async def consume(self, stream: Any) -> None:
         self.stream = stream
         settings = self.ctx.settings
         async for event in stream.noack().events():
@@ -106,8 +105,8 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
         for sink in sinks:
             await sink.flush_due()
 
-    @app.on_partitions_revoked.connect
-    async def flush_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def flush_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         # Write what we hold before the next owner reads its checkpoint.
         for sink, topic in ((events_sink, ctx.topics.valid), (dlq_sink, ctx.topics.dlq)):
             names = set(topic.topics)

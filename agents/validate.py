@@ -62,6 +62,8 @@ def register(app: faust.App, ctx: Context) -> Any:
         now = time.time()
         for m in messages:
             if m.timestamp_ms:
-                metrics.latency.labels(AGENT_VALIDATE).observe(max(0.0, now - m.timestamp_ms / 1000))
+                metrics.latency.labels(AGENT_VALIDATE).observe(
+                    max(0.0, now - m.timestamp_ms / 1000)
+                )
 
     return validate

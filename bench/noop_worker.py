@@ -14,7 +14,12 @@ import orjson
 
 
 def main() -> None:
-    broker, topic_name, expected, result_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    broker, topic_name, expected, result_file = (
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]),
+        sys.argv[4],
+    )
     app = faust.App(
         f"bench-noop-{os.getpid()}",
         broker=broker,

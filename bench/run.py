@@ -47,13 +47,25 @@ def make_events(n: int, now_ms: int) -> list[dict[str, Any]]:
             "app_version": "3.2.1",
         }
         if kind < 5:
-            e.update(event_name="page_view", properties={"page": "product_detail", "product_id": f"p{i % 500}"})
+            e.update(
+                event_name="page_view",
+                properties={"page": "product_detail", "product_id": f"p{i % 500}"},
+            )
         elif kind < 8:
-            e.update(event_name="exposure", properties={"page": "home", "element": "banner", "position": i % 8})
+            e.update(
+                event_name="exposure",
+                properties={"page": "home", "element": "banner", "position": i % 8},
+            )
         elif kind == 8:
-            e.update(event_name="add_to_cart", properties={"product_id": f"p{i % 500}", "quantity": 1, "price": 59.9})
+            e.update(
+                event_name="add_to_cart",
+                properties={"product_id": f"p{i % 500}", "quantity": 1, "price": 59.9},
+            )
         else:
-            e.update(event_name="pay_success", properties={"order_id": f"o{i}", "amount": 119.8, "pay_method": "wechat_pay"})
+            e.update(
+                event_name="pay_success",
+                properties={"order_id": f"o{i}", "amount": 119.8, "pay_method": "wechat_pay"},
+            )
         events.append(e)
     return events
 
@@ -94,14 +106,25 @@ def scrape(port: int) -> dict[str, float]:
 def run_noop(broker: EmbeddedBroker, topic: str, messages: int, tmp: Path) -> dict[str, Any]:
     result = tmp / f"noop-{topic}.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "noop_worker.py"), broker.url, topic, str(messages), str(result)],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "noop_worker.py"),
+            broker.url,
+            topic,
+            str(messages),
+            str(result),
+        ],
         timeout=900,
         capture_output=True,
     )
     if not result.exists():
         raise RuntimeError(f"noop worker failed: {proc.stderr.decode()[-2000:]}")
     data = orjson.loads(result.read_bytes())
-    return {"messages": messages, "seconds": round(data["seconds"], 3), "messages_per_s": round(messages / data["seconds"])}
+    return {
+        "messages": messages,
+        "seconds": round(data["seconds"], 3),
+        "messages_per_s": round(messages / data["seconds"]),
+    }
 
 
 def run_trackflow(broker: EmbeddedBroker, prefix: str, events: int, tmp: Path) -> dict[str, Any]:
@@ -201,20 +224,31 @@ def breakdown(n: int = 20_000) -> dict[str, float]:
     result = timed("ingest_total_us (decode+validate+dedup)", lambda: ingestor.process(0, raw, now))
     batches = EventBatches(plan)
     # The validate stage works per take of up to 500 messages per partition: 10,000 events.
-    tables = timed("arrow_build_us", lambda: [batches.build(result.valid[i : i + 10_000]) for i in range(0, n, 10_000)])
+    tables = timed(
+        "arrow_build_us",
+        lambda: [batches.build(result.valid[i : i + 10_000]) for i in range(0, n, 10_000)],
+    )
     wire = timed("arrow_ipc_encode_us", lambda: [v for t in tables for v in encode_arrow(t)])
     decoded = timed("arrow_ipc_decode_us", lambda: [decode_arrow(v) for v in wire])
     splitter = EventsSplitter(plan)
     parts = timed("split_us", lambda: list(splitter(pa.concat_tables(decoded))))
     with tempfile.TemporaryDirectory() as d:
-        timed("parquet_write_us", lambda: [pq.write_table(t, f"{d}/{i}.parquet", compression="zstd") for i, (_, t) in enumerate(parts)])
+        timed(
+            "parquet_write_us",
+            lambda: [
+                pq.write_table(t, f"{d}/{i}.parquet", compression="zstd")
+                for i, (_, t) in enumerate(parts)
+            ],
+        )
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000, help="events for the batched runs")
-    ap.add_argument("--single-events", type=int, default=30_000, help="events for single-event runs")
+    ap.add_argument(
+        "--single-events", type=int, default=30_000, help="events for single-event runs"
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     now = int(time.time() * 1000)
@@ -236,10 +270,14 @@ def main() -> None:
         results["validate_sink_batched_20"] = run_trackflow(broker, "bb.", args.events, tmp)
         results["validate_sink_single"] = run_trackflow(broker, "bs.", args.single_events, tmp)
     results["ratio_batched_vs_single"] = round(
-        results["validate_sink_batched_20"]["events_per_s"] / results["validate_sink_single"]["events_per_s"], 2
+        results["validate_sink_batched_20"]["events_per_s"]
+        / results["validate_sink_single"]["events_per_s"],
+        2,
     )
     results["hot_path_us_per_event"] = breakdown()
-    results["bench_process_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    results["bench_process_max_rss_mb"] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+    )
     text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
     print(text)
     if args.out:

@@ -70,24 +70,25 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
             internal=True,
         )
 
-    topics = Topics(raw=topic(names.TOPIC_RAW), valid=topic(names.TOPIC_VALID), dlq=topic(names.TOPIC_DLQ))
+    topics = Topics(
+        raw=topic(names.TOPIC_RAW), valid=topic(names.TOPIC_VALID), dlq=topic(names.TOPIC_DLQ)
+    )
     horizon_ms = settings.dedup_horizon_hours * 3600 * 1000
     seen = SeenIds(horizon_ms)
-    dedup = app.tables.add(
-        DedupTable(
-            app,
-            name=names.TABLE_DEDUP,
-            default=None,
-            beacon=app.tables.beacon,
-            partitions=partitions,
-            schema=faust.Schema(key_serializer="json", value_serializer="json"),
-            extra_topic_configs={
-                "cleanup.policy": "delete",
-                "retention.ms": str(2 * horizon_ms + 3_600_000),
-            },
-            help="Seen event ids per events.raw partition.",
-        )
+    dedup = DedupTable(
+        app,
+        name=names.TABLE_DEDUP,
+        default=None,
+        beacon=app.tables.beacon,
+        partitions=partitions,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        extra_topic_configs={
+            "cleanup.policy": "delete",
+            "retention.ms": str(2 * horizon_ms + 3_600_000),
+        },
+        help="Seen event ids per events.raw partition.",
     )
+    app.tables.add(dedup)
     dedup.attach(seen)
     hasher = PiiHasher(secret)
     ctx = Context(
@@ -130,8 +131,14 @@ def _register_observability(app: faust.App, ctx: Context) -> None:
             return
         for tp in assignment:
             highwater = consumer.highwater(tp)
-            committed = consumer._committed_offset.get(tp) if hasattr(consumer, "_committed_offset") else None
+            committed = (
+                consumer._committed_offset.get(tp)
+                if hasattr(consumer, "_committed_offset")
+                else None
+            )
             if highwater is None:
                 continue
             position = committed if committed is not None else 0
-            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                max(0, highwater - position)
+            )

@@ -127,7 +127,9 @@ def simulate(
     ] = 0.3,
     malformed_share: Annotated[float, _opt("SIM_MALFORMED_SHARE", "Share of bad messages")] = 0.0,
     duplicate_share: Annotated[float, _opt("SIM_DUPLICATE_SHARE", "Share of SDK retries")] = 0.0,
-    fast: Annotated[bool, _opt("SIM_FAST", "Send as fast as possible (event time still paced)")] = False,
+    fast: Annotated[
+        bool, _opt("SIM_FAST", "Send as fast as possible (event time still paced)")
+    ] = False,
     start_ms: Annotated[int | None, _opt("SIM_START_MS", "Event-time start, epoch ms")] = None,
 ) -> None:
     """Produce realistic mini-program e-commerce traffic to events.raw."""
@@ -195,7 +197,9 @@ def demo(
     duration: Annotated[float, _opt("DEMO_DURATION", "Seconds of simulated traffic")] = 30.0,
     rate: Annotated[float, _opt("DEMO_RATE", "Events per second")] = 200.0,
     data_dir: DataDir = None,
-    port: Annotated[int | None, _opt("DEMO_BROKER_PORT", "Broker port [default: free port]")] = None,
+    port: Annotated[
+        int | None, _opt("DEMO_BROKER_PORT", "Broker port [default: free port]")
+    ] = None,
     web_port: Annotated[int | None, _opt("WEB_PORT", "Worker /metrics port")] = None,
 ) -> None:
     """Embedded broker + worker + simulator in one command; prints a summary."""

@@ -53,14 +53,23 @@ def decode_message(value: bytes | None, plan: TrackingPlan) -> list[Item]:
         return [Item(0, decoded)]
     if isinstance(decoded, list):
         if not decoded:
-            return [Item(0, error=Rejected(ErrorCode.MALFORMED_PAYLOAD, "empty batch (JSON array)"))]
+            return [
+                Item(0, error=Rejected(ErrorCode.MALFORMED_PAYLOAD, "empty batch (JSON array)"))
+            ]
         items = []
         check_size = len(value) > limit  # no element can be over the limit otherwise
         for i, element in enumerate(decoded):
             try:
                 raw = orjson.dumps(element) if check_size else None
             except orjson.JSONEncodeError:  # nested deeper than orjson writes (254 levels)
-                items.append(Item(i, error=Rejected(ErrorCode.MALFORMED_PAYLOAD, f"batch element {i} is nested too deeply")))
+                items.append(
+                    Item(
+                        i,
+                        error=Rejected(
+                            ErrorCode.MALFORMED_PAYLOAD, f"batch element {i} is nested too deeply"
+                        ),
+                    )
+                )
                 continue
             if not isinstance(element, dict):
                 items.append(

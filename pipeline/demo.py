@@ -107,7 +107,9 @@ def run_demo(settings: Settings, duration: float, rate: float, port: int | None 
     worker = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    console.print(f"[bold]worker[/] pid {worker.pid}, metrics on http://127.0.0.1:{web_port}/metrics")
+    console.print(
+        f"[bold]worker[/] pid {worker.pid}, metrics on http://127.0.0.1:{web_port}/metrics"
+    )
     config = SimConfig(
         rate=rate,
         duration=duration,
@@ -132,20 +134,24 @@ def run_demo(settings: Settings, duration: float, rate: float, port: int | None 
     metrics: dict[str, float] = {}
     code = 0
     try:
-        with Live(progress_table(sim, metrics, "sending"), console=console, refresh_per_second=4) as live:
+        with Live(
+            progress_table(sim, metrics, "sending"), console=console, refresh_per_second=4
+        ) as live:
             while not done.is_set():
                 time.sleep(0.5)
                 metrics = scrape(web_port) or metrics
                 live.update(progress_table(sim, metrics, "sending"))
                 if worker.poll() is not None:
-                    raise RuntimeError(f"worker exited with {worker.returncode}; see {data_dir}/worker.log")
+                    raise RuntimeError(
+                        f"worker exited with {worker.returncode}; see {data_dir}/worker.log"
+                    )
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 metrics = scrape(web_port) or metrics
                 live.update(progress_table(sim, metrics, "draining"))
                 accounted = (
                     _sum(metrics, "trackflow_events_stored_total")
-                    + _sum(metrics, "trackflow_lake_rows_written_total{table=\"dlq\"}")
+                    + _sum(metrics, 'trackflow_lake_rows_written_total{table="dlq"}')
                     + _sum(metrics, "trackflow_duplicates_total")
                     + _sum(metrics, "trackflow_consent_dropped_total")
                 )
@@ -175,8 +181,14 @@ def print_summary(console: Console, data_dir: Path, metrics: dict[str, float]) -
     from pipeline.query import connect, run
 
     con = connect(data_dir)
-    print_table(*run(con, "SELECT event_name, count(*) AS stored FROM events GROUP BY 1 ORDER BY 2 DESC"), title="events stored by name")
-    print_table(*run(con, "SELECT error_code, count(*) AS rows FROM dlq GROUP BY 1 ORDER BY 2 DESC"), title="dead-letter rows by error code")
+    print_table(
+        *run(con, "SELECT event_name, count(*) AS stored FROM events GROUP BY 1 ORDER BY 2 DESC"),
+        title="events stored by name",
+    )
+    print_table(
+        *run(con, "SELECT error_code, count(*) AS rows FROM dlq GROUP BY 1 ORDER BY 2 DESC"),
+        title="dead-letter rows by error code",
+    )
     console.print(
         f"duplicates dropped: {int(_sum(metrics, 'trackflow_duplicates_total')):,}    "
         f"consent drops: {int(_sum(metrics, 'trackflow_consent_dropped_total')):,}"
@@ -185,5 +197,5 @@ def print_summary(console: Console, data_dir: Path, metrics: dict[str, float]) -
     console.print(f"\nlake: [bold]{data_dir / 'lake'}[/]")
     console.print(
         "try:  [bold].venv/bin/trackflow query "
-        f"\"SELECT event_name, count(*) FROM events GROUP BY 1\" --data-dir {rel}[/]"
+        f'"SELECT event_name, count(*) FROM events GROUP BY 1" --data-dir {rel}[/]'
     )

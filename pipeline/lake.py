@@ -191,7 +191,9 @@ class TableWriter:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(
                 self._checkpoint_path(topic, partition),
-                orjson.dumps(dict(zip(("offset", "index"), unpack(buf.last), strict=True), position=buf.last)),
+                orjson.dumps(
+                    dict(zip(("offset", "index"), unpack(buf.last), strict=True), position=buf.last)
+                ),
             )
             self._hw[(topic, partition)] = buf.last
         tokens = buf.tokens

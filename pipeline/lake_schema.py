@@ -100,6 +100,7 @@ class EventBatches:
     def build(self, rows: list[dict[str, Any]]) -> pa.Table:
         n = len(rows)
         arrays: list[pa.Array] = []
+        values: list[Any]
         for col, typ in EVENT_COLUMNS:
             if col in ("identities", "properties"):
                 values = [_json(r[col]) for r in rows]
@@ -130,7 +131,9 @@ class EventsSplitter:
         names = table["event_name"]
         for date, name in sorted(set(zip(dates.to_pylist(), names.to_pylist(), strict=True))):
             mask = pc.and_(pc.equal(dates, date), pc.equal(names, name))
-            columns = self.common + [c for c in self.by_event.get(name, []) if c in table.column_names]
+            columns = self.common + [
+                c for c in self.by_event.get(name, []) if c in table.column_names
+            ]
             yield f"event_date={date}/event_name={name}", table.filter(mask).select(columns)
 
 

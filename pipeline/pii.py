@@ -57,7 +57,8 @@ class PiiHasher:
             number = self._cc + digits.lstrip("0")
         if not 8 <= len(number) <= 15:
             raise Rejected(
-                ErrorCode.INVALID_VALUE, "identities.phone must have 8 to 15 digits with country code"
+                ErrorCode.INVALID_VALUE,
+                "identities.phone must have 8 to 15 digits with country code",
             )
         return "+" + number
 

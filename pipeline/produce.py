@@ -95,7 +95,9 @@ class RawProducer:
             return
         while True:
             try:
-                self._producer.produce(self.topic, value=value, key=key, on_delivery=self._delivered)
+                self._producer.produce(
+                    self.topic, value=value, key=key, on_delivery=self._delivered
+                )
                 break
             except BufferError:
                 self._producer.poll(0.05)
@@ -131,4 +133,4 @@ def read_lines(stream: BinaryIO) -> Iterator[bytes]:
 
 
 def open_input(path: str) -> BinaryIO:
-    return sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    return sys.stdin.buffer if path == "-" else open(path, "rb")

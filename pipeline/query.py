@@ -35,7 +35,9 @@ def _duck_type(typ: pa.DataType) -> str:
     return _DUCK_TYPES[typ]
 
 
-def _source(root: Path, columns: list[tuple[str, str]], partition_cols: list[tuple[str, str]]) -> str:
+def _source(
+    root: Path, columns: list[tuple[str, str]], partition_cols: list[tuple[str, str]]
+) -> str:
     """SQL of a table: its Parquet files (if any) united by name with an empty typed frame.
 
     The empty frame gives every view its full column list even before the first file (or

@@ -17,7 +17,9 @@ class Settings(BaseSettings):
 
     broker: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap URL(s).")
     data_dir: Path = Field(Path("./data"), description="Root of the lake and local state.")
-    schemas_dir: Path | None = Field(None, description="Tracking plan directory (default: built-in).")
+    schemas_dir: Path | None = Field(
+        None, description="Tracking plan directory (default: built-in)."
+    )
     app_id: str = Field("trackflow", description="Faust app id = consumer group; one per pipeline.")
     topic_prefix: str = Field("", description="Prefix for every topic name (isolates pipelines).")
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of events.raw when created.")

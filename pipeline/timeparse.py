@@ -37,7 +37,8 @@ def parse_event_time(value: object, field: str = "event_time") -> int:
     if m is None:
         raise Rejected(
             ErrorCode.INVALID_TIMESTAMP,
-            f"{field} {value[:64]!r} is not RFC 3339 with an offset (e.g. 2026-11-23T08:00:00+08:00)",
+            f"{field} {value[:64]!r} is not RFC 3339 with an offset "
+            "(e.g. 2026-11-23T08:00:00+08:00)",
         )
     date, time, frac, offset = m.groups()
     frac = (frac or "0")[:6].ljust(6, "0")

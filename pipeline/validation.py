@@ -31,6 +31,7 @@ def _too_deep(value: Any, limit: int) -> bool:
         return any(_too_deep(v, limit - 1) for v in value)
     return False
 
+
 _TYPE_WORDS = {
     "string": "a string",
     "long": "an integer",
@@ -93,11 +94,18 @@ def compile_field(spec: FieldSpec, path: str) -> Checker:
             if not isinstance(v, str):
                 raise _mismatch(path, spec, v)
             if min_len is not None and len(v) < min_len:
-                raise Rejected(ErrorCode.INVALID_VALUE, f"{path} must have at least {min_len} characters")
+                raise Rejected(
+                    ErrorCode.INVALID_VALUE, f"{path} must have at least {min_len} characters"
+                )
             if max_len is not None and len(v) > max_len:
-                raise Rejected(ErrorCode.INVALID_VALUE, f"{path} must have at most {max_len} characters, got {len(v)}")
+                raise Rejected(
+                    ErrorCode.INVALID_VALUE,
+                    f"{path} must have at most {max_len} characters, got {len(v)}",
+                )
             if pattern is not None and not pattern.fullmatch(v):
-                raise Rejected(ErrorCode.INVALID_VALUE, f"{path} {v[:80]!r} does not match {spec.pattern}")
+                raise Rejected(
+                    ErrorCode.INVALID_VALUE, f"{path} {v[:80]!r} does not match {spec.pattern}"
+                )
             return v
 
         return check_string
@@ -109,7 +117,9 @@ def compile_field(spec: FieldSpec, path: str) -> Checker:
             if not isinstance(v, str):
                 raise _mismatch(path, spec, v)
             if v not in symbols:
-                raise Rejected(ErrorCode.INVALID_VALUE, f"{path} {v[:80]!r} is not one of {listing}")
+                raise Rejected(
+                    ErrorCode.INVALID_VALUE, f"{path} {v[:80]!r} is not one of {listing}"
+                )
             return v
 
         return check_enum
@@ -207,7 +217,8 @@ class Validator:
         )
         if compiled is None:
             raise Rejected(
-                ErrorCode.UNKNOWN_EVENT, f"event_name {event_name[:80]!r} is not in the tracking plan"
+                ErrorCode.UNKNOWN_EVENT,
+                f"event_name {event_name[:80]!r} is not in the tracking plan",
             )
         raw_time = obj.get("event_time")
         if raw_time is None:
@@ -310,9 +321,7 @@ class Validator:
             out[key] = raw
         return out or None
 
-    def _properties(
-        self, props: Any, compiled: CompiledEvent
-    ) -> tuple[dict[str, Any], list[str]]:
+    def _properties(self, props: Any, compiled: CompiledEvent) -> tuple[dict[str, Any], list[str]]:
         if props is None:
             if compiled.required:
                 raise Rejected(

@@ -16,7 +16,7 @@ import faust
 from faust.types import TP, EventT
 
 
-class BatchLogTable(faust.Table):  # type: ignore[misc]
+class BatchLogTable(faust.Table):
     """Subclasses implement ``apply_record`` and ``forget_partition``."""
 
     def apply_record(self, partition: int, key: Any, value: Any) -> None:

@@ -64,7 +64,7 @@ class SeenIds:
 
 
 class DedupTable(BatchLogTable):
-    """Changelog record: key ``"<partition>:<first offset>"``, value ``{"g": gen, "ids": [...]}``."""
+    """Changelog record: key ``"<partition>:<first offset>"``, value ``{"g": gen, "ids": [..]}``."""
 
     seen: SeenIds
 

@@ -99,7 +99,9 @@ class Deployment:
         }
         self.workers: list[Worker] = []
 
-    def run(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def run(
+        self, *args: str, input: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
         proc = subprocess.run(
             [str(BIN), *args], input=input, env=self.env, capture_output=True, timeout=120
         )
@@ -142,7 +144,9 @@ class Deployment:
             con.close()
         return int(row[0]) if row else 0
 
-    def wait_settled(self, expect: Callable[[], bool], timeout: float = 90.0, quiet: float = 2.0) -> None:
+    def wait_settled(
+        self, expect: Callable[[], bool], timeout: float = 90.0, quiet: float = 2.0
+    ) -> None:
         """Wait until ``expect()`` holds and still holds after ``quiet`` seconds."""
         wait_for(expect, timeout=timeout, what="expected lake state")
         time.sleep(quiet)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -67,8 +67,13 @@ def build(n_valid: int = 400, seed_offset: int = 0, now_ms: int | None = None) -
             t.lines.append(orjson.dumps(events[k : k + 20]))
 
     # A login carrying a clear phone: stored, but only hashed.
-    login = base(seed_offset + 900_001, now, "login", user_id="member-1",
-                 identities={"phone": PHONE, "openid": "oid-1"})
+    login = base(
+        seed_offset + 900_001,
+        now,
+        "login",
+        user_id="member-1",
+        identities={"phone": PHONE, "openid": "oid-1"},
+    )
     t.lines.append(orjson.dumps(login))
     t.valid.add(login["event_id"])
 
@@ -86,20 +91,65 @@ def build(n_valid: int = 400, seed_offset: int = 0, now_ms: int | None = None) -
     # One bad event per error code, some alone, some inside a batch of good events.
     s = seed_offset
     bad: list[tuple[str, Any]] = [
-        ("malformed_payload", b'{"event_id": "trunc-' + str(s).encode() + b'", "event_name": "page_vi'),
+        (
+            "malformed_payload",
+            b'{"event_id": "trunc-' + str(s).encode() + b'", "event_name": "page_vi',
+        ),
         ("malformed_payload", b"[1, 2, 3"),
         ("malformed_payload", b'"just a string"'),
-        ("payload_too_large", base(s + 700_001, now, properties={"page": "home", "blob": "x" * 40_000})),
-        ("missing_required_field", {k: v for k, v in base(s + 700_002, now).items() if k != "platform"}),
-        ("missing_required_field", base(s + 700_003, now, "add_to_cart", properties={"product_id": "p1", "quantity": 1})),
-        ("type_mismatch", base(s + 700_004, now, "add_to_cart", properties={"product_id": "p1", "quantity": "2", "price": 1.0})),
+        (
+            "payload_too_large",
+            base(s + 700_001, now, properties={"page": "home", "blob": "x" * 40_000}),
+        ),
+        (
+            "missing_required_field",
+            {k: v for k, v in base(s + 700_002, now).items() if k != "platform"},
+        ),
+        (
+            "missing_required_field",
+            base(s + 700_003, now, "add_to_cart", properties={"product_id": "p1", "quantity": 1}),
+        ),
+        (
+            "type_mismatch",
+            base(
+                s + 700_004,
+                now,
+                "add_to_cart",
+                properties={"product_id": "p1", "quantity": "2", "price": 1.0},
+            ),
+        ),
         ("unknown_event", base(s + 700_005, now, event_name="page_vue")),
-        ("invalid_value", base(s + 700_006, now, "add_to_cart", properties={"product_id": "p1", "quantity": 1, "price": 9.999})),
+        (
+            "invalid_value",
+            base(
+                s + 700_006,
+                now,
+                "add_to_cart",
+                properties={"product_id": "p1", "quantity": 1, "price": 9.999},
+            ),
+        ),
         ("invalid_value", base(s + 700_007, now, platform="symbian")),
         ("invalid_timestamp", base(s + 700_008, now, event_time=now - 30 * 86_400_000)),
         ("invalid_timestamp", base(s + 700_009, now, event_time="yesterday")),
-        ("unknown_property", base(s + 700_010, now, "pay_success", properties={"order_id": "o1", "amount": 1, "pay_method": "card", "coupon": "x"})),
-        ("invalid_value", base(s + 700_011, now, "login", user_id="m2", identities={"phone": "not-a-phone " + PHONE})),
+        (
+            "unknown_property",
+            base(
+                s + 700_010,
+                now,
+                "pay_success",
+                properties={"order_id": "o1", "amount": 1, "pay_method": "card", "coupon": "x"},
+            ),
+        ),
+        (
+            "invalid_value",
+            base(
+                s + 700_011,
+                now,
+                "login",
+                user_id="m2",
+                identities={"phone": "not-a-phone " + PHONE},
+            ),
+        ),
     ]
     for code, payload in bad:
         if isinstance(payload, bytes):
@@ -108,7 +158,9 @@ def build(n_valid: int = 400, seed_offset: int = 0, now_ms: int | None = None) -
         else:
             t.rejected.append((code, payload["event_id"]))
             if code in ("invalid_value", "type_mismatch"):
-                good = base(s + 600_000 + len(t.rejected), now, anonymous_id=payload["anonymous_id"])
+                good = base(
+                    s + 600_000 + len(t.rejected), now, anonymous_id=payload["anonymous_id"]
+                )
                 t.valid.add(good["event_id"])
                 t.lines.append(orjson.dumps([good, payload]))  # judged alone in a batch
             else:
@@ -132,7 +184,11 @@ def avro_events(plan: Any, n: int, now_ms: int, start: int = 0) -> list[tuple[st
             "app_version": "1.2.3",
             "channel": None,
             "consent": None,
-            "properties": {"order_id": f"ao{i}", "amount": Decimal("12.30"), "pay_method": "alipay"},
+            "properties": {
+                "order_id": f"ao{i}",
+                "amount": Decimal("12.30"),
+                "pay_method": "alipay",
+            },
         }
         out.append((event["event_id"], encode_avro(event, plan)))
     return out

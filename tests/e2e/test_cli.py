@@ -74,19 +74,22 @@ def test_query_formats_and_errors(deployment: Deployment) -> None:
     rows = deployment.query(sql)
     assert sum(r["n"] for r in rows) == len(t.valid)
     csv_out = deployment.run("query", sql, "--format", "csv").stdout.decode().splitlines()
-    assert csv_out[0] == "event_name,n" and len(csv_out) == len(rows) + 1
+    assert csv_out[0] == "event_name,n"
+    assert len(csv_out) == len(rows) + 1
     table = deployment.run("query", sql).stdout.decode()
-    assert "event_name" in table and "page_view" in table
+    assert "event_name" in table
+    assert "page_view" in table
     bad = deployment.run("query", "SELECT nope FROM events", check=False)
-    assert bad.returncode == 1 and b"nope" in bad.stderr
+    assert bad.returncode == 1
+    assert b"nope" in bad.stderr
     fmt = deployment.run("query", sql, "--format", "xml", check=False)
     assert fmt.returncode == 2
 
 
-def test_query_on_an_empty_lake_has_every_view_column(tmp_path: Path, deployment: Deployment) -> None:
-    rows = deployment.query(
-        "SELECT column_name, column_type FROM (DESCRIBE events)"
-    )
+def test_query_on_an_empty_lake_has_every_view_column(
+    tmp_path: Path, deployment: Deployment
+) -> None:
+    rows = deployment.query("SELECT column_name, column_type FROM (DESCRIBE events)")
     types = {r["column_name"]: r["column_type"] for r in rows}
     for col in (
         "event_id", "event_name", "event_time", "received_at", "anonymous_id", "user_id",
@@ -133,4 +136,5 @@ def test_soak_repeated_sigkills(deployment: Deployment) -> None:
         lambda: deployment.count("events") + deployment.count("dlq") == total, timeout=600
     )
     ids = [r["event_id"] for r in deployment.query("SELECT event_id FROM events")]
-    assert len(ids) == len(set(ids)) and set(ids) == t.valid
+    assert len(ids) == len(set(ids))
+    assert set(ids) == t.valid

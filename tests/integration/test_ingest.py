@@ -32,16 +32,14 @@ def test_mixed_traffic_lands_exactly_once(deployment: Deployment) -> None:
     worker = deployment.start_worker()
     deployment.produce(t.lines)
     total = len(t.valid) + len(t.rejected)
-    deployment.wait_settled(
-        lambda: deployment.count("events") + deployment.count("dlq") == total
-    )
+    deployment.wait_settled(lambda: deployment.count("events") + deployment.count("dlq") == total)
     expect_exact(deployment, t)
     m = worker.metrics()
     assert m["trackflow_duplicates_total"] == t.duplicates
     assert m["trackflow_consent_dropped_total"] == t.consent_dropped
     assert m["trackflow_events_stored_total"] == len(t.valid)
     assert m['trackflow_dlq_events_total{error_code="unknown_event"}'] == 1
-    assert m["trackflow_lake_files_written_total{table=\"events\"}"] >= 1
+    assert m['trackflow_lake_files_written_total{table="events"}'] >= 1
     # No clear phone anywhere in the lake, in any spelling.
     blob = lake_bytes(deployment)
     assert traffic.PHONE.encode() not in blob
@@ -64,11 +62,13 @@ def test_dlq_rows_carry_failure_payload_source_and_processor(deployment: Deploym
     assert unknown["source_topic"] == "events.raw"
     assert unknown["processor_name"] == "trackflow"
     assert unknown["processor_version"]
-    assert unknown["received_at"] and unknown["failed_at"]
+    assert unknown["received_at"]
+    assert unknown["failed_at"]
     missing = by_id[f"ev-{700_003}"]
     assert "properties.price" in missing["error_detail"]
     truncated = [r for r in rows if r["payload"].startswith('{"event_id": "trunc-')]
-    assert len(truncated) == 1 and "not valid JSON" in truncated[0]["error_detail"]
+    assert len(truncated) == 1
+    assert "not valid JSON" in truncated[0]["error_detail"]
     # The same records are on the events.dlq topic for other consumers.
     consumer = Consumer(
         {

@@ -10,8 +10,8 @@ import pytest
 from pipeline.ingest import Ingestor, RawMessage
 from pipeline.pii import PiiHasher
 from pipeline.plan import load_plan
-from pipeline.validation import Validator
 from pipeline.positions import INDEX_BITS
+from pipeline.validation import Validator
 from tables.dedup import DedupTable, SeenIds, position
 
 H = 1_000  # horizon, ms

@@ -35,8 +35,12 @@ def test_flush_writes_named_files_and_checkpoint(tmp_path: Path) -> None:
     w = TableWriter(tmp_path, "t", split)
     assert w.add("events.raw", 3, rows(range(10, 20)), token="a") == 10
     result, tokens = w.flush("events.raw", 3)
-    assert tokens == ["a"] and result.rows == 10 and result.files == 1
-    assert (tmp_path / "t" / "day=2026-11-23" / file_name("events.raw", 3, pack(10, 0), pack(19, 0))).exists()
+    assert tokens == ["a"]
+    assert result.rows == 10
+    assert result.files == 1
+    assert (
+        tmp_path / "t" / "day=2026-11-23" / file_name("events.raw", 3, pack(10, 0), pack(19, 0))
+    ).exists()
     assert stored(tmp_path / "t") == list(range(10, 20))
 
 
@@ -65,9 +69,16 @@ def test_files_renamed_without_a_checkpoint_are_removed_on_restart(tmp_path: Pat
     # A crash after renaming the files of the next flush but before its checkpoint:
     orphan_dir = tmp_path / "t" / "day=2026-11-24"
     orphan_dir.mkdir(parents=True)
-    pq.write_table(rows(range(3, 6), "2026-11-24"), orphan_dir / file_name("events.raw", 1, pack(3, 0), pack(5, 0)))
-    (orphan_dir / f".{file_name('events.raw', 1, pack(6, 0), pack(9, 0))}.tmp").write_bytes(b"partial")
-    other = orphan_dir / file_name("events.raw", 2, pack(3, 0), pack(5, 0))  # another partition: untouched
+    pq.write_table(
+        rows(range(3, 6), "2026-11-24"),
+        orphan_dir / file_name("events.raw", 1, pack(3, 0), pack(5, 0)),
+    )
+    (orphan_dir / f".{file_name('events.raw', 1, pack(6, 0), pack(9, 0))}.tmp").write_bytes(
+        b"partial"
+    )
+    other = orphan_dir / file_name(
+        "events.raw", 2, pack(3, 0), pack(5, 0)
+    )  # another partition: untouched
     pq.write_table(rows(range(3, 6), "2026-11-24"), other)
     restarted = TableWriter(tmp_path, "t", split)
     assert restarted.high_water("events.raw", 1) == pack(2, 0)
@@ -79,7 +90,9 @@ def test_files_renamed_without_a_checkpoint_are_removed_on_restart(tmp_path: Pat
     assert stored(tmp_path / "t").count(4) == 2  # once from partition 1, once from partition 2
 
 
-def test_a_failed_write_leaves_nothing_visible_and_keeps_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_leaves_nothing_visible_and_keeps_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     w = TableWriter(tmp_path, "t", split)
     w.add("events.raw", 0, pa.concat_tables([rows(range(0, 3)), rows(range(3, 5), "2026-11-24")]))
 
@@ -114,13 +127,21 @@ def test_due_by_age_and_size(tmp_path: Path) -> None:
 def test_one_producer_message_split_over_flushes(tmp_path: Path) -> None:
     """A big batch's events can arrive in several internal messages and flushes."""
     w = TableWriter(tmp_path, "t", split)
-    first = pa.Table.from_pylist([{"source_offset": 9, "source_index": i, "day": "d", "v": i} for i in range(3)])
-    rest = pa.Table.from_pylist([{"source_offset": 9, "source_index": i, "day": "d", "v": i} for i in range(3, 7)])
+    first = pa.Table.from_pylist(
+        [{"source_offset": 9, "source_index": i, "day": "d", "v": i} for i in range(3)]
+    )
+    rest = pa.Table.from_pylist(
+        [{"source_offset": 9, "source_index": i, "day": "d", "v": i} for i in range(3, 7)]
+    )
     w.add("events.raw", 0, first)
     w.flush("events.raw", 0)
     assert w.add("events.raw", 0, rest) == 4
     w.flush("events.raw", 0)
     restarted = TableWriter(tmp_path, "t", split)
     assert restarted.add("events.raw", 0, pa.concat_tables([first, rest])) == 0
-    values = sorted(v for f in (tmp_path / "t").rglob("*.parquet") for v in pq.read_table(f).column("v").to_pylist())
+    values = sorted(
+        v
+        for f in (tmp_path / "t").rglob("*.parquet")
+        for v in pq.read_table(f).column("v").to_pylist()
+    )
     assert values == list(range(7))

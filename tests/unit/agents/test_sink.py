@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 
 from agents.sink import Sink
 from pipeline import names
-from pipeline.codecs import encode_arrow
 from pipeline.app import create_app
+from pipeline.codecs import encode_arrow
 from pipeline.settings import Settings
 
 
@@ -72,7 +72,10 @@ def test_acks_only_after_flush_and_replays_are_dropped(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=3600)
     _, ctx = create_app(settings, ensure_topics=False)
     sink = Sink(ctx, names.AGENT_SINK_EVENTS, names.LAKE_EVENTS, ctx.lake_events)
-    events = [FakeEvent(batch(ctx, [1, 2, 3])), FakeEvent(batch(ctx, [2, 3, 4, 5]))]  # second overlaps
+    events = [
+        FakeEvent(batch(ctx, [1, 2, 3])),
+        FakeEvent(batch(ctx, [2, 3, 4, 5])),
+    ]  # second overlaps
     asyncio.run(sink.consume(FakeStream(events)))  # type: ignore[arg-type]
     assert not any(e.acked for e in events), "acked before the rows were written"
     asyncio.run(sink.flush_partitions({2}))

@@ -15,14 +15,14 @@ def make(tmp_path: Path, **kw: object):
 
 
 def test_agent_is_named_and_reads_the_raw_topic(tmp_path: Path) -> None:
-    app, ctx = make(tmp_path)
+    app, _ctx = make(tmp_path)
     agent = app.agents[names.AGENT_VALIDATE]
     assert agent.name == names.AGENT_VALIDATE
     assert set(agent.channel.topics) == {"x.events.raw"}
 
 
 def test_outputs_are_internal_and_copartitioned_with_input(tmp_path: Path) -> None:
-    app, ctx = make(tmp_path)
+    _app, ctx = make(tmp_path)
     for topic in (ctx.topics.raw, ctx.topics.valid, ctx.topics.dlq):
         assert topic.partitions == 6
         assert topic.internal
