@@ -1,0 +1,27 @@
+# trackflow worker image. Build: docker build -t trackflow .
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TRACKFLOW_DATA_DIR=/data \
+    TRACKFLOW_SCHEMAS_DIR=/app/schemas \
+    TRACKFLOW_WEB_HOST=0.0.0.0
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY pipeline ./pipeline
+COPY agents ./agents
+COPY tables ./tables
+COPY schemas ./schemas
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 --home-dir /app trackflow \
+    && mkdir -p /data && chown trackflow /data
+
+USER trackflow
+VOLUME ["/data"]
+EXPOSE 6066
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+    CMD python -c "import urllib.request,os; urllib.request.urlopen('http://127.0.0.1:%s/metrics' % os.environ.get('TRACKFLOW_WEB_PORT', '6066'), timeout=2)"
+ENTRYPOINT ["trackflow"]
+CMD ["worker"]
