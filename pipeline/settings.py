@@ -33,8 +33,11 @@ class Settings(BaseSettings):
     sink_flush_rows: int = Field(50_000, ge=1, description="Flush a partition at this many rows.")
     take_max: int = Field(500, ge=1, description="Max messages an agent takes per batch.")
     take_within: float = Field(0.2, gt=0, description="Seconds an agent waits to fill a batch.")
-    rebalance_timeout: float = Field(10.0, gt=0, description="Consumer-group rebalance timeout.")
-    session_timeout: float = Field(30.0, gt=0, description="Consumer-group session timeout.")
+    # Short enough that a worker restarted after SIGKILL takes over within seconds (the dead
+    # member is evicted when its session times out); heartbeats run on aiokafka's own
+    # thread, so long batches do not starve them.
+    rebalance_timeout: float = Field(5.0, gt=0, description="Consumer-group rebalance timeout.")
+    session_timeout: float = Field(10.0, gt=0, description="Consumer-group session timeout.")
     log_level: str = Field("info", description="Worker log level.")
 
     @field_validator("broker")
