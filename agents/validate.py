@@ -24,8 +24,12 @@ def register(app: faust.App, ctx: Context) -> Any:
     async def validate(stream: faust.StreamT) -> None:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
             by_partition: dict[int, list[RawMessage]] = defaultdict(list)
+            seen: set[tuple[int, int]] = set()
             for event in events:
                 m = event.message
+                if (m.partition, m.offset) in seen:
+                    continue  # delivered twice in one take (a seek after a rebalance)
+                seen.add((m.partition, m.offset))
                 by_partition[m.partition].append(
                     RawMessage(m.offset, m.value, int(m.timestamp * 1000) if m.timestamp else None)
                 )

@@ -140,9 +140,15 @@ class TableWriter:
         floor = max(self.high_water(topic, partition), buf.last)
         if table.num_rows:
             pos = positions(table)
-            if pc.min(pos).as_py() <= floor:
-                keep = pc.greater(pos, floor)
-                table, pos = table.filter(keep), pos.filter(keep)
+            n = len(pos)
+            ordered = n < 2 or not pc.any(pc.less_equal(pos.slice(1), pos.slice(0, n - 1))).as_py()
+            if pos[0].as_py() <= floor or not ordered:
+                # Replayed or re-delivered input: keep each position once, in order.
+                keep, high = [], floor
+                for value in pos.to_pylist():
+                    keep.append(value > high)
+                    high = max(high, value)
+                table, pos = table.filter(pa.array(keep)), pos.filter(pa.array(keep))
         if table.num_rows:
             if buf.first is None:
                 buf.first = pc.min(pos).as_py()

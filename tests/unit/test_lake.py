@@ -145,3 +145,12 @@ def test_one_producer_message_split_over_flushes(tmp_path: Path) -> None:
         for v in pq.read_table(f).column("v").to_pylist()
     )
     assert values == list(range(7))
+
+
+def test_rows_delivered_twice_in_one_batch_are_stored_once(tmp_path: Path) -> None:
+    """Faust can deliver a message again within one take after a rebalance."""
+    w = TableWriter(tmp_path, "t", split)
+    twice = pa.concat_tables([rows(range(0, 4)), rows(range(2, 6))])
+    assert w.add("events.raw", 0, twice) == 6
+    w.flush("events.raw", 0)
+    assert stored(tmp_path / "t") == list(range(0, 6))
