@@ -36,6 +36,9 @@ def register(app: faust.App, ctx: Context) -> Any:
             metrics.messages_received.labels(TOPIC_RAW).inc(len(events))
             now_ms = int(time.time() * 1000)
             for partition, messages in by_partition.items():
+                # After a seek, re-delivered earlier offsets can follow later ones in a take;
+                # outputs must go out in position order for the sink's offset checks.
+                messages.sort(key=lambda m: m.offset)
                 result = ingestor.process(partition, messages, now_ms)
                 await emit(partition, messages, result)
                 observe(messages, result)

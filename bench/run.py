@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.broker import EmbeddedBroker, free_port  # noqa: E402
 from pipeline.kafka_admin import ensure_topic  # noqa: E402
+from pipeline.metrics import scrape  # noqa: E402
 from pipeline.produce import RawProducer  # noqa: E402
 
 BIN = Path(sys.executable).parent / "trackflow"
@@ -87,20 +87,6 @@ def produce(bootstrap: str, topic: str, events: list[dict[str, Any]], per_messag
     if producer.flush(120):
         raise RuntimeError("produce failed")
     return messages
-
-
-def scrape(port: int) -> dict[str, float]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
 
 
 def run_noop(broker: EmbeddedBroker, topic: str, messages: int, tmp: Path) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from rich.console import Console
@@ -17,26 +16,13 @@ from rich.table import Table
 
 from pipeline.broker import EmbeddedBroker, free_port, wait_for_port
 from pipeline.kafka_admin import ensure_topic
+from pipeline.metrics import scrape
 from pipeline.produce import RawProducer
 from pipeline.settings import Settings
 from pipeline.simulate import SimConfig
 from pipeline.simulation_run import SimSummary, run_simulation
 
 MARKER = ".trackflow-demo"
-
-
-def scrape(port: int) -> dict[str, float]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def _sum(metrics: dict[str, float], prefix: str) -> float:

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from pipeline import __version__
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
 MAX_DRIFT_SERIES = 200  # (event, property) pairs exported before folding into "_other"
+
+
+def parse_text(text: str) -> dict[str, float]:
+    """Prometheus text format -> {"name{labels}": value} (enough for tests and the demo)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def scrape(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> dict[str, float]:
+    """A worker's /metrics, parsed; empty while the worker is not (yet) serving."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as resp:
+            return parse_text(resp.read().decode())
+    except OSError:
+        return {}
 
 
 class PipelineMetrics:

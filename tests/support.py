@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ from typing import Any, TypeVar
 import orjson
 
 from pipeline.broker import free_port
+from pipeline.metrics import scrape
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent / "trackflow"
@@ -37,15 +37,6 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: {last!r}")
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 class Worker:
     def __init__(self, proc: subprocess.Popen[bytes], web_port: int, log: Path) -> None:
         self.proc = proc
@@ -53,9 +44,10 @@ class Worker:
         self.log = log
 
     def metrics(self) -> dict[str, float]:
-        url = f"http://127.0.0.1:{self.web_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return parse_metrics(resp.read().decode())
+        metrics = scrape(self.web_port, timeout=5)
+        if not metrics:
+            raise ConnectionError(f"worker /metrics on port {self.web_port} not serving")
+        return metrics
 
     def metric(self, name: str) -> float:
         return self.metrics().get(name, 0.0)
