@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,11 +226,3 @@ def b64(data: bytes) -> str:
 
 def unb64(text: str) -> bytes:
     return base64.b64decode(text)
-
-
-def iter_json_lines(stream: io.BufferedReader | Any) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) of the non-blank lines of a JSON-lines stream."""
-    for n, line in enumerate(stream, 1):
-        line = line.strip()
-        if line:
-            yield n, line

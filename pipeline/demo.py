@@ -110,9 +110,12 @@ def run_demo(settings: Settings, duration: float, rate: float, port: int | None 
     sim = SimSummary()
     done = threading.Event()
 
-    def simulate() -> None:
+    def progress(summary: SimSummary) -> None:
         nonlocal sim
-        sim = run_simulation(producer, config, paced=True, on_progress=lambda s: None)
+        sim = summary  # the live table reads it; run_simulation updates it in place
+
+    def simulate() -> None:
+        progress(run_simulation(producer, config, paced=True, on_progress=progress))
         done.set()
 
     thread = threading.Thread(target=simulate, daemon=True)
