@@ -1,4 +1,4 @@
-"""sink: events.valid -> lake ``events``, events.dlq -> lake ``dlq``.
+"""sink: events.stitched -> ``events``, events.dlq -> ``dlq``, identity.changes -> ``identities`` and ``identity_merges``.
 
 Input is acked only after the Parquet files holding it are renamed into place and the
 checkpoint is written, so a SIGKILL at any moment loses nothing (see pipeline/lake.py for
@@ -10,73 +10,108 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
+import orjson
 import pyarrow as pa
 
 from pipeline.codecs import decode_arrow, decode_batch, unb64
 from pipeline.context import Context
 from pipeline.lake import TableWriter
-from pipeline.lake_schema import dlq_table
-from pipeline.names import AGENT_SINK_DLQ, AGENT_SINK_EVENTS, LAKE_DLQ, LAKE_EVENTS, TOPIC_RAW
+from pipeline.lake_schema import IDENTITY_SCHEMA, MERGE_SCHEMA, dlq_table, positioned_table
+from pipeline.names import (
+    AGENT_SINK_DLQ,
+    AGENT_SINK_EVENTS,
+    AGENT_SINK_IDENTITY,
+    LAKE_DLQ,
+    LAKE_EVENTS,
+    LAKE_IDENTITIES,
+    LAKE_MERGES,
+    TOPIC_LINKS,
+    TOPIC_RAW,
+)
 
 log = logging.getLogger(__name__)
 
+_EMPTY = pa.table(
+    {"source_offset": pa.array([], pa.int64()), "source_index": pa.array([], pa.int32())}
+)
+
+
+Decoder = Callable[[bytes], dict[str, pa.Table]]
+
 
 class Sink:
-    """One lake table fed by one internal topic; shared by its agent and the flush timer."""
+    """Lake tables fed by one internal topic; shared by its agent and the flush timer.
 
-    def __init__(self, ctx: Context, name: str, table: str, writer: TableWriter):
+    ``writers`` maps lake table -> writer; a message may hold rows for several of them
+    (identity.changes carries identifier rows and merges). The first writer holds the
+    acknowledgement tokens; a flush writes every table of the partition, then acks.
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        name: str,
+        source_topic: str,
+        writers: dict[str, TableWriter],
+        decode: Decoder,
+    ) -> None:
         self.ctx = ctx
         self.name = name
-        self.table = table
-        self.writer = writer
+        self.source_topic = source_topic
+        self.writers = writers
+        self.primary = next(iter(writers.values()))
+        self.decode = decode
         self.stream: faust.StreamT | None = None
         self.lock = asyncio.Lock()
-
-    def decode(self, value: bytes) -> pa.Table:
-        if self.table == LAKE_DLQ:
-            rows = decode_batch(value)["records"]
-            for row in rows:
-                row["payload"] = unb64(row["payload"])
-            return dlq_table(rows)
-        return decode_arrow(value)
 
     async def consume(self, stream: Any) -> None:
         self.stream = stream
         settings = self.ctx.settings
         async for event in stream.noack().events():
-            table = self.decode(event.message.value)
-            self.ctx.metrics.stage_in.labels(self.name).inc(table.num_rows)
+            m = event.message
+            tables = self.decode(m.value)
             async with self.lock:
-                self.writer.add(TOPIC_RAW, event.message.partition, table, token=event)
-                for key in self.writer.due(settings.sink_flush_seconds, settings.sink_flush_rows):
+                for table, rows in tables.items():
+                    self.ctx.metrics.stage_in.labels(self.name).inc(rows.num_rows)
+                    self.writers[table].add(self.source_topic, m.partition, rows)
+                self.primary.add(self.source_topic, m.partition, _EMPTY, token=event)
+                due = set(self.primary.due(settings.sink_flush_seconds, settings.sink_flush_rows))
+                for writer in self.writers.values():
+                    due.update(writer.due(settings.sink_flush_seconds, settings.sink_flush_rows))
+                for key in due:
                     await self._flush(*key)
 
     async def flush_due(self) -> None:
         async with self.lock:
-            for key in self.writer.due(self.ctx.settings.sink_flush_seconds, 1):
+            for key in self.primary.due(self.ctx.settings.sink_flush_seconds, 1):
                 await self._flush(*key)
 
     async def flush_partitions(self, partitions: set[int]) -> None:
         async with self.lock:
-            for topic, partition in self.writer.partitions():
+            for topic, partition in self.primary.partitions():
                 if partition in partitions:
                     await self._flush(topic, partition)
-                    self.writer.forget(topic, partition)
+                    for writer in self.writers.values():
+                        writer.forget(topic, partition)
 
     async def _flush(self, topic: str, partition: int) -> None:
         metrics = self.ctx.metrics
-        result, tokens = self.writer.flush(topic, partition)
-        if result.files:
-            metrics.lake_files.labels(self.table).inc(result.files)
-            metrics.lake_bytes.labels(self.table).inc(result.bytes)
-            metrics.lake_rows.labels(self.table).inc(result.rows)
-            metrics.lake_last_write.labels(self.table).set(time.time())
-            metrics.stage_out.labels(self.name).inc(result.rows)
-            if self.table == LAKE_EVENTS:
-                metrics.events_stored.inc(result.rows)
+        tokens: list[Any] = []
+        for table, writer in self.writers.items():
+            result, got = writer.flush(topic, partition)
+            tokens.extend(got)
+            if result.files:
+                metrics.lake_files.labels(table).inc(result.files)
+                metrics.lake_bytes.labels(table).inc(result.bytes)
+                metrics.lake_rows.labels(table).inc(result.rows)
+                metrics.lake_last_write.labels(table).set(time.time())
+                metrics.stage_out.labels(self.name).inc(result.rows)
+                if table == LAKE_EVENTS:
+                    metrics.events_stored.inc(result.rows)
         now = time.time()
         for token in tokens:
             if token.message.timestamp:
@@ -87,18 +122,56 @@ class Sink:
                 token.ack()
 
 
-def register(app: faust.App, ctx: Context) -> list[Any]:
-    events_sink = Sink(ctx, AGENT_SINK_EVENTS, LAKE_EVENTS, ctx.lake_events)
-    dlq_sink = Sink(ctx, AGENT_SINK_DLQ, LAKE_DLQ, ctx.lake_dlq)
-    sinks = [events_sink, dlq_sink]
+def decode_events(value: bytes) -> dict[str, pa.Table]:
+    return {LAKE_EVENTS: decode_arrow(value)}
 
-    @app.agent(ctx.topics.valid, name=AGENT_SINK_EVENTS)
+
+def decode_dlq(value: bytes) -> dict[str, pa.Table]:
+    rows = decode_batch(value)["records"]
+    for row in rows:
+        row["payload"] = unb64(row["payload"])
+    return {LAKE_DLQ: dlq_table(rows)}
+
+
+def decode_changes(value: bytes) -> dict[str, pa.Table]:
+    msg = orjson.loads(value)
+    partition, offset, decided = msg["partition"], msg["offset"], msg["decided_at"]
+    for row in msg["identities"]:
+        row["updated_at"] = decided
+    for row in msg["merges"]:
+        row["decided_at"] = decided
+    return {
+        LAKE_IDENTITIES: positioned_table(msg["identities"], IDENTITY_SCHEMA, partition, offset),
+        LAKE_MERGES: positioned_table(msg["merges"], MERGE_SCHEMA, partition, offset),
+    }
+
+
+def register(app: faust.App, ctx: Context) -> list[Any]:
+    lake = ctx.lake
+    events_sink = Sink(
+        ctx, AGENT_SINK_EVENTS, TOPIC_RAW, {LAKE_EVENTS: lake[LAKE_EVENTS]}, decode_events
+    )
+    dlq_sink = Sink(ctx, AGENT_SINK_DLQ, TOPIC_RAW, {LAKE_DLQ: lake[LAKE_DLQ]}, decode_dlq)
+    identity_sink = Sink(
+        ctx,
+        AGENT_SINK_IDENTITY,
+        TOPIC_LINKS,
+        {LAKE_IDENTITIES: lake[LAKE_IDENTITIES], LAKE_MERGES: lake[LAKE_MERGES]},
+        decode_changes,
+    )
+    sinks = [events_sink, dlq_sink, identity_sink]
+
+    @app.agent(ctx.topics.stitched, name=AGENT_SINK_EVENTS)
     async def sink_events(stream: faust.StreamT) -> None:
         await events_sink.consume(stream)
 
     @app.agent(ctx.topics.dlq, name=AGENT_SINK_DLQ)
     async def sink_dlq(stream: faust.StreamT) -> None:
         await dlq_sink.consume(stream)
+
+    @app.agent(ctx.topics.changes, name=AGENT_SINK_IDENTITY)
+    async def sink_identity(stream: faust.StreamT) -> None:
+        await identity_sink.consume(stream)
 
     @app.timer(interval=0.25)
     async def flush_sinks() -> None:
@@ -108,11 +181,16 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def flush_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         # Write what we hold before the next owner reads its checkpoint.
-        for sink, topic in ((events_sink, ctx.topics.valid), (dlq_sink, ctx.topics.dlq)):
+        pairs = (
+            (events_sink, ctx.topics.stitched),
+            (dlq_sink, ctx.topics.dlq),
+            (identity_sink, ctx.topics.changes),
+        )
+        for sink, topic in pairs:
             names = set(topic.topics)
             parts = {tp.partition for tp in revoked if tp.topic in names}
             if parts:
                 await sink.flush_partitions(parts)
 
     ctx.agents["sinks"] = sinks
-    return [sink_events, sink_dlq]
+    return [sink_events, sink_dlq, sink_identity]

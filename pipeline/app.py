@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -10,15 +11,19 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline import names
 from pipeline.context import Context, Topics
+from pipeline.identity_graph import IdentityGraph
+from pipeline.identity_rules import load_rules
 from pipeline.kafka_admin import ensure_topic
 from pipeline.lake import TableWriter
-from pipeline.lake_schema import EventBatches, EventsSplitter, split_dlq
+from pipeline.lake_schema import EventBatches, EventsSplitter, split_by_day, split_dlq
 from pipeline.metrics import PipelineMetrics
 from pipeline.pii import PiiHasher
-from pipeline.plan import load_plan
+from pipeline.plan import TrackingPlan, load_plan
 from pipeline.settings import DEFAULT_PII_SECRET, Settings
+from pipeline.stitching import Stitcher
 from pipeline.validation import Validator
 from tables.dedup import DedupTable, SeenIds
+from tables.identity import IdentityTable
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +64,24 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         logging_config=None,
     )
 
-    def topic(name: str) -> Any:
+    def topic(name: str, count: int = partitions) -> Any:
         return app.topic(
             settings.topic(name),
             key_type=None,
             value_type=None,
             key_serializer="raw",
             value_serializer="raw",
-            partitions=partitions,
+            partitions=count,
             internal=True,
         )
 
     topics = Topics(
-        raw=topic(names.TOPIC_RAW), valid=topic(names.TOPIC_VALID), dlq=topic(names.TOPIC_DLQ)
+        raw=topic(names.TOPIC_RAW),
+        valid=topic(names.TOPIC_VALID),
+        dlq=topic(names.TOPIC_DLQ),
+        stitched=topic(names.TOPIC_STITCHED),
+        links=topic(names.TOPIC_LINKS, 1),
+        changes=topic(names.TOPIC_CHANGES, 1),
     )
     horizon_ms = settings.dedup_horizon_hours * 3600 * 1000
     seen = SeenIds(horizon_ms)
@@ -90,6 +100,23 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
     )
     app.tables.add(dedup)
     dedup.attach(seen)
+    rules = load_rules(settings.identity_rules)
+    graph = IdentityGraph(rules)
+    identity = IdentityTable(
+        app,
+        name=names.TABLE_IDENTITY,
+        default=None,
+        partitions=1,
+        is_global=True,
+        # Every worker keeps reading the writer's records, not only at recovery.
+        synchronize_all_active_partitions=True,
+        recovery_buffer_size=1,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        extra_topic_configs={"cleanup.policy": "delete", "retention.ms": "-1"},
+        help="Links applied by the identity writer; every worker rebuilds the map from them.",
+    )
+    app.tables.add(identity)
+    identity.attach(graph)
     hasher = PiiHasher(secret)
     ctx = Context(
         settings=settings,
@@ -101,17 +128,36 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         topics=topics,
         seen=seen,
         dedup=dedup,
-        lake_events=TableWriter(settings.lake_dir, names.LAKE_EVENTS, EventsSplitter(plan)),
-        lake_dlq=TableWriter(settings.lake_dir, names.LAKE_DLQ, split_dlq),
+        lake=lake_writers(settings.lake_dir, plan),
         batches=EventBatches(plan),
+        rules=rules,
+        graph=graph,
+        identity=identity,
+        stitcher=Stitcher(rules, graph, settings.identity_refresh_seconds * 1000),
     )
 
-    from agents import sink, validate
+    from agents import identity as identity_agent
+    from agents import sink, stitch, validate
 
     validate.register(app, ctx)
+    stitch.register(app, ctx)
+    identity_agent.register(app, ctx)
     sink.register(app, ctx)
     _register_observability(app, ctx)
     return app, ctx
+
+
+def lake_writers(lake_dir: Path, plan: TrackingPlan) -> dict[str, TableWriter]:
+    return {
+        names.LAKE_EVENTS: TableWriter(lake_dir, names.LAKE_EVENTS, EventsSplitter(plan)),
+        names.LAKE_DLQ: TableWriter(lake_dir, names.LAKE_DLQ, split_dlq),
+        names.LAKE_IDENTITIES: TableWriter(
+            lake_dir, names.LAKE_IDENTITIES, split_by_day("updated_at", "updated_date")
+        ),
+        names.LAKE_MERGES: TableWriter(
+            lake_dir, names.LAKE_MERGES, split_by_day("decided_at", "decided_date")
+        ),
+    }
 
 
 def _register_observability(app: faust.App, ctx: Context) -> None:
@@ -124,6 +170,8 @@ def _register_observability(app: faust.App, ctx: Context) -> None:
     @app.timer(interval=2.0)
     async def sample_gauges() -> None:
         metrics.dedup_ids.set(ctx.seen.size())
+        metrics.persons.set(ctx.graph.person_count())
+        metrics.identifiers.set(len(ctx.graph.person))
         consumer = app.consumer
         try:
             assignment = consumer.assignment()

@@ -5,14 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.identity_graph import IdentityGraph
+from pipeline.identity_rules import IdentityRules
 from pipeline.lake import TableWriter
 from pipeline.lake_schema import EventBatches
 from pipeline.metrics import PipelineMetrics
 from pipeline.pii import PiiHasher
 from pipeline.plan import TrackingPlan
 from pipeline.settings import Settings
+from pipeline.stitching import Stitcher
 from pipeline.validation import Validator
 from tables.dedup import DedupTable, SeenIds
+from tables.identity import IdentityTable
 
 
 @dataclass
@@ -20,6 +24,9 @@ class Topics:
     raw: Any
     valid: Any
     dlq: Any
+    stitched: Any
+    links: Any
+    changes: Any
 
 
 @dataclass
@@ -33,7 +40,10 @@ class Context:
     topics: Topics
     seen: SeenIds
     dedup: DedupTable
-    lake_events: TableWriter
-    lake_dlq: TableWriter
+    lake: dict[str, TableWriter]  # lake table name -> writer
+    rules: IdentityRules
+    graph: IdentityGraph
+    identity: IdentityTable
+    stitcher: Stitcher
     batches: EventBatches
     agents: dict[str, Any] = field(default_factory=dict)

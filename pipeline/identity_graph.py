@@ -165,7 +165,9 @@ class IdentityGraph:
                 continue
             la, lb = limited[ra], limited[rb]
             over = [
-                k for k, cap in rules.limits.items() if len(la.get(k, set()) | lb.get(k, set())) > cap
+                k
+                for k, cap in rules.limits.items()
+                if len(la.get(k, set()) | lb.get(k, set())) > cap
             ]
             if over:
                 refused_now.append((e, over[0]))

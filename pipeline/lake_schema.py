@@ -145,3 +145,53 @@ def split_dlq(table: pa.Table) -> Iterable[tuple[str, pa.Table]]:
     dates = pc.strftime(table["received_at"], format="%Y-%m-%d")
     for date in sorted(set(dates.to_pylist())):
         yield f"received_date={date}", table.filter(pc.equal(dates, date))
+
+
+# Written by the identity writer through identity.changes; positions are identity.links
+# (partition, offset of the link message, row index), so a replayed link batch is skipped.
+IDENTITY_SCHEMA = pa.schema(
+    [
+        ("identifier_type", pa.string()),
+        ("identifier", pa.string()),
+        ("person_id", pa.string()),
+        ("first_seen", TS),
+        ("last_seen", TS),
+        ("updated_at", TS),
+        ("source_partition", pa.int32()),
+        ("source_offset", pa.int64()),
+        ("source_index", pa.int32()),
+    ]
+)
+
+MERGE_SCHEMA = pa.schema(
+    [
+        ("from_person_id", pa.string()),
+        ("to_person_id", pa.string()),
+        ("reason", pa.string()),
+        ("accepted", pa.bool_()),
+        ("at", TS),  # event time of the link that caused the decision
+        ("link_from", pa.string()),  # "<type>:<identifier>" of a refused link
+        ("link_to", pa.string()),
+        ("decided_at", TS),
+        ("source_partition", pa.int32()),
+        ("source_offset", pa.int64()),
+        ("source_index", pa.int32()),
+    ]
+)
+
+
+def positioned_table(
+    rows: list[dict[str, Any]], schema: pa.Schema, partition: int, offset: int
+) -> pa.Table:
+    for i, row in enumerate(rows):
+        row["source_partition"], row["source_offset"], row["source_index"] = partition, offset, i
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def split_by_day(column: str, partition_name: str) -> Any:
+    def split(table: pa.Table) -> Iterable[tuple[str, pa.Table]]:
+        dates = pc.strftime(table[column], format="%Y-%m-%d")
+        for date in sorted(set(dates.to_pylist())):
+            yield f"{partition_name}={date}", table.filter(pc.equal(dates, date))
+
+    return split

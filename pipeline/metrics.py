@@ -110,6 +110,35 @@ class PipelineMetrics:
         self.dedup_ids = Gauge(
             "trackflow_dedup_ids", "Event ids held in the dedup memory.", registry=r
         )
+        self.links_sent = Counter(
+            "trackflow_identity_links_sent_total",
+            "Identifier links sent to the identity writer (not already known locally).",
+            registry=r,
+        )
+        self.links_applied = Counter(
+            "trackflow_identity_links_applied_total",
+            "Links that changed the identity map, applied by the single writer.",
+            registry=r,
+        )
+        self.merges = Counter(
+            "trackflow_identity_merges_total",
+            "Person merges decided by the identity writer; accepted or refused, by reason.",
+            ["accepted", "reason"],
+            registry=r,
+        )
+        self.persons = Gauge(
+            "trackflow_identity_persons", "Persons in this worker's copy of the map.", registry=r
+        )
+        self.identifiers = Gauge(
+            "trackflow_identity_identifiers",
+            "Identifiers in this worker's copy of the map.",
+            registry=r,
+        )
+        self.writer_lag = Gauge(
+            "trackflow_identity_writer_lag_seconds",
+            "Age of the last link batch the identity writer applied, when it applied it.",
+            registry=r,
+        )
         self._drift_seen: set[tuple[str, str]] = set()
 
     def count_unknown_property(self, event_name: str, prop: str) -> None:

@@ -12,15 +12,25 @@ PROCESSOR: Final = "trackflow"
 TOPIC_RAW: Final = "events.raw"
 TOPIC_VALID: Final = "events.valid"
 TOPIC_DLQ: Final = "events.dlq"
+TOPIC_STITCHED: Final = "events.stitched"
+# One partition: the single identity writer applies links in one order.
+TOPIC_LINKS: Final = "identity.links"
+TOPIC_CHANGES: Final = "identity.changes"
 
 # Agents (Faust ``name=``).
 AGENT_VALIDATE: Final = "validate"
 AGENT_SINK_EVENTS: Final = "sink_events"
 AGENT_SINK_DLQ: Final = "sink_dlq"
+AGENT_STITCH: Final = "stitch"
+AGENT_IDENTITY: Final = "identity"
+AGENT_SINK_IDENTITY: Final = "sink_identity"
 
 # Tables.
 TABLE_DEDUP: Final = "dedup"
+TABLE_IDENTITY: Final = "identity_map"  # global: every worker holds all of it
 
 # Lake tables (directories under <data-dir>/lake/).
 LAKE_EVENTS: Final = "events"
 LAKE_DLQ: Final = "dlq"
+LAKE_IDENTITIES: Final = "identities"
+LAKE_MERGES: Final = "identity_merges"

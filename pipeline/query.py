@@ -14,7 +14,13 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from pipeline.lake_schema import DLQ_SCHEMA, EVENT_COLUMNS, arrow_type
+from pipeline.lake_schema import (
+    DLQ_SCHEMA,
+    EVENT_COLUMNS,
+    IDENTITY_SCHEMA,
+    MERGE_SCHEMA,
+    arrow_type,
+)
 from pipeline.plan import TrackingPlan, load_plan
 
 _DUCK_TYPES = {
@@ -43,7 +49,7 @@ def _source(
     The empty frame gives every view its full column list even before the first file (or
     before the first event that fills an optional column) is written.
     """
-    empty = ", ".join(f"NULL::{typ} AS {name}" for name, typ in columns + partition_cols)
+    empty = ", ".join(f'NULL::{typ} AS "{name}"' for name, typ in columns + partition_cols)
     frame = f"SELECT {empty} WHERE false"
     if not root.exists() or next(root.rglob("*.parquet"), None) is None:
         return frame
@@ -65,7 +71,38 @@ def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
     dlq_cols = [(f.name, _duck_type(f.type)) for f in DLQ_SCHEMA]
     dlq_src = _source(lake / "dlq", dlq_cols, [("received_date", "DATE")])
     dlq = f"SELECT {', '.join(n for n, _ in dlq_cols)}, received_date FROM ({dlq_src})"
-    return {"events": events, "dlq": dlq}
+    ident_cols = [(f.name, _duck_type(f.type)) for f in IDENTITY_SCHEMA]
+    ident_src = _source(lake / "identities", ident_cols, [("updated_date", "DATE")])
+    # The writer appends a row whenever an identifier's person or seen-range changes; the
+    # latest row (highest source position) is the identifier's state.
+    identities = (
+        "SELECT identifier_type, identifier, person_id, first_seen, last_seen, updated_at "
+        f"FROM ({ident_src}) QUALIFY row_number() OVER (PARTITION BY identifier_type, "
+        "identifier ORDER BY source_offset DESC, source_index DESC) = 1"
+    )
+    merge_cols = [(f.name, _duck_type(f.type)) for f in MERGE_SCHEMA]
+    merge_src = _source(lake / "identity_merges", merge_cols, [("decided_date", "DATE")])
+    merges = (
+        'SELECT from_person_id, to_person_id, reason, accepted, "at", link_from, link_to, '
+        f"decided_at FROM ({merge_src})"
+    )
+    # An event carrying a user_id belongs to that member; otherwise to its device's person.
+    resolved = (
+        "SELECT e.* REPLACE (CASE WHEN e.user_id IS NOT NULL "
+        "THEN coalesce(u.person_id, e.person_id) "
+        "ELSE coalesce(a.person_id, e.person_id) END AS person_id) "
+        "FROM events e "
+        "LEFT JOIN identities u ON u.identifier_type = 'user_id' AND u.identifier = e.user_id "
+        "LEFT JOIN identities a ON a.identifier_type = 'anonymous_id' "
+        "AND a.identifier = e.anonymous_id"
+    )
+    return {
+        "events": events,
+        "dlq": dlq,
+        "identities": identities,
+        "identity_merges": merges,
+        "events_resolved": resolved,
+    }
 
 
 def connect(data_dir: Path, plan: TrackingPlan | None = None) -> duckdb.DuckDBPyConnection:

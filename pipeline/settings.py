@@ -29,6 +29,12 @@ class Settings(BaseSettings):
         SecretStr(DEFAULT_PII_SECRET), description="HMAC-SHA256 key for phone/email hashing."
     )
     dedup_horizon_hours: int = Field(24, ge=1, description="Minimum memory of seen event ids.")
+    identity_rules: Path | None = Field(
+        None, description="One ID rules file or directory (default: built-in)."
+    )
+    identity_refresh_seconds: int = Field(
+        3600, ge=1, description="Resend a known link after this much event time (last_seen)."
+    )
     sink_flush_seconds: float = Field(2.5, gt=0, description="Max age of buffered lake rows.")
     sink_flush_rows: int = Field(50_000, ge=1, description="Flush a partition at this many rows.")
     take_max: int = Field(500, ge=1, description="Max messages an agent takes per batch.")

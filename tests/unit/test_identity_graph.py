@@ -182,9 +182,7 @@ SCENARIO = (
 
 @settings(max_examples=200, deadline=None)
 @given(st.permutations(SCENARIO), st.integers(1, 5))
-def test_map_is_independent_of_arrival_order_and_batching(
-    links: list[Link], batch: int
-) -> None:
+def test_map_is_independent_of_arrival_order_and_batching(links: list[Link], batch: int) -> None:
     reference = IdentityGraph(RULES)
     reference.add(SCENARIO)
     g = IdentityGraph(RULES)

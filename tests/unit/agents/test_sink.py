@@ -7,9 +7,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pyarrow.parquet as pq
 
-from agents.sink import Sink
+from agents.sink import Sink, decode_changes, decode_events
 from pipeline import names
 from pipeline.app import create_app
 from pipeline.codecs import encode_arrow
@@ -68,10 +69,15 @@ def batch(ctx: Any, offsets: list[int]) -> bytes:
     return value
 
 
+def events_sink(ctx: Any) -> Sink:
+    writers = {names.LAKE_EVENTS: ctx.lake[names.LAKE_EVENTS]}
+    return Sink(ctx, names.AGENT_SINK_EVENTS, names.TOPIC_RAW, writers, decode_events)
+
+
 def test_acks_only_after_flush_and_replays_are_dropped(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=3600)
     _, ctx = create_app(settings, ensure_topics=False)
-    sink = Sink(ctx, names.AGENT_SINK_EVENTS, names.LAKE_EVENTS, ctx.lake_events)
+    sink = events_sink(ctx)
     events = [
         FakeEvent(batch(ctx, [1, 2, 3])),
         FakeEvent(batch(ctx, [2, 3, 4, 5])),
@@ -89,7 +95,7 @@ def test_acks_only_after_flush_and_replays_are_dropped(tmp_path: Path) -> None:
 def test_flush_due_by_age(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=0.01)
     _, ctx = create_app(settings, ensure_topics=False)
-    sink = Sink(ctx, names.AGENT_SINK_EVENTS, names.LAKE_EVENTS, ctx.lake_events)
+    sink = events_sink(ctx)
     event = FakeEvent(batch(ctx, [7]))
     asyncio.run(sink.consume(FakeStream([event])))  # type: ignore[arg-type]
 
@@ -99,3 +105,52 @@ def test_flush_due_by_age(tmp_path: Path) -> None:
 
     asyncio.run(later())
     assert event.acked
+
+
+def changes(offset: int, n_ids: int, n_merges: int) -> bytes:
+    ident = {
+        "identifier_type": "anonymous_id",
+        "identifier": "d1",
+        "person_id": "p_1",
+        "first_seen": 1795420000000,
+        "last_seen": 1795420000000,
+    }
+    merge = {
+        "from_person_id": "p_2",
+        "to_person_id": "p_1",
+        "reason": "linked",
+        "accepted": True,
+        "at": 1795420000000,
+        "link_from": None,
+        "link_to": None,
+    }
+    return orjson.dumps(
+        {
+            "partition": 0,
+            "offset": offset,
+            "decided_at": 1795420001000,
+            "identities": [ident] * n_ids,
+            "merges": [merge] * n_merges,
+        }
+    )
+
+
+def test_identity_changes_fill_two_tables_once_each(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=3600)
+    _, ctx = create_app(settings, ensure_topics=False)
+    writers = {t: ctx.lake[t] for t in (names.LAKE_IDENTITIES, names.LAKE_MERGES)}
+    sink = Sink(ctx, names.AGENT_SINK_IDENTITY, names.TOPIC_LINKS, writers, decode_changes)
+    events = [FakeEvent(changes(3, 2, 1)), FakeEvent(changes(3, 2, 1)), FakeEvent(changes(4, 1, 0))]
+    for e in events:
+        e.message.partition = 0
+    asyncio.run(sink.consume(FakeStream(events)))  # type: ignore[arg-type]
+    assert not any(e.acked for e in events)
+    asyncio.run(sink.flush_partitions({0}))
+    assert all(e.acked for e in events)
+
+    def rows(table: str) -> int:
+        files = (tmp_path / "lake" / table).rglob("*.parquet")
+        return sum(pq.read_table(f).num_rows for f in files)
+
+    assert rows("identities") == 3  # the replayed offset 3 is stored once
+    assert rows("identity_merges") == 1

@@ -1,0 +1,71 @@
+"""identity: the single writer. identity.links -> identity map (global table) + identity.changes.
+
+identity.links has one partition, so one worker at a time applies links, in one order.
+For each link message it sends what changed (identifier rows, merges and refusals) to
+identity.changes, waits until that is delivered, and only then appends the links to the
+map's changelog: after a crash between the two, the replayed message recomputes the same
+changes from the same map, and the sink keeps the first copy (same source position).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import faust
+import orjson
+
+from pipeline.context import Context
+from pipeline.identity_graph import Link
+from pipeline.names import AGENT_IDENTITY
+from pipeline.streams import take_batches
+
+
+def register(app: faust.App, ctx: Context) -> Any:
+    graph = ctx.graph
+    metrics = ctx.metrics
+    settings = ctx.settings
+
+    @app.agent(ctx.topics.links, name=AGENT_IDENTITY)
+    async def identity(stream: faust.StreamT) -> None:
+        async for events in take_batches(stream, settings.take_max, settings.take_within):
+            applied: list[tuple[int, list[Link]]] = []
+            pending = []
+            seen: set[int] = set()
+            for event in sorted(events, key=lambda e: e.message.offset):
+                m = event.message
+                if m.offset in seen:
+                    continue
+                seen.add(m.offset)
+                try:
+                    links = [(str(a), str(b), int(t)) for a, b, t in orjson.loads(m.value)]
+                except (ValueError, TypeError):
+                    # Only stitch writes this topic; a foreign message is logged and skipped.
+                    app.log.error("identity: skipping undecodable link message at %s", m.offset)
+                    continue
+                changes = graph.add(links)
+                if not changes:
+                    continue
+                applied.append((m.offset, links))
+                metrics.links_applied.inc(changes.applied)
+                for merge in changes.merges:
+                    metrics.merges.labels(str(merge["accepted"]).lower(), merge["reason"]).inc()
+                if changes.identities or changes.merges:
+                    value = orjson.dumps(
+                        {
+                            "partition": m.partition,
+                            "offset": m.offset,
+                            "decided_at": int(time.time() * 1000),
+                            "identities": changes.identities,
+                            "merges": changes.merges,
+                        }
+                    )
+                    pending.append(await ctx.topics.changes.send(value=value, partition=0))
+                if m.timestamp:
+                    metrics.writer_lag.set(max(0.0, time.time() - m.timestamp))
+            for fut in pending:
+                await fut  # delivered before the changelog says these links are applied
+            for offset, links in applied:
+                ctx.identity.record(f"links:{offset}", links)
+
+    return identity

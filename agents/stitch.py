@@ -1,0 +1,45 @@
+"""stitch: events.valid -> events.stitched (person_id set) + new links -> identity.links."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import orjson
+
+from pipeline.codecs import decode_arrow, encode_arrow
+from pipeline.context import Context
+from pipeline.names import AGENT_STITCH
+from pipeline.streams import take_batches
+from tables.identity import PARTITION
+
+
+def register(app: faust.App, ctx: Context) -> Any:
+    stitcher = ctx.stitcher
+    metrics = ctx.metrics
+    settings = ctx.settings
+
+    @app.agent(ctx.topics.valid, name=AGENT_STITCH)
+    async def stitch(stream: faust.StreamT) -> None:
+        async for events in take_batches(stream, settings.take_max, settings.take_within):
+            links = []
+            seen: set[tuple[int, int]] = set()
+            for event in sorted(events, key=lambda e: (e.message.partition, e.message.offset)):
+                m = event.message
+                if (m.partition, m.offset) in seen:
+                    continue  # delivered twice in one take (a seek after a rebalance)
+                seen.add((m.partition, m.offset))
+                table, new_links = stitcher.stitch(decode_arrow(m.value))
+                links.extend(new_links)
+                metrics.stage_in.labels(AGENT_STITCH).inc(table.num_rows)
+                for value in encode_arrow(table):
+                    await ctx.topics.stitched.send(value=value, partition=m.partition)
+                metrics.stage_out.labels(AGENT_STITCH).inc(table.num_rows)
+            if links:
+                # One message per take: the writer's cost is per message, like every agent's.
+                await ctx.topics.links.send(
+                    value=orjson.dumps([list(link) for link in links]), partition=PARTITION
+                )
+                metrics.links_sent.inc(len(links))
+
+    return stitch
