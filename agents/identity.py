@@ -38,7 +38,7 @@ def register(app: faust.App, ctx: Context) -> Any:
                     continue
                 seen.add(m.offset)
                 try:
-                    links = [(str(a), str(b), int(t)) for a, b, t in orjson.loads(m.value)]
+                    links = [(str(a), str(b), int(t)) for a, b, t in orjson.loads(m.value or b"")]
                 except (ValueError, TypeError):
                     # Only stitch writes this topic; a foreign message is logged and skipped.
                     app.log.error("identity: skipping undecodable link message at %s", m.offset)

@@ -1,4 +1,5 @@
-"""sink: events.stitched -> ``events``, events.dlq -> ``dlq``, identity.changes -> ``identities`` and ``identity_merges``.
+"""sink: the lake writer. events.stitched -> ``events``, events.dlq -> ``dlq``,
+identity.changes -> ``identities`` and ``identity_merges``.
 
 Input is acked only after the Parquet files holding it are renamed into place and the
 checkpoint is written, so a SIGKILL at any moment loses nothing (see pipeline/lake.py for

@@ -29,7 +29,7 @@ def register(app: faust.App, ctx: Context) -> Any:
                 if (m.partition, m.offset) in seen:
                     continue  # delivered twice in one take (a seek after a rebalance)
                 seen.add((m.partition, m.offset))
-                table, new_links = stitcher.stitch(decode_arrow(m.value))
+                table, new_links = stitcher.stitch(decode_arrow(m.value or b""))
                 links.extend(new_links)
                 metrics.stage_in.labels(AGENT_STITCH).inc(table.num_rows)
                 for value in encode_arrow(table):

@@ -28,6 +28,7 @@ Link = tuple[Node, Node, int]  # (identifier, identifier, event time in ms); a =
 Edge = tuple[Node, Node]
 
 REASON_LINKED = "linked"
+_NONE: frozenset[str] = frozenset()
 
 
 def refusal_reason(kind: str) -> str:

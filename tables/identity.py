@@ -28,7 +28,7 @@ class IdentityTable(faust.GlobalTable):
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
         links: list[Link] = []
         for event in batch:
-            value = event.value
+            value: Any = event.value
             if value:
                 links.extend((a, b, int(t)) for a, b, t in value["links"])
         if links:

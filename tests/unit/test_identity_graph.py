@@ -15,7 +15,7 @@ from pipeline.identity_rules import load_rules, node
 RULES = load_rules()
 U = lambda v: node("user_id", v)  # noqa: E731
 D = lambda v: node("anonymous_id", v)  # noqa: E731
-O = lambda v: node("openid", v)  # noqa: E731
+O = lambda v: node("openid", v)  # noqa: E731, E741
 P = lambda v: node("phone", v)  # noqa: E731
 
 
@@ -67,7 +67,8 @@ def test_person_id_is_deterministic_from_the_top_identifier() -> None:
     pid = RULES.person_id(U("u1"))
     assert g.lookup(D("d1")) == g.lookup(U("u1")) == pid
     assert pid == IdentityGraph(RULES).rules.person_id(U("u1"))
-    assert pid.startswith("p_") and len(pid) == 22
+    assert pid.startswith("p_")
+    assert len(pid) == 22
 
 
 def test_login_merges_the_anonymous_person_and_records_it() -> None:
@@ -75,7 +76,8 @@ def test_login_merges_the_anonymous_person_and_records_it() -> None:
     g.add(event_links(1, D("d1")))
     changes = g.add(event_links(2, U("u1"), D("d1")))
     [merge] = changes.merges
-    assert merge["accepted"] and merge["from_person_id"] == RULES.person_id(D("d1"))
+    assert merge["accepted"]
+    assert merge["from_person_id"] == RULES.person_id(D("d1"))
     assert merge["to_person_id"] == RULES.person_id(U("u1"))
     assert {r["identifier"] for r in changes.identities} == {"u1", "d1"}
 
@@ -145,7 +147,8 @@ def test_replayed_and_older_links_change_nothing() -> None:
     links = event_links(5, U("a"), D("d1"))
     assert g.add(links)
     assert not g.add(links)
-    assert g.knows(U("a"), D("d1"), 6) and not g.knows(U("a"), D("d1"), 4)
+    assert g.knows(U("a"), D("d1"), 6)
+    assert not g.knows(U("a"), D("d1"), 4)
     assert g.add(event_links(4, U("a"), D("d1"))).applied == 1  # first seen moves earlier
 
 
