@@ -192,6 +192,53 @@ def query(
         print_table(columns, rows)
 
 
+report = typer.Typer(help="Reports over the lake.", no_args_is_help=True)
+cli.add_typer(report, name="report")
+
+
+@report.command("trail")
+def report_trail(
+    identifier: Annotated[str, typer.Argument(help="user_id, anonymous_id, openid, phone, ...")],
+    type: Annotated[
+        str | None, _opt("TRAIL_TYPE", "Identifier type [default: try each, by priority]")
+    ] = None,
+    data_dir: DataDir = None,
+    format: Annotated[str, _opt("FORMAT", "table | json")] = "table",
+    limit: Annotated[int, _opt("TRAIL_LIMIT", "Most events to list")] = 1000,
+) -> None:
+    """A person's identifiers, merges and time-ordered events across all of them."""
+    from pipeline import query as q
+    from pipeline.identity_rules import load_rules
+    from pipeline.pii import PiiHasher
+    from pipeline.trail import PersonNotFound, build_trail
+
+    if format not in ("table", "json"):
+        typer.echo("trackflow report trail: --format must be table or json", err=True)
+        raise typer.Exit(2)
+    settings = settings_from(data_dir=data_dir)
+    rules = load_rules(settings.identity_rules)
+    if type is not None and type not in rules.types:
+        typer.echo(
+            f"trackflow report trail: --type must be one of {', '.join(rules.types)}", err=True
+        )
+        raise typer.Exit(2)
+    con = q.connect(settings.data_dir)
+    hasher = PiiHasher(settings.pii_secret.get_secret_value())
+    try:
+        trail = build_trail(con, rules, hasher, identifier, type, limit)
+    except PersonNotFound as exc:
+        typer.echo(f"trackflow report trail: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if format == "json":
+        from dataclasses import asdict
+
+        sys.stdout.write(q.to_json_object(asdict(trail)) + "\n")
+        return
+    from pipeline.console import print_trail
+
+    print_trail(trail)
+
+
 @cli.command()
 def demo(
     duration: Annotated[float, _opt("DEMO_DURATION", "Seconds of simulated traffic")] = 30.0,

@@ -137,6 +137,19 @@ def to_json(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
     return orjson.dumps(records, default=str).decode()
 
 
+def to_json_object(value: Any) -> str:
+    """Any nest of dicts and lists, with lake values made plain (times as ISO 8601)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return _plain(v)
+
+    return orjson.dumps(plain(value), default=str).decode()
+
+
 def to_csv(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

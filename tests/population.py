@@ -96,7 +96,13 @@ def build(
         emit(who, t, "login", anonymous_id=device, user_id=member, identities=login_ids or None)
         for _ in range(logged_in):
             t += rng.randrange(5_000, 60_000)
-            emit(who, t, rng.choice(["page_view", "add_to_cart"]), anonymous_id=device, user_id=member)
+            emit(
+                who,
+                t,
+                rng.choice(["page_view", "add_to_cart"]),
+                anonymous_id=device,
+                user_id=member,
+            )
 
     openid_of: dict[str, str] = {}
     for m in range(members):

@@ -69,9 +69,9 @@ def test_population_resolves_into_exactly_the_true_persons(deployment: Deploymen
 
     m = worker.metrics()
     assert m["trackflow_identity_links_applied_total"] > 0
-    assert m['trackflow_identity_merges_total{accepted="false",reason="would_join_two_user_ids"}'] == (
-        len(pop.conflicts)
-    )
+    assert m[
+        'trackflow_identity_merges_total{accepted="false",reason="would_join_two_user_ids"}'
+    ] == (len(pop.conflicts))
     assert m["trackflow_identity_persons"] == len(persons)
 
 
