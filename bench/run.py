@@ -1,4 +1,7 @@
-"""Throughput of validate+sink against a no-op Faust agent, in one run, on one broker.
+"""Throughput of the worker's chain against a no-op Faust agent, in one run, on one broker.
+
+The chain is every stage the worker runs (today validate -> stitch -> sink, with the
+identity writer beside it); ``stages`` in the output names them.
 
 Prints (and with --out writes) JSON. Every figure is events/s measured from the first
 event a process sees to the moment the last one is done (stored in the lake for
@@ -38,14 +41,17 @@ def make_events(n: int, now_ms: int) -> list[dict[str, Any]]:
     events = []
     for i in range(n):
         kind = i % 10
-        device = f"dev-{i % 997}"
+        d = i % 997
         e: dict[str, Any] = {
             "event_id": f"b{i}",
             "event_time": now_ms - 60_000 + (i % 50_000),
-            "anonymous_id": device,
+            "anonymous_id": f"dev-{d}",
+            "identities": {"openid": f"o-{d}"},
             "platform": "miniprogram",
             "app_version": "3.2.1",
         }
+        if d % 3 == 0 and kind >= 5:  # a third of devices log in; their later events carry it
+            e["user_id"] = f"u{d // 3}"
         if kind < 5:
             e.update(
                 event_name="page_view",
@@ -140,6 +146,7 @@ def run_trackflow(broker: EmbeddedBroker, prefix: str, events: int, tmp: Path) -
                 done = now
                 break
             time.sleep(0.05)
+        links = m.get("trackflow_identity_links_applied_total", 0)
         cpu = _proc_cpu(proc.pid)
         rss = _proc_rss_mb(proc.pid)
     finally:
@@ -155,6 +162,7 @@ def run_trackflow(broker: EmbeddedBroker, prefix: str, events: int, tmp: Path) -
         "events_per_s": round(events / seconds),
         "worker_cpu_seconds": cpu,
         "worker_max_rss_mb": rss,
+        "identity_links_applied": links,
     }
 
 
@@ -216,6 +224,16 @@ def breakdown(n: int = 20_000) -> dict[str, float]:
     )
     wire = timed("arrow_ipc_encode_us", lambda: [v for t in tables for v in encode_arrow(t)])
     decoded = timed("arrow_ipc_decode_us", lambda: [decode_arrow(v) for v in wire])
+    from pipeline.identity_graph import IdentityGraph
+    from pipeline.identity_rules import load_rules
+    from pipeline.stitching import Stitcher
+
+    rules = load_rules()
+    stitcher = Stitcher(rules, IdentityGraph(rules), 3_600_000)
+    timed("stitch_us (first sight: every link new)", lambda: [stitcher.stitch(t) for t in decoded])
+    for t in decoded:
+        stitcher.graph.add(stitcher.stitch(t)[1])
+    timed("stitch_us (known links)", lambda: [stitcher.stitch(t) for t in decoded])
     splitter = EventsSplitter(plan)
     parts = timed("split_us", lambda: list(splitter(pa.concat_tables(decoded))))
     with tempfile.TemporaryDirectory() as d:
@@ -227,6 +245,49 @@ def breakdown(n: int = 20_000) -> dict[str, float]:
             ],
         )
     return out
+
+
+def identity_writer(persons: int = 50_000, batch: int = 500) -> dict[str, Any]:
+    """Links/s the single identity writer applies (IdentityGraph.add), all links new.
+
+    Each synthetic person has 1-3 devices, an openid and, for half, a member id; links come
+    in stitch-sized batches, shuffled, so clusters are recomputed as links arrive out of
+    order, as they do from many partitions.
+    """
+    import random
+
+    from pipeline.identity_graph import IdentityGraph
+    from pipeline.identity_rules import load_rules
+
+    rules = load_rules()
+    rng = random.Random(1)
+    links: list[tuple[str, str, int]] = []
+    for p in range(persons):
+        t = 1_795_000_000_000 + p * 1000
+        ids = [f"openid:o{p}"] + [f"anonymous_id:d{p}-{k}" for k in range(1 + p % 3)]
+        if p % 2 == 0:
+            ids.insert(0, f"user_id:u{p}")
+        for k, other in enumerate(ids[1:]):
+            links.append((ids[0], other, t + rng.randrange(600_000) + k))
+    rng.shuffle(links)
+    graph = IdentityGraph(rules)
+    start = time.perf_counter()
+    for i in range(0, len(links), batch):
+        graph.add(links[i : i + batch])
+    seconds = time.perf_counter() - start
+    lookups = [f"anonymous_id:d{rng.randrange(persons)}-0" for _ in range(200_000)]
+    t0 = time.perf_counter()
+    for n in lookups:
+        graph.lookup(n)
+    lookup_s = time.perf_counter() - t0
+    return {
+        "links": len(links),
+        "batch": batch,
+        "seconds": round(seconds, 3),
+        "links_per_s": round(len(links) / seconds),
+        "persons": graph.person_count(),
+        "lookup_ns": round(lookup_s / len(lookups) * 1e9),
+    }
 
 
 def main() -> None:
@@ -253,14 +314,15 @@ def main() -> None:
             args.events / results["noop_faust_batched_input"]["seconds"]
         )
         results["noop_faust_single_input"] = run_noop(broker, "bs.events.raw", n_single, tmp)
-        results["validate_sink_batched_20"] = run_trackflow(broker, "bb.", args.events, tmp)
-        results["validate_sink_single"] = run_trackflow(broker, "bs.", args.single_events, tmp)
+        results["chain_batched_20"] = run_trackflow(broker, "bb.", args.events, tmp)
+        results["chain_single"] = run_trackflow(broker, "bs.", args.single_events, tmp)
+    results["stages"] = ["validate", "stitch", "identity (writer)", "sink"]
     results["ratio_batched_vs_single"] = round(
-        results["validate_sink_batched_20"]["events_per_s"]
-        / results["validate_sink_single"]["events_per_s"],
+        results["chain_batched_20"]["events_per_s"] / results["chain_single"]["events_per_s"],
         2,
     )
     results["hot_path_us_per_event"] = breakdown()
+    results["identity_writer"] = identity_writer()
     results["bench_process_max_rss_mb"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
     )
