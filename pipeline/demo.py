@@ -59,6 +59,7 @@ def progress_table(sim: SimSummary, m: dict[str, float], phase: str) -> Table:
         ("dead-lettered", _sum(m, "trackflow_dlq_events_total")),
         ("duplicates dropped", _sum(m, "trackflow_duplicates_total")),
         ("consent drops", _sum(m, "trackflow_consent_dropped_total")),
+        ("persons known (One ID)", _sum(m, "trackflow_identity_persons")),
         ("lake files written", _sum(m, "trackflow_lake_files_written_total")),
     ]
     for name, value in rows:
@@ -182,9 +183,21 @@ def print_summary(console: Console, data_dir: Path, metrics: dict[str, float]) -
         f"duplicates dropped: {int(_sum(metrics, 'trackflow_duplicates_total')):,}    "
         f"consent drops: {int(_sum(metrics, 'trackflow_consent_dropped_total')):,}"
     )
+    print_table(
+        *run(
+            con,
+            "SELECT (SELECT count(DISTINCT person_id) FROM events_resolved) AS persons, "
+            "(SELECT count(*) FROM identity_merges WHERE accepted) AS merges, "
+            "(SELECT count(*) FROM identity_merges WHERE NOT accepted) AS refused_merges",
+        ),
+        title="One ID",
+    )
     rel = os.path.relpath(data_dir)
     console.print(f"\nlake: [bold]{data_dir / 'lake'}[/]")
     console.print(
         "try:  [bold].venv/bin/trackflow query "
         f'"SELECT event_name, count(*) FROM events GROUP BY 1" --data-dir {rel}[/]'
     )
+    member = run(con, "SELECT min(user_id) FROM events WHERE user_id IS NOT NULL")[1][0][0]
+    if member:
+        console.print(f"      [bold].venv/bin/trackflow report trail {member} --data-dir {rel}[/]")

@@ -72,6 +72,14 @@ class IdentityGraph:
             return s is not None and s[0] <= t
         if self.rules.order(b) < self.rules.order(a):
             a, b = b, a
+        return self.knows_oriented(a, b, t)
+
+    def knows_oriented(self, a: Node, b: Node, t: int) -> bool:
+        """``knows`` for a link already oriented (``a`` the higher-priority identifier),
+        as ``IdentityRules.links`` makes them; skips the ordering on the hot path."""
+        if a == b:
+            s = self.seen.get(a)
+            return s is not None and s[0] <= t
         first = self.edges.get((a, b))
         return first is not None and first <= t
 

@@ -14,7 +14,7 @@ from collections.abc import Hashable
 import orjson
 import pyarrow as pa
 
-from pipeline.identity_graph import IdentityGraph, Link
+from pipeline.identity_graph import Edge, IdentityGraph, Link
 from pipeline.identity_rules import IdentityRules, node
 
 
@@ -30,6 +30,7 @@ class Stitcher:
         # links once, not once per batch until the writer catches up.
         self._sent: dict[Hashable, int] = {}
         self._pids: dict[str, str] = {}
+        self._links: dict[tuple[str | None, str | None, str | None], list[Edge]] = {}
         self.resolve_kinds = ("user_id", "anonymous_id")
 
     def _own_pid(self, n: str) -> str:
@@ -48,9 +49,20 @@ class Stitcher:
                 return person.get(n) or self._own_pid(n)
         return None
 
+    def _links_of(self, user_id: str | None, anon: str | None, ids: str | None) -> list[Edge]:
+        key = (user_id, anon, ids)
+        links = self._links.get(key)
+        if links is None:
+            if len(self._links) >= self.cache_size:
+                self._links.clear()
+            extra = orjson.loads(ids) if ids else None
+            rules = self.rules
+            links = self._links[key] = rules.links(rules.identifiers(user_id, anon, extra))
+        return links
+
     def _worth_sending(self, a: str, b: str, t: int) -> bool:
         g = self.graph
-        if g.knows(a, b, t):
+        if g.knows_oriented(a, b, t):
             seen_a, seen_b = g.seen[a], g.seen[b]
             if seen_a[1] + self.refresh_ms >= t and seen_b[1] + self.refresh_ms >= t:
                 return False
@@ -68,15 +80,28 @@ class Stitcher:
         anons = table.column("anonymous_id").to_pylist()
         idents = table.column("identities").to_pylist()
         times = table.column("event_time").cast(pa.int64()).to_pylist()
-        pids: list[str | None] = []
+        # A batch holds many events of few people: work once per distinct identifier set,
+        # with the earliest and latest event time of the set (for first/last seen).
+        spans: dict[tuple[str | None, str | None, str | None], list[int]] = {}
+        for key, t in zip(zip(users, anons, idents, strict=True), times, strict=True):
+            span = spans.get(key)
+            if span is None:
+                spans[key] = [t, t]
+            elif t < span[0]:
+                span[0] = t
+            elif t > span[1]:
+                span[1] = t
+        pid_of: dict[tuple[str | None, str | None, str | None], str | None] = {}
         links: list[Link] = []
-        rules = self.rules
-        for user_id, anon, ids, t in zip(users, anons, idents, times, strict=True):
-            pids.append(self.resolve(user_id, anon))
-            extra = orjson.loads(ids) if ids else None
-            for a, b in rules.links(rules.identifiers(user_id, anon, extra)):
-                if self._worth_sending(a, b, t):
-                    links.append((a, b, t))
+        for key, (first, last) in spans.items():
+            user_id, anon, ids = key
+            pid_of[key] = self.resolve(user_id, anon)
+            for a, b in self._links_of(user_id, anon, ids):
+                if self._worth_sending(a, b, first):
+                    links.append((a, b, first))
+                if last != first and self._worth_sending(a, b, last):
+                    links.append((a, b, last))
+        pids = [pid_of[key] for key in zip(users, anons, idents, strict=True)]
         i = table.schema.get_field_index("person_id")
         out = table.set_column(i, "person_id", pa.array(pids, type=pa.string()))
         return out, links

@@ -1,0 +1,60 @@
+"""The identity agent (single writer) and the global table every worker replays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from pipeline import names
+from pipeline.app import create_app
+from pipeline.identity_graph import IdentityGraph
+from pipeline.settings import Settings
+
+
+def make(tmp_path: Path) -> Any:
+    return create_app(
+        Settings(data_dir=tmp_path, topic_prefix="x.", partitions=6), ensure_topics=False
+    )
+
+
+def test_writer_reads_links_and_publishes_changes(tmp_path: Path) -> None:
+    app, ctx = make(tmp_path)
+    agent = app.agents[names.AGENT_IDENTITY]
+    assert agent.name == names.AGENT_IDENTITY
+    assert set(agent.channel.topics) == {"x.identity.links"}
+    assert set(ctx.topics.changes.topics) == {"x.identity.changes"}
+    assert ctx.topics.changes.partitions == 1
+    assert set(app.agents[names.AGENT_SINK_IDENTITY].channel.topics) == {"x.identity.changes"}
+
+
+def test_map_is_a_global_table_kept_forever(tmp_path: Path) -> None:
+    app, ctx = make(tmp_path)
+    table = app.tables[names.TABLE_IDENTITY]
+    assert table is ctx.identity
+    assert table.is_global
+    assert table.synchronize_all_active_partitions  # keeps reading after recovery
+    assert table.partitions == 1
+    assert table.changelog_topic.config["retention.ms"] == "-1"
+
+
+def record(links: list[list[Any]]) -> Any:
+    return SimpleNamespace(value={"links": links}, message=SimpleNamespace(partition=0))
+
+
+def test_replaying_the_changelog_rebuilds_the_same_map(tmp_path: Path) -> None:
+    _app, ctx = make(tmp_path)
+    writer = IdentityGraph(ctx.rules)
+    batches = [
+        [("anonymous_id:d1", "anonymous_id:d1", 1)],
+        [("user_id:a", "anonymous_id:d1", 2)],
+        [("user_id:b", "anonymous_id:d1", 3)],
+    ]
+    for links in batches:
+        writer.add(links)
+    # A worker replays the writer's records, some twice (standby and recovery overlap).
+    ctx.identity.apply_changelog_batch([record([list(x) for x in b]) for b in batches])
+    ctx.identity.apply_changelog_batch([record([list(x) for x in batches[1]])])
+    assert ctx.graph.person == writer.person
+    assert ctx.graph.refused == writer.refused
+    assert ctx.graph.lookup("anonymous_id:d1") == ctx.rules.person_id("user_id:a")
