@@ -108,8 +108,6 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         default=None,
         partitions=1,
         is_global=True,
-        # Every worker keeps reading the writer's records, not only at recovery.
-        synchronize_all_active_partitions=True,
         recovery_buffer_size=1,
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
         extra_topic_configs={"cleanup.policy": "delete", "retention.ms": "-1"},
@@ -117,6 +115,14 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
     )
     app.tables.add(identity)
     identity.attach(graph)
+
+    @app.task
+    async def follow_identity_map() -> None:
+        # Faust reads a global table at recovery only (its continuous-standby mode stalls
+        # stream partitions after a SIGKILL restart on this broker); this keeps every
+        # worker's map current between rebalances.
+        await identity.follow(settings.bootstrap_servers)
+
     hasher = PiiHasher(secret)
     ctx = Context(
         settings=settings,

@@ -12,11 +12,19 @@ from collections.abc import Iterable
 from typing import Any
 
 import faust
+import orjson
 from faust.types import EventT
 
 from pipeline.identity_graph import IdentityGraph, Link
 
 PARTITION = 0
+
+
+def _links(raw: bytes | None) -> list[Link]:
+    if not raw:
+        return []
+    value = orjson.loads(raw)
+    return [(a, b, int(t)) for a, b, t in value["links"]]
 
 
 class IdentityTable(faust.GlobalTable):
@@ -33,6 +41,33 @@ class IdentityTable(faust.GlobalTable):
                 links.extend((a, b, int(t)) for a, b, t in value["links"])
         if links:
             self.graph.add(links, emit=False)
+
+    async def follow(self, bootstrap_servers: str, poll_ms: int = 200) -> None:
+        """Apply every record of the changelog as it is written, from the beginning.
+
+        Applying is idempotent, so overlapping with Faust's own recovery is harmless.
+        """
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        topic = self.changelog_topic.get_topic_name()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, PARTITION)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            while True:
+                batches = await consumer.getmany(timeout_ms=poll_ms, max_records=1000)
+                links: list[Link] = []
+                for records in batches.values():
+                    for record in records:
+                        links.extend(_links(record.value))
+                if links:
+                    self.graph.add(links, emit=False)
+        finally:
+            await consumer.stop()
 
     def record(self, key: str, links: list[Link]) -> Any:
         return self.send_changelog(PARTITION, key, {"links": [list(link) for link in links]})

@@ -9,7 +9,7 @@ from pipeline.identity_rules import load_rules
 from pipeline.pii import PiiHasher
 from pipeline.stitching import Stitcher
 from tests import population
-from tests.support import Deployment
+from tests.support import Deployment, wait_for
 
 
 def reference_persons(pop: population.Population, secret: str) -> dict[str, str | None]:
@@ -32,8 +32,7 @@ def reference_persons(pop: population.Population, secret: str) -> dict[str, str 
 
 def test_two_workers_give_the_same_persons_as_one(deployment: Deployment) -> None:
     pop = population.build(members=20, visitors=6, shared=2, borrowed_openids=2, seed=11)
-    deployment.start_worker()
-    deployment.start_worker()
+    workers = [deployment.start_worker(), deployment.start_worker()]
     deployment.produce(pop.lines(seed=9, batch=3))
     expected = reference_persons(pop, deployment.env["TRACKFLOW_PII_SECRET"])
 
@@ -44,6 +43,13 @@ def test_two_workers_give_the_same_persons_as_one(deployment: Deployment) -> Non
     deployment.wait_settled(settled, timeout=150)
     predicted = {k: v for k, v in expected.items() if v is not None}
     assert population.pairwise(predicted, pop.truth) == (1.0, 1.0)
+    # Both workers hold the whole map, not only the one that is the writer.
+    persons = len(set(pop.truth.values()))
+    wait_for(
+        lambda: all(w.metric("trackflow_identity_persons") == persons for w in workers),
+        timeout=30,
+        what="every worker's copy of the map",
+    )
 
     # The trail of a member found by the phone number in clear.
     member, phone = sorted(pop.phones.items())[0]

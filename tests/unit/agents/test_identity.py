@@ -33,7 +33,6 @@ def test_map_is_a_global_table_kept_forever(tmp_path: Path) -> None:
     table = app.tables[names.TABLE_IDENTITY]
     assert table is ctx.identity
     assert table.is_global
-    assert table.synchronize_all_active_partitions  # keeps reading after recovery
     assert table.partitions == 1
     assert table.changelog_topic.config["retention.ms"] == "-1"
 
