@@ -36,10 +36,11 @@ test: install tools ## Run the whole test suite (slow soak tests excluded)
 test-slow: install tools ## Run only the slow soak/stress tests
 	$(PY) -m pytest -m slow
 
-lint: install ## ruff (lint + format check) and mypy
+lint: install ## ruff (lint + format check), mypy, and the tracking-plan check against HEAD~1
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/trackflow schema check --base $${SCHEMA_BASE:-HEAD~1}
 
 format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

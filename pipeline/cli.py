@@ -192,6 +192,75 @@ def query(
         print_table(columns, rows)
 
 
+metrics_cli = typer.Typer(help="Business metrics defined under schemas/metrics.")
+cli.add_typer(metrics_cli, name="metrics")
+schema_cli = typer.Typer(help="Tracking-plan tools.")
+cli.add_typer(schema_cli, name="schema")
+SchemasDir = Annotated[Path | None, _opt("SCHEMAS_DIR", "Schemas directory [default: built-in]")]
+
+
+@metrics_cli.command("list")
+def metrics_list(
+    schemas_dir: SchemasDir = None,
+    format: Annotated[str, _opt("FORMAT", "table | json")] = "table",
+) -> None:
+    """Every metric with its type, owner, windows and the events and fields it reads."""
+    from pipeline import query as q
+    from pipeline.metric_defs import lineage, load_metrics
+    from pipeline.plan import load_plan
+
+    settings = settings_from(schemas_dir=schemas_dir)
+    plan = load_plan(settings.schemas_dir)
+    defs = load_metrics(plan, settings.schemas_dir)
+    rows = []
+    for name, d in sorted(defs.items()):
+        events, fields = lineage(defs, name)
+        rows.append(
+            {
+                "metric": name,
+                "type": d.type,
+                "owner": d.owner,
+                "windows": ",".join(d.windows),
+                "dimensions": ",".join(d.dimensions),
+                "events": ",".join(events),
+                "fields": ",".join(f"{e}.{f}" for e, f in fields),
+                "description": d.description,
+            }
+        )
+    if format == "json":
+        sys.stdout.write(q.to_json_object(rows) + "\n")
+        return
+    from pipeline.console import print_table
+
+    cols = ["metric", "type", "owner", "windows", "dimensions", "events", "fields"]
+    print_table(cols, [tuple(r[c] for c in cols) for r in rows])
+
+
+@schema_cli.command("check")
+def schema_check(
+    base: Annotated[
+        str, _opt("SCHEMA_BASE", "Base: a git revision or a schemas directory")
+    ] = "HEAD~1",
+    schemas_dir: Annotated[Path, _opt("SCHEMAS_CHECK_DIR", "Schemas directory to check")] = Path(
+        "schemas"
+    ),
+) -> None:
+    """Fail when a plan change breaks a metric (naming it and its owner) or Avro readers."""
+    from pipeline.schema_check import check_against
+
+    report, what = check_against(schemas_dir, base)
+    if report is None:
+        typer.echo(f"trackflow schema check: skipped: {what}", err=True)
+        return
+    if report.ok:
+        typer.echo(f"schema check: OK against {what}", err=True)
+        return
+    for problem in report.problems:
+        typer.echo(f"schema check: {problem}", err=True)
+    typer.echo(f"schema check: {len(report.problems)} problem(s) against {what}", err=True)
+    raise typer.Exit(1)
+
+
 report = typer.Typer(help="Reports over the lake.", no_args_is_help=True)
 cli.add_typer(report, name="report")
 
