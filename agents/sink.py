@@ -21,16 +21,25 @@ import pyarrow as pa
 from pipeline.codecs import decode_arrow, decode_batch, unb64
 from pipeline.context import Context
 from pipeline.lake import TableWriter
-from pipeline.lake_schema import IDENTITY_SCHEMA, MERGE_SCHEMA, dlq_table, positioned_table
+from pipeline.lake_schema import (
+    IDENTITY_SCHEMA,
+    MERGE_SCHEMA,
+    ROLLUP_SCHEMA,
+    dlq_table,
+    positioned_table,
+)
 from pipeline.names import (
     AGENT_SINK_DLQ,
     AGENT_SINK_EVENTS,
     AGENT_SINK_IDENTITY,
+    AGENT_SINK_ROLLUPS,
     LAKE_DLQ,
     LAKE_EVENTS,
     LAKE_IDENTITIES,
     LAKE_MERGES,
+    LAKE_ROLLUPS,
     TOPIC_LINKS,
+    TOPIC_PARTIALS,
     TOPIC_RAW,
 )
 
@@ -134,6 +143,17 @@ def decode_dlq(value: bytes) -> dict[str, pa.Table]:
     return {LAKE_DLQ: dlq_table(rows)}
 
 
+def decode_rollups(value: bytes) -> dict[str, pa.Table]:
+    msg = orjson.loads(value)
+    now = int(time.time() * 1000)
+    rows = msg["rows"]
+    for i, row in enumerate(rows):
+        row["finalised_at"] = now
+        row["source_partition"], row["source_offset"] = msg["p"], msg["o"]
+        row["source_index"] = msg["base"] + i
+    return {LAKE_ROLLUPS: pa.Table.from_pylist(rows, schema=ROLLUP_SCHEMA)}
+
+
 def decode_changes(value: bytes) -> dict[str, pa.Table]:
     msg = orjson.loads(value)
     partition, offset, decided = msg["partition"], msg["offset"], msg["decided_at"]
@@ -160,7 +180,10 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
         {LAKE_IDENTITIES: lake[LAKE_IDENTITIES], LAKE_MERGES: lake[LAKE_MERGES]},
         decode_changes,
     )
-    sinks = [events_sink, dlq_sink, identity_sink]
+    rollups_sink = Sink(
+        ctx, AGENT_SINK_ROLLUPS, TOPIC_PARTIALS, {LAKE_ROLLUPS: lake[LAKE_ROLLUPS]}, decode_rollups
+    )
+    sinks = [events_sink, dlq_sink, identity_sink, rollups_sink]
 
     @app.agent(ctx.topics.stitched, name=AGENT_SINK_EVENTS)
     async def sink_events(stream: faust.StreamT) -> None:
@@ -169,6 +192,10 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
     @app.agent(ctx.topics.dlq, name=AGENT_SINK_DLQ)
     async def sink_dlq(stream: faust.StreamT) -> None:
         await dlq_sink.consume(stream)
+
+    @app.agent(ctx.topics.rollups, name=AGENT_SINK_ROLLUPS)
+    async def sink_rollups(stream: faust.StreamT) -> None:
+        await rollups_sink.consume(stream)
 
     @app.agent(ctx.topics.changes, name=AGENT_SINK_IDENTITY)
     async def sink_identity(stream: faust.StreamT) -> None:
@@ -186,6 +213,7 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
             (events_sink, ctx.topics.stitched),
             (dlq_sink, ctx.topics.dlq),
             (identity_sink, ctx.topics.changes),
+            (rollups_sink, ctx.topics.rollups),
         )
         for sink, topic in pairs:
             names = set(topic.topics)
@@ -194,4 +222,4 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
                 await sink.flush_partitions(parts)
 
     ctx.agents["sinks"] = sinks
-    return [sink_events, sink_dlq, sink_identity]
+    return [sink_events, sink_dlq, sink_identity, sink_rollups]

@@ -16,14 +16,17 @@ from pipeline.identity_rules import load_rules
 from pipeline.kafka_admin import ensure_topic
 from pipeline.lake import TableWriter
 from pipeline.lake_schema import EventBatches, EventsSplitter, split_by_day, split_dlq
+from pipeline.metric_defs import load_metrics
 from pipeline.metrics import PipelineMetrics
 from pipeline.pii import PiiHasher
 from pipeline.plan import TrackingPlan, load_plan
+from pipeline.rollup import CombineState
 from pipeline.settings import DEFAULT_PII_SECRET, Settings
 from pipeline.stitching import Stitcher
 from pipeline.validation import Validator
 from tables.dedup import DedupTable, SeenIds
 from tables.identity import IdentityTable
+from tables.windows import AggregateProgress, CombineWindows
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,8 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         stitched=topic(names.TOPIC_STITCHED),
         links=topic(names.TOPIC_LINKS, 1),
         changes=topic(names.TOPIC_CHANGES, 1),
+        partials=topic(names.TOPIC_PARTIALS, 1),
+        rollups=topic(names.TOPIC_ROLLUPS, 1),
     )
     horizon_ms = settings.dedup_horizon_hours * 3600 * 1000
     seen = SeenIds(horizon_ms)
@@ -123,6 +128,30 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         # worker's map current between rebalances.
         await identity.follow(settings.bootstrap_servers)
 
+    metric_defs = load_metrics(plan, settings.schemas_dir)
+    progress = AggregateProgress(
+        app,
+        name=names.TABLE_AGGREGATE,
+        default=None,
+        partitions=partitions,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        extra_topic_configs={"cleanup.policy": "compact"},
+        help="Last events.stitched offset turned into partials, and the watermark, per partition.",
+    )
+    app.tables.add(progress)
+    progress.attach()
+    combine_state = CombineState(metric_defs, partitions, settings.lateness_seconds)
+    combine_windows = CombineWindows(
+        app,
+        name=names.TABLE_COMBINE,
+        default=None,
+        partitions=1,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        extra_topic_configs={"cleanup.policy": "delete", "retention.ms": str(7 * 86_400_000)},
+        help="Open metric windows of the combine stage, as deltas per batch.",
+    )
+    app.tables.add(combine_windows)
+    combine_windows.attach(combine_state)
     hasher = PiiHasher(secret)
     ctx = Context(
         settings=settings,
@@ -140,14 +169,20 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         graph=graph,
         identity=identity,
         stitcher=Stitcher(rules, graph, settings.identity_refresh_seconds * 1000),
+        metric_defs=metric_defs,
+        aggregate_progress=progress,
+        combine=combine_state,
+        combine_windows=combine_windows,
     )
 
+    from agents import aggregate, combine, sink, stitch, validate
     from agents import identity as identity_agent
-    from agents import sink, stitch, validate
 
     validate.register(app, ctx)
     stitch.register(app, ctx)
     identity_agent.register(app, ctx)
+    aggregate.register(app, ctx)
+    combine.register(app, ctx)
     sink.register(app, ctx)
     _register_observability(app, ctx)
     return app, ctx
@@ -162,6 +197,9 @@ def lake_writers(lake_dir: Path, plan: TrackingPlan) -> dict[str, TableWriter]:
         ),
         names.LAKE_MERGES: TableWriter(
             lake_dir, names.LAKE_MERGES, split_by_day("decided_at", "decided_date")
+        ),
+        names.LAKE_ROLLUPS: TableWriter(
+            lake_dir, names.LAKE_ROLLUPS, split_by_day("window_start", "window_date")
         ),
     }
 

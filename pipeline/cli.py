@@ -265,6 +265,54 @@ report = typer.Typer(help="Reports over the lake.", no_args_is_help=True)
 cli.add_typer(report, name="report")
 
 
+@report.command("metric")
+def report_metric(
+    name: Annotated[str, typer.Argument(help="Metric name (trackflow metrics list)")],
+    from_: Annotated[str, typer.Option("--from", help="Start, ISO 8601 (inclusive)")],
+    to: Annotated[str, typer.Option("--to", help="End, ISO 8601 (exclusive)")],
+    data_dir: DataDir = None,
+    window: Annotated[str | None, _opt("REPORT_WINDOW", "Only this window (1m, 1h)")] = None,
+    format: Annotated[str, _opt("FORMAT", "table | csv | json")] = "table",
+) -> None:
+    """A metric recomputed from the lake (events_resolved) with its definition's formula."""
+    from datetime import datetime
+
+    from pipeline import query as q
+    from pipeline.metric_defs import load_metrics
+    from pipeline.metric_report import batch_values
+    from pipeline.plan import load_plan
+
+    settings = settings_from(data_dir=data_dir)
+    plan = load_plan(settings.schemas_dir)
+    defs = load_metrics(plan, settings.schemas_dir)
+    if name not in defs:
+        typer.echo(f"trackflow report metric: unknown metric {name!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        lo, hi = datetime.fromisoformat(from_), datetime.fromisoformat(to)
+    except ValueError as exc:
+        typer.echo(f"trackflow report metric: {exc}", err=True)
+        raise typer.Exit(2) from None
+    con = q.connect(settings.data_dir, plan)
+    try:
+        rows = batch_values(con, defs, name, lo, hi)
+    except NotImplementedError as exc:
+        typer.echo(f"trackflow report metric: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if window:
+        rows = [r for r in rows if r["window"] == window]
+    cols = ["metric", "window", "window_start", "window_end", "dimensions", "value"]
+    cols += ["numerator", "denominator"]
+    if format == "json":
+        sys.stdout.write(q.to_json_object(rows) + "\n")
+    elif format == "csv":
+        sys.stdout.write(q.to_csv(cols, [tuple(r[c] for c in cols) for r in rows]))
+    else:
+        from pipeline.console import print_table
+
+        print_table(cols, [tuple(r[c] for c in cols) for r in rows])
+
+
 @report.command("trail")
 def report_trail(
     identifier: Annotated[str, typer.Argument(help="user_id, anonymous_id, openid, phone, ...")],

@@ -9,14 +9,17 @@ from pipeline.identity_graph import IdentityGraph
 from pipeline.identity_rules import IdentityRules
 from pipeline.lake import TableWriter
 from pipeline.lake_schema import EventBatches
+from pipeline.metric_defs import MetricDef
 from pipeline.metrics import PipelineMetrics
 from pipeline.pii import PiiHasher
 from pipeline.plan import TrackingPlan
+from pipeline.rollup import CombineState
 from pipeline.settings import Settings
 from pipeline.stitching import Stitcher
 from pipeline.validation import Validator
 from tables.dedup import DedupTable, SeenIds
 from tables.identity import IdentityTable
+from tables.windows import AggregateProgress, CombineWindows
 
 
 @dataclass
@@ -27,6 +30,8 @@ class Topics:
     stitched: Any
     links: Any
     changes: Any
+    partials: Any
+    rollups: Any
 
 
 @dataclass
@@ -45,5 +50,9 @@ class Context:
     graph: IdentityGraph
     identity: IdentityTable
     stitcher: Stitcher
+    metric_defs: dict[str, MetricDef]
+    aggregate_progress: AggregateProgress
+    combine: CombineState
+    combine_windows: CombineWindows
     batches: EventBatches
     agents: dict[str, Any] = field(default_factory=dict)

@@ -195,3 +195,21 @@ def split_by_day(column: str, partition_name: str) -> Any:
             yield f"{partition_name}={date}", table.filter(pc.equal(dates, date))
 
     return split
+
+
+ROLLUP_SCHEMA = pa.schema(
+    [
+        ("metric", pa.string()),
+        ("window", pa.string()),
+        ("window_start", TS),
+        ("window_end", TS),
+        ("dimensions", pa.string()),  # JSON text, "{}" when none
+        ("value", pa.float64()),
+        ("numerator", pa.float64()),
+        ("denominator", pa.float64()),
+        ("finalised_at", TS),
+        ("source_partition", pa.int32()),
+        ("source_offset", pa.int64()),
+        ("source_index", pa.int32()),
+    ]
+)

@@ -139,6 +139,28 @@ class PipelineMetrics:
             "Age of the last link batch the identity writer applied, when it applied it.",
             registry=r,
         )
+        self.late_events = Counter(
+            "trackflow_late_events_total",
+            "Events later than the allowed lateness for a window size: stored in the lake, "
+            "not counted in the stream's rollups.",
+            ["window", "stage"],
+            registry=r,
+        )
+        self.metric_value = Gauge(
+            "trackflow_metric_value",
+            "Latest value per metric series: provisional while its window is open, then final.",
+            ["metric", "window", "dimensions"],
+            registry=r,
+        )
+        self.windows_closed = Counter(
+            "trackflow_metric_windows_closed_total",
+            "Metric windows finalised, by how they closed.",
+            ["window", "reason"],
+            registry=r,
+        )
+        self.open_windows = Gauge(
+            "trackflow_metric_open_windows", "Metric windows open in the combine stage.", registry=r
+        )
         self._drift_seen: set[tuple[str, str]] = set()
 
     def count_unknown_property(self, event_name: str, prop: str) -> None:

@@ -16,6 +16,9 @@ TOPIC_STITCHED: Final = "events.stitched"
 # One partition: the single identity writer applies links in one order.
 TOPIC_LINKS: Final = "identity.links"
 TOPIC_CHANGES: Final = "identity.changes"
+# One partition: the combine stage sees every source partition's partials and watermark.
+TOPIC_PARTIALS: Final = "metrics.partials"
+TOPIC_ROLLUPS: Final = "metrics.rollups"
 
 # Agents (Faust ``name=``).
 AGENT_VALIDATE: Final = "validate"
@@ -24,13 +27,19 @@ AGENT_SINK_DLQ: Final = "sink_dlq"
 AGENT_STITCH: Final = "stitch"
 AGENT_IDENTITY: Final = "identity"
 AGENT_SINK_IDENTITY: Final = "sink_identity"
+AGENT_AGGREGATE: Final = "aggregate"
+AGENT_COMBINE: Final = "combine"
+AGENT_SINK_ROLLUPS: Final = "sink_rollups"
 
 # Tables.
 TABLE_DEDUP: Final = "dedup"
 TABLE_IDENTITY: Final = "identity_map"  # global: every worker holds all of it
+TABLE_AGGREGATE: Final = "aggregate_progress"
+TABLE_COMBINE: Final = "combine_windows"
 
 # Lake tables (directories under <data-dir>/lake/).
 LAKE_EVENTS: Final = "events"
 LAKE_DLQ: Final = "dlq"
 LAKE_IDENTITIES: Final = "identities"
 LAKE_MERGES: Final = "identity_merges"
+LAKE_ROLLUPS: Final = "rollups"

@@ -19,6 +19,7 @@ from pipeline.lake_schema import (
     EVENT_COLUMNS,
     IDENTITY_SCHEMA,
     MERGE_SCHEMA,
+    ROLLUP_SCHEMA,
     arrow_type,
 )
 from pipeline.plan import TrackingPlan, load_plan
@@ -96,7 +97,17 @@ def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
         "LEFT JOIN identities a ON a.identifier_type = 'anonymous_id' "
         "AND a.identifier = e.anonymous_id"
     )
+    roll_cols = [(f.name, _duck_type(f.type)) for f in ROLLUP_SCHEMA]
+    roll_src = _source(lake / "rollups", roll_cols, [("window_date", "DATE")])
+    # One row per final value; a value re-sent after a crash (same series) is kept once.
+    rollups = (
+        'SELECT metric, "window", window_start, window_end, dimensions, value, numerator, '
+        f"denominator, finalised_at FROM ({roll_src}) QUALIFY row_number() OVER ("
+        'PARTITION BY metric, "window", window_start, dimensions '
+        "ORDER BY source_offset, source_index) = 1"
+    )
     return {
+        "rollups": rollups,
         "events": events,
         "dlq": dlq,
         "identities": identities,

@@ -218,6 +218,7 @@ class CombineState:
         self.closed: dict[int, int] = {}
         self.open: dict[SeriesKey, Any] = {}
         self.late = 0
+        self.offset = -1  # last metrics.partials offset read (positions of idle closes)
         self._dirty: set[SeriesKey] = set()
         self._deleted: set[SeriesKey] = set()
         self._progress_dirty = False
@@ -313,6 +314,7 @@ class CombineState:
             "wm": self.wm,
             "closed": self.closed,
             "late": self.late,
+            "offset": self.offset,
             "set": [
                 [*k, encode(kind_of(self.defs[k[0]]), self.open[k])] for k in sorted(self._dirty)
             ],
@@ -329,6 +331,7 @@ class CombineState:
         self.wm = {int(k): int(v) for k, v in record["wm"].items()}
         self.closed = {int(k): int(v) for k, v in record["closed"].items()}
         self.late = int(record.get("late", 0))
+        self.offset = int(record.get("offset", -1))
         for m, size, start, dims in record["del"]:
             self.open.pop((m, int(size), int(start), dims), None)
         for m, size, start, dims, raw in record["set"]:

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     identity_refresh_seconds: int = Field(
         3600, ge=1, description="Resend a known link after this much event time (last_seen)."
     )
+    lateness_seconds: int = Field(60, ge=0, description="Allowed lateness of metric windows.")
+    idle_close_seconds: float = Field(
+        30.0, gt=0, description="Close every open metric window after this long without input."
+    )
     sink_flush_seconds: float = Field(2.5, gt=0, description="Max age of buffered lake rows.")
     sink_flush_rows: int = Field(50_000, ge=1, description="Flush a partition at this many rows.")
     take_max: int = Field(500, ge=1, description="Max messages an agent takes per batch.")

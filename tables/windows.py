@@ -1,0 +1,51 @@
+"""State of the aggregate and combine stages, logged as one changelog record per batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.rollup import CombineState
+from pipeline.windows import NO_WATERMARK
+from tables.batchlog import BatchLogTable
+
+
+class AggregateProgress(BatchLogTable):
+    """Per events.stitched partition: last offset turned into partials, and its watermark.
+
+    A message at or below the offset was already sent as partials (before this record was
+    written), so a replay after a crash skips it and nothing is counted twice.
+    """
+
+    progress: dict[int, tuple[int, int]]
+
+    def attach(self) -> None:
+        self.progress = {}
+
+    def get_progress(self, partition: int) -> tuple[int, int]:
+        return self.progress.get(partition, (-1, NO_WATERMARK))
+
+    def apply_record(self, partition: int, key: Any, value: Any) -> None:
+        self.progress[partition] = (int(value["o"]), int(value["wm"]))
+
+    def forget_partition(self, partition: int) -> None:
+        self.progress.pop(partition, None)
+
+    def record(self, partition: int, offset: int, watermark: int) -> None:
+        self.progress[partition] = (offset, watermark)
+        # One key per partition: compaction keeps only the latest progress.
+        self.append(partition, str(partition), {"o": offset, "wm": watermark})
+
+
+class CombineWindows(BatchLogTable):
+    """The combine stage's open windows and progress; records are ``CombineState`` deltas."""
+
+    windows: CombineState
+
+    def attach(self, windows: CombineState) -> None:
+        self.windows = windows
+
+    def apply_record(self, partition: int, key: Any, value: Any) -> None:
+        self.windows.apply_record(value)
+
+    def forget_partition(self, partition: int) -> None:
+        self.windows.reset()
