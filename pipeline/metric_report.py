@@ -17,7 +17,8 @@ from pipeline.windows import window_label
 
 
 def _where(d: MetricDef) -> tuple[str, list[Any]]:
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if ALL_EVENTS not in d.events:
         clauses.append(f"event_name IN ({', '.join('?' for _ in d.events)})")
         params.extend(d.events)
