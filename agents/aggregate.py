@@ -1,9 +1,10 @@
 """aggregate: events.stitched -> metrics.partials, one partial message per input message.
 
 Per input message (a batch of one partition), one value per (metric, window, dimensions),
-and the partition's watermark after it. One message per input message, not per take, so a
-replay after a crash reproduces exactly the partials already sent, which the combine stage
-recognises by (partition, offset) and skips.
+and the partition's watermark after it. Exactly once without transactions, twice over:
+rows at or below the recorded events.raw position were counted before a crash (upstream
+re-sends them in new messages), and a partial message re-sent for the same input message
+carries the same (partition, offset), which the combine stage has applied and skips.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+import pyarrow.compute as pc
 
 from pipeline.codecs import decode_arrow
 from pipeline.context import Context
+from pipeline.lake import positions
 from pipeline.names import AGENT_AGGREGATE
 from pipeline.rollup import encode_partials, partials
 from pipeline.streams import take_batches
@@ -33,15 +36,18 @@ def register(app: faust.App, ctx: Context) -> Any:
             done: dict[int, tuple[int, int]] = {}
             for event in sorted(events, key=lambda e: (e.message.partition, e.message.offset)):
                 m = event.message
-                last, watermark = done.get(m.partition) or progress.get_progress(m.partition)
-                if m.offset <= last:
-                    continue  # already sent as partials before a restart
+                high, watermark = done.get(m.partition) or progress.get_progress(m.partition)
                 table = decode_arrow(m.value or b"")
+                pos = positions(table)
+                if table.num_rows and pc.min(pos).as_py() <= high:
+                    table = table.filter(pc.greater(pos, high))  # counted before a restart
+                if table.num_rows == 0:
+                    continue
                 got = partials(table, defs.values(), settings.lateness_seconds, watermark)
                 watermark = max(watermark, got.max_time)
                 value = encode_partials(m.partition, m.offset, watermark, got, defs)
                 pending.append(await ctx.topics.partials.send(value=value, partition=0))
-                done[m.partition] = (m.offset, watermark)
+                done[m.partition] = (max(high, pc.max(positions(table)).as_py()), watermark)
                 metrics.stage_in.labels(AGENT_AGGREGATE).inc(table.num_rows)
                 for size, n in got.late.items():
                     if n:

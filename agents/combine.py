@@ -63,8 +63,20 @@ def register(app: faust.App, ctx: Context) -> Any:
                     metrics.late_events.labels("any", AGENT_COMBINE).inc(state.late - late_before)
                 await publish(state.close_ready(), state.offset, 0, "watermark")
 
+    ready = [False]
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def restart_idle_clock(sender: Any, **kwargs: Any) -> None:
+        # Idle means "no input while able to read it": time spent joining the group and
+        # recovering tables after a restart must not close windows that input will fill.
+        ready[0] = True
+        last_input[0] = time.monotonic()
+
     @app.timer(interval=1.0)
     async def close_idle() -> None:
+        if app.rebalancing or not ready[0]:
+            last_input[0] = time.monotonic()
+            return
         async with lock:
             idle = time.monotonic() - last_input[0] >= settings.idle_close_seconds
             if state.open and idle and state.offset >= 0:

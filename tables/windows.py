@@ -10,10 +10,12 @@ from tables.batchlog import BatchLogTable
 
 
 class AggregateProgress(BatchLogTable):
-    """Per events.stitched partition: last offset turned into partials, and its watermark.
+    """Per partition: the highest events.raw position counted, and the watermark.
 
-    A message at or below the offset was already sent as partials (before this record was
-    written), so a replay after a crash skips it and nothing is counted twice.
+    Upstream stages re-send events after a crash (at least once); rows at or below the
+    position were already sent as partials (before this record was written), so they are
+    skipped and nothing is counted twice. Partition p of events.stitched holds only rows
+    of events.raw partition p, in position order.
     """
 
     progress: dict[int, tuple[int, int]]
@@ -25,15 +27,15 @@ class AggregateProgress(BatchLogTable):
         return self.progress.get(partition, (-1, NO_WATERMARK))
 
     def apply_record(self, partition: int, key: Any, value: Any) -> None:
-        self.progress[partition] = (int(value["o"]), int(value["wm"]))
+        self.progress[partition] = (int(value["pos"]), int(value["wm"]))
 
     def forget_partition(self, partition: int) -> None:
         self.progress.pop(partition, None)
 
-    def record(self, partition: int, offset: int, watermark: int) -> None:
-        self.progress[partition] = (offset, watermark)
+    def record(self, partition: int, position: int, watermark: int) -> None:
+        self.progress[partition] = (position, watermark)
         # One key per partition: compaction keeps only the latest progress.
-        self.append(partition, str(partition), {"o": offset, "wm": watermark})
+        self.append(partition, str(partition), {"pos": position, "wm": watermark})
 
 
 class CombineWindows(BatchLogTable):

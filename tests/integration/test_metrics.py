@@ -96,3 +96,53 @@ def test_rollups_equal_the_lake_recomputation(deployment: Deployment) -> None:
     m = worker.metrics()
     assert m['trackflow_metric_value{dimensions="{}",metric="pay_requests",window="1h"}'] > 0
     assert m['trackflow_metric_windows_closed_total{reason="idle",window="1h"}'] >= 1
+
+
+def test_sigkills_during_the_stream_leave_the_same_rollups(deployment: Deployment) -> None:
+    deployment.env["TRACKFLOW_IDLE_CLOSE_SECONDS"] = "6"
+    now = int(time.time() * 1000)
+    start = now - now % 3_600_000 - 3_600_000 + 40 * 60_000
+    events = shop_traffic(6000, start, minutes=30, seed=5)
+    # In event-time order, like a replay: nothing is late, so the stream must equal the lake.
+    chunks = [events[i : i + 2000] for i in range(0, len(events), 2000)]
+    worker = deployment.start_worker()
+    for n, chunk in enumerate(chunks):
+        deployment.produce([orjson.dumps(chunk[i : i + 10]) for i in range(0, len(chunk), 10)])
+        wait_for(lambda w=worker: w.metric("trackflow_events_received_total") > 0, timeout=60)
+        time.sleep(0.5 * n)
+        worker.kill()
+        worker = deployment.start_worker()
+    wait_for(lambda: deployment.count("events") == len(events), timeout=180)
+    plan = load_plan()
+    defs = load_metrics(plan)
+    con = connect(deployment.data_dir)
+    lo = datetime.fromtimestamp(start / 1000 - 3600, UTC)
+    hi = datetime.fromtimestamp(now / 1000 + 3600, UTC)
+    expected = {
+        (r["metric"], r["window"], r["window_start"], r["dimensions"]): r["value"]
+        for name in EXACT
+        for r in batch_values(con, defs, name, lo, hi)
+    }
+
+    def exact_rollups() -> dict[tuple[str, str, int, str], float | None]:
+        return {k: v["value"] for k, v in stream_rollups(deployment).items() if k[0] in EXACT}
+
+    wait_for(lambda: set(exact_rollups()) >= set(expected), timeout=180, what="rollups")
+    got = exact_rollups()
+    diff = {k: (got.get(k), v) for k, v in expected.items() if got.get(k) != v}
+    assert not diff, sorted(diff.items())[:10]
+    late_events = sum(
+        v
+        for k, v in deployment.workers[-1].metrics().items()
+        if k.startswith("trackflow_late_events_total{")
+    )
+    assert late_events == 0
+    assert got == expected
+    rows = deployment.query(
+        'SELECT metric, "window", window_start, dimensions, count(*) AS n FROM ('
+        "SELECT * FROM read_parquet('"
+        + str(deployment.data_dir / "lake" / "rollups" / "**" / "*.parquet")
+        + "')"
+        ") GROUP BY ALL HAVING count(*) > 1"
+    )
+    assert rows == [], "a final value was stored twice"
