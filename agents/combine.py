@@ -72,9 +72,30 @@ def register(app: faust.App, ctx: Context) -> Any:
         ready[0] = True
         last_input[0] = time.monotonic()
 
+    upstream = {
+        name
+        for topic in (ctx.topics.raw, ctx.topics.valid, ctx.topics.stitched, ctx.topics.partials)
+        for name in topic.topics
+    }
+
+    def upstream_pending() -> bool:
+        """Input this worker has not yet consumed: the pipeline is catching up, not idle."""
+        consumer: Any = app.consumer
+        try:
+            assignment = consumer.assignment()
+        except Exception:
+            return True
+        committed = getattr(consumer, "_committed_offset", {})
+        for tp in assignment:
+            if tp.topic in upstream:
+                high = consumer.highwater(tp)
+                if high is not None and high > (committed.get(tp) or 0):
+                    return True
+        return False
+
     @app.timer(interval=1.0)
     async def close_idle() -> None:
-        if app.rebalancing or not ready[0]:
+        if app.rebalancing or not ready[0] or upstream_pending():
             last_input[0] = time.monotonic()
             return
         async with lock:
