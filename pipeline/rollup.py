@@ -4,7 +4,9 @@ Phase 1 (``partials``) turns one batch of stitched events into one value per
 (metric, window, window start, dimensions), vectorised with pyarrow group-by. Phase 2
 (``CombineState``) merges those partials from every source partition (sums, counts, set
 and HyperLogLog unions) and finalises a window once every partition's watermark has passed
-it, computing ratios from their parts. Funnels are not computed here yet (issue 5).
+it, computing ratios from their parts. Funnels keep their step events per identifier until
+their hour closes, then group identifiers into persons through the identity map and run
+``pipeline.funnel.entries``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.metric_defs import ALL_EVENTS, MetricDef
+from pipeline.funnel import entries, step_mask
+from pipeline.identity_rules import node
+from pipeline.metric_defs import ALL_EVENTS, MetricDef, seconds
 from pipeline.windows import NO_WATERMARK, closable, window_end, window_label
 
 HLL_LG_K = 14  # relative standard error ~0.8%: the 2% bound at about 2.5 sigma
@@ -96,6 +100,8 @@ class Partials:
     series: dict[SeriesKey, Any] = field(default_factory=dict)
     late: Counter[int] = field(default_factory=Counter)  # window seconds -> late events
     max_time: int = NO_WATERMARK
+    # funnel metric -> [node, event time, step mask] of events matching any of its steps
+    funnel: dict[str, list[list[Any]]] = field(default_factory=dict)
 
 
 def _mask(table: pa.Table, d: MetricDef) -> pa.ChunkedArray | None:
@@ -125,6 +131,10 @@ def partials(
         return out
     t = pc.cast(table["event_time"], pa.int64())
     out.max_time = int(pc.max(t).as_py())
+    defs = list(defs)
+    for d in defs:
+        if d.type == "funnel":
+            out.funnel[d.name] = funnel_events(table, d, lateness_s, watermark_before)
     defs = [d for d in defs if d.type in SIMPLE]
     sizes = sorted({s for d in defs for s in d.window_seconds})
     starts: dict[int, pa.ChunkedArray] = {}
@@ -181,6 +191,38 @@ def partials(
     return out
 
 
+def funnel_events(
+    table: pa.Table, d: MetricDef, lateness_s: int, watermark_before: int
+) -> list[list[Any]]:
+    """Step events of funnel ``d``, each under the identifier that resolves its person."""
+    assert d.funnel is not None
+    within = seconds(d.funnel.within) * 1000
+    names = pa.array(sorted({s.event for s in d.funnel.steps}))
+    view = table.filter(pc.is_in(table["event_name"], value_set=names))
+    if view.num_rows == 0:
+        return []
+    props = sorted({f.property for s in d.funnel.steps for f in s.filters})
+    cols = {p: view[p].to_pylist() for p in props if p in view.column_names}
+    out = []
+    times = pc.cast(view["event_time"], pa.int64()).to_pylist()
+    for i, (name, user, anon, t) in enumerate(
+        zip(
+            view["event_name"].to_pylist(),
+            view["user_id"].to_pylist(),
+            view["anonymous_id"].to_pylist(),
+            times,
+            strict=True,
+        )
+    ):
+        hour_end = t - t % 3_600_000 + 3_600_000
+        if hour_end + within + lateness_s * 1000 <= watermark_before:
+            continue  # its funnel hour has closed (counted with the late events)
+        mask = step_mask(d, name, {p: c[i] for p, c in cols.items()})
+        if mask:
+            out.append([node("user_id", user) if user else node("anonymous_id", anon), t, mask])
+    return out
+
+
 def encode_partials(
     partition: int, offset: int, watermark: int, p: Partials, defs: dict[str, MetricDef]
 ) -> bytes:
@@ -193,6 +235,7 @@ def encode_partials(
                 [m, size, start, dims, encode(kind_of(defs[m]), v)]
                 for (m, size, start, dims), v in p.series.items()
             ],
+            "f": p.funnel,
         }
     )
 
@@ -219,6 +262,13 @@ class CombineState:
         self.open: dict[SeriesKey, Any] = {}
         self.late = 0
         self.offset = -1  # last metrics.partials offset read (positions of idle closes)
+        # Funnels: step events per identifier of open hours, last entry per identifier,
+        # end of the last closed hour; ``resolve`` maps an identifier to its person.
+        self.fevents: dict[str, dict[str, list[list[int]]]] = {}
+        self.flast: dict[str, dict[str, int]] = {}
+        self.fclosed: dict[str, int] = {}
+        self.resolve: Any = lambda n: n
+        self._fdirty: set[tuple[str, str]] = set()
         self._dirty: set[SeriesKey] = set()
         self._deleted: set[SeriesKey] = set()
         self._progress_dirty = False
@@ -241,6 +291,17 @@ class CombineState:
             self.open[key] = merge(kind, self.open.get(key), decode(kind, raw))
             self._dirty.add(key)
             self._deleted.discard(key)
+        for m, events in (message.get("f") or {}).items():
+            if m not in self.defs:
+                continue
+            store = self.fevents.setdefault(m, {})
+            closed = self.fclosed.get(m, NO_WATERMARK)
+            for n, t, mask in events:
+                if t < closed:
+                    self.late += 1
+                    continue
+                store.setdefault(n, []).append([int(t), int(mask)])
+                self._fdirty.add((m, n))
         self.applied[p] = offset
         self.wm[p] = max(self.wm.get(p, NO_WATERMARK), int(message["wm"]))
         self._progress_dirty = True
@@ -254,16 +315,76 @@ class CombineState:
             key=lambda w: (w[1] + w[0] * 1000, w[0]),
         )
 
-    def close_ready(self) -> list[dict[str, Any]]:
+    def close_ready(self, funnels: bool = True) -> list[dict[str, Any]]:
         marks = [self.wm.get(p, NO_WATERMARK) for p in range(self.partitions)]
         ready = [
             w for w in self._windows() if closable(window_end(w[1], w[0]), self.lateness_s, marks)
         ]
-        return self._finalise(ready)
+        rows = self._finalise(ready)
+        if funnels:
+            for m, d in self.defs.items():
+                if d.type == "funnel" and d.funnel is not None:
+                    within = seconds(d.funnel.within)
+                    for hour in self._funnel_hours(m):
+                        if not closable(hour + 3_600_000, self.lateness_s + within, marks):
+                            break
+                        rows.extend(self._close_funnel(m, hour))
+        return rows
 
     def close_all(self) -> list[dict[str, Any]]:
         """Idle input: finalise every open window (the last windows of a replay)."""
-        return self._finalise(self._windows())
+        rows = self._finalise(self._windows())
+        for m in list(self.fevents):
+            for hour in self._funnel_hours(m):
+                rows.extend(self._close_funnel(m, hour))
+        return rows
+
+    def _funnel_hours(self, m: str) -> list[int]:
+        hours = {
+            t - t % 3_600_000
+            for evs in self.fevents.get(m, {}).values()
+            for t, mask in evs
+            if mask & 1
+        }
+        return sorted(hours)
+
+    def _close_funnel(self, m: str, hour: int) -> list[dict[str, Any]]:
+        d = self.defs[m]
+        assert d.funnel is not None
+        steps, within = len(d.funnel.steps), seconds(d.funnel.within) * 1000
+        end = hour + 3_600_000
+        events, last = self.fevents.get(m, {}), self.flast.setdefault(m, {})
+        persons: dict[str, list[str]] = {}
+        for n in set(events) | set(last):
+            persons.setdefault(self.resolve(n), []).append(n)
+        counts = [0] * steps
+        for nodes in persons.values():
+            merged = sorted((e[0], e[1]) for n in nodes for e in events.get(n, ()))
+            prev = max((last[n] for n in nodes if n in last), default=None)
+            found = entries(merged, steps, within, prev, since=hour, until=end)
+            for _, k in found:
+                for s in range(k):
+                    counts[s] += 1
+            if found:
+                for n in nodes:
+                    last[n] = found[-1][0]
+                    self._fdirty.add((m, n))
+        for n in list(events):
+            kept = [e for e in events[n] if e[0] >= end]
+            if kept != events[n]:
+                self._fdirty.add((m, n))
+            if kept:
+                events[n] = kept
+            else:
+                del events[n]
+        self.fclosed[m] = max(self.fclosed.get(m, NO_WATERMARK), end)
+        self._progress_dirty = True
+        if not counts[0]:
+            return []
+        return [
+            _row(m, "1h", hour, end, dims_json({"step": s + 1}), float(counts[s]), None, None)
+            for s in range(steps)
+        ]
 
     def _finalise(self, windows: list[tuple[int, int]]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -307,8 +428,12 @@ class CombineState:
 
     def take_record(self) -> dict[str, Any] | None:
         """What changed since the last record (None when nothing did)."""
-        if not (self._dirty or self._deleted or self._progress_dirty):
+        if not (self._dirty or self._deleted or self._progress_dirty or self._fdirty):
             return None
+        funnel = [
+            [m, n, self.fevents.get(m, {}).get(n), self.flast.get(m, {}).get(n)]
+            for m, n in sorted(self._fdirty)
+        ]
         record = {
             "applied": self.applied,
             "wm": self.wm,
@@ -319,10 +444,13 @@ class CombineState:
                 [*k, encode(kind_of(self.defs[k[0]]), self.open[k])] for k in sorted(self._dirty)
             ],
             "del": [list(k) for k in sorted(self._deleted)],
+            "funnel": funnel,
+            "fclosed": self.fclosed,
         }
         data = orjson.loads(orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS))
         self._dirty.clear()
         self._deleted.clear()
+        self._fdirty.clear()
         self._progress_dirty = False
         return data
 
@@ -332,6 +460,14 @@ class CombineState:
         self.closed = {int(k): int(v) for k, v in record["closed"].items()}
         self.late = int(record.get("late", 0))
         self.offset = int(record.get("offset", -1))
+        self.fclosed = {k: int(v) for k, v in record.get("fclosed", {}).items()}
+        for m, n, evs, last in record.get("funnel", []):
+            if evs:
+                self.fevents.setdefault(m, {})[n] = evs
+            else:
+                self.fevents.get(m, {}).pop(n, None)
+            if last is not None:
+                self.flast.setdefault(m, {})[n] = int(last)
         for m, size, start, dims in record["del"]:
             self.open.pop((m, int(size), int(start), dims), None)
         for m, size, start, dims, raw in record["set"]:
@@ -340,7 +476,9 @@ class CombineState:
                 self.open[(m, int(size), int(start), dims)] = decode(kind_of(d), raw)
 
     def reset(self) -> None:
+        resolve = self.resolve
         self.__init__(self.defs, self.partitions, self.lateness_s)  # type: ignore[misc]
+        self.resolve = resolve
 
 
 def _row(

@@ -10,6 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.funnel import counts_by_hour, entries, step_mask
 from pipeline.lake_schema import EventBatches
 from pipeline.metric_defs import load_metrics
 from pipeline.plan import load_plan
@@ -69,6 +70,17 @@ def one_pass(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int, str], floa
                 acc[("pay_successes", label, w, "{}")] += 1
                 sets[("orders", label, w, "{}")].add(r["properties"]["order_id"])
                 acc[("gmv", label, w, "{}")] += Decimal(str(r["properties"]["amount"]))
+    # The funnel per person in one pass (the state machine itself is tested in test_funnel).
+    funnel = DEFS["purchase_funnel"]
+    by_person: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for r in rows:
+        mask = step_mask(funnel, r["event_name"], r["properties"])
+        if mask:
+            by_person[r["person_id"]].append((r["event_time"], mask))
+    found = [e for evs in by_person.values() for e in entries(sorted(evs), 5, 30 * 60_000)]
+    for hour, counts in counts_by_hour(found, 5).items():
+        for step, n in enumerate(counts, 1):
+            acc[("purchase_funnel", "1h", hour, f'{{"step":{step}}}')] = n
     out: dict[tuple[str, str, int, str], float | None] = {k: float(v) for k, v in acc.items()}
     out.update({k: float(len(v)) for k, v in sets.items()})
     for ratio, num, den in (
