@@ -61,7 +61,9 @@ def register(app: faust.App, ctx: Context) -> Any:
                 last_input[0] = time.monotonic()
                 if state.late > late_before:
                     metrics.late_events.labels("any", AGENT_COMBINE).inc(state.late - late_before)
-                await publish(state.close_ready(), state.offset, 0, "watermark")
+                # Funnel hours wait until the identity writer has applied every link sent.
+                funnels = not pending_in(links_topics)
+                await publish(state.close_ready(funnels), state.offset, 0, "watermark")
 
     ready = [False]
 
@@ -78,8 +80,13 @@ def register(app: faust.App, ctx: Context) -> Any:
         for name in topic.topics
     }
 
+    links_topics = set(ctx.topics.links.topics)
+
     def upstream_pending() -> bool:
         """Input this worker has not yet consumed: the pipeline is catching up, not idle."""
+        return pending_in(upstream | links_topics)
+
+    def pending_in(topics: set[str]) -> bool:
         consumer: Any = app.consumer
         try:
             assignment = consumer.assignment()
@@ -87,7 +94,7 @@ def register(app: faust.App, ctx: Context) -> Any:
             return True
         committed = getattr(consumer, "_committed_offset", {})
         for tp in assignment:
-            if tp.topic in upstream:
+            if tp.topic in topics:
                 high = consumer.highwater(tp)
                 if high is not None and high > (committed.get(tp) or 0):
                     return True

@@ -141,6 +141,8 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
     app.tables.add(progress)
     progress.attach()
     combine_state = CombineState(metric_defs, partitions, settings.lateness_seconds)
+    # Funnels follow persons: an identifier's person is read from the map when an hour closes.
+    combine_state.resolve = lambda n: graph.lookup(n) or rules.person_id(n)
     combine_windows = CombineWindows(
         app,
         name=names.TABLE_COMBINE,

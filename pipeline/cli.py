@@ -294,11 +294,7 @@ def report_metric(
         typer.echo(f"trackflow report metric: {exc}", err=True)
         raise typer.Exit(2) from None
     con = q.connect(settings.data_dir, plan)
-    try:
-        rows = batch_values(con, defs, name, lo, hi)
-    except NotImplementedError as exc:
-        typer.echo(f"trackflow report metric: {exc}", err=True)
-        raise typer.Exit(2) from None
+    rows = batch_values(con, defs, name, lo, hi)
     if window:
         rows = [r for r in rows if r["window"] == window]
     cols = ["metric", "window", "window_start", "window_end", "dimensions", "value"]
@@ -311,6 +307,18 @@ def report_metric(
         from pipeline.console import print_table
 
         print_table(cols, [tuple(r[c] for c in cols) for r in rows])
+
+
+@report.command("funnel")
+def report_funnel(
+    from_: Annotated[str, typer.Option("--from", help="Start, ISO 8601 (inclusive)")],
+    to: Annotated[str, typer.Option("--to", help="End, ISO 8601 (exclusive)")],
+    name: Annotated[str, _opt("FUNNEL", "Funnel metric")] = "purchase_funnel",
+    data_dir: DataDir = None,
+    format: Annotated[str, _opt("FORMAT", "table | csv | json")] = "table",
+) -> None:
+    """Entries reaching each funnel step per hour, from the lake (events_resolved)."""
+    report_metric(name, from_, to, data_dir=data_dir, window=None, format=format)
 
 
 @report.command("trail")

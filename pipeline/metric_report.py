@@ -12,7 +12,8 @@ from typing import Any
 
 import duckdb
 
-from pipeline.metric_defs import ALL_EVENTS, MetricDef
+from pipeline.funnel import counts_by_hour, entries, step_mask
+from pipeline.metric_defs import ALL_EVENTS, MetricDef, seconds
 from pipeline.windows import window_label
 
 
@@ -113,7 +114,57 @@ def batch_values(
                     }
                 )
         elif d.type == "funnel":
-            raise NotImplementedError("purchase_funnel: use `trackflow report funnel`")
+            out.extend(batch_funnel(con, d, lo, hi))
         else:
             out.extend(_simple(con, d, size, lo, hi))
+    return out
+
+
+def batch_funnel(
+    con: duckdb.DuckDBPyConnection, d: MetricDef, lo: Any, hi: Any
+) -> list[dict[str, Any]]:
+    """The funnel over ``events_resolved``: the stream's state machine, fed from the lake.
+
+    Reads from 1 hour before ``lo`` (so the entry chain into the first hour is known) to
+    ``within`` after ``hi`` (so late steps of the last hour's entries count).
+    """
+    assert d.funnel is not None
+    within = seconds(d.funnel.within) * 1000
+    names = sorted({s.event for s in d.funnel.steps})
+    props = sorted({f.property for s in d.funnel.steps for f in s.filters})
+    cols = "".join(f', "{p}"' for p in props)
+    rows = con.execute(
+        f"SELECT person_id, epoch_ms(event_time), event_name{cols} FROM events_resolved "
+        f"WHERE event_name IN ({', '.join('?' for _ in names)}) "
+        "AND event_time >= ?::TIMESTAMPTZ - INTERVAL 1 HOUR "
+        "AND event_time < ?::TIMESTAMPTZ + INTERVAL 1 HOUR "
+        "ORDER BY person_id, 2, event_id",
+        [*names, lo, hi],
+    ).fetchall()
+    by_person: dict[str, list[tuple[int, int]]] = {}
+    for person, t, name, *values in rows:
+        mask = step_mask(d, name, dict(zip(props, values, strict=True)))
+        if mask:
+            by_person.setdefault(person, []).append((int(t), mask))
+    steps = len(d.funnel.steps)
+    found = [e for evs in by_person.values() for e in entries(evs, steps, within)]
+    lo_ms = int(con.execute("SELECT epoch_ms(?::TIMESTAMPTZ)", [lo]).fetchone()[0])  # type: ignore[index]
+    hi_ms = int(con.execute("SELECT epoch_ms(?::TIMESTAMPTZ)", [hi]).fetchone()[0])  # type: ignore[index]
+    out = []
+    for hour, counts in sorted(counts_by_hour(found, steps).items()):
+        if not lo_ms <= hour < hi_ms:
+            continue
+        for step, n in enumerate(counts, 1):
+            out.append(
+                {
+                    "metric": d.name,
+                    "window": "1h",
+                    "window_start": hour,
+                    "window_end": hour + 3_600_000,
+                    "dimensions": f'{{"step":{step}}}',
+                    "value": float(n),
+                    "numerator": None,
+                    "denominator": None,
+                }
+            )
     return out

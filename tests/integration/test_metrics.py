@@ -146,3 +146,135 @@ def test_sigkills_during_the_stream_leave_the_same_rollups(deployment: Deploymen
         ") GROUP BY ALL HAVING count(*) > 1"
     )
     assert rows == [], "a final value was stored twice"
+
+
+def funnel_traffic(
+    people: int, start_ms: int, seed: int = 9
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Shoppers who browse anonymously, log in mid-way and buy; some on a second device.
+
+    Returns the events and each event's true person, so the funnel can be checked against
+    people, not only against the lake.
+    """
+    rng = random.Random(seed)
+    events: list[dict[str, Any]] = []
+    truth: dict[str, str] = {}
+    n = 0
+
+    def emit(
+        person: str, t: int, name: str, props: dict[str, Any], device: str, user: str | None
+    ) -> None:
+        nonlocal n
+        n += 1
+        e = {
+            "event_id": f"f{n}",
+            "event_name": name,
+            "event_time": t,
+            "anonymous_id": device,
+            "platform": "miniprogram",
+            "properties": props,
+        }
+        if user:
+            e["user_id"] = user
+        events.append(e)
+        truth[e["event_id"]] = person
+
+    for p in range(people):
+        member = f"buyer{p}" if p % 4 else None  # every fourth never logs in
+        t = start_ms + rng.randrange(100 * 60_000)
+        for d in range(1 + p % 2):
+            device = f"fd{p}-{d}"
+            user = None
+            steps = rng.randrange(1, 6)
+            t += rng.randrange(1, 40) * 60_000
+            emit(member or device, t, "page_view", {"page": "home"}, device, None)
+            if steps >= 2:
+                t += rng.randrange(5_000, 300_000)
+                emit(member or device, t, "page_view", {"page": "product_detail"}, device, None)
+            if member:
+                t += 10_000
+                user = member
+                emit(member, t, "login", {"method": "wechat"}, device, user)
+            if steps >= 3:
+                t += rng.randrange(5_000, 300_000)
+                emit(
+                    member or device,
+                    t,
+                    "add_to_cart",
+                    {"product_id": "sku1", "quantity": 1, "price": 9.9},
+                    device,
+                    user,
+                )
+            if steps >= 4:
+                t += rng.randrange(5_000, 300_000)
+                emit(
+                    member or device,
+                    t,
+                    "checkout",
+                    {"order_id": f"fo{p}-{d}", "amount": 9.9, "item_count": 1},
+                    device,
+                    user,
+                )
+            if steps >= 5:
+                t += rng.randrange(5_000, 300_000)
+                emit(
+                    member or device,
+                    t,
+                    "pay_success",
+                    {"order_id": f"fo{p}-{d}", "amount": 9.9, "pay_method": "wechat_pay"},
+                    device,
+                    user,
+                )
+    events.sort(key=lambda e: e["event_time"])
+    return events, truth
+
+
+def test_funnel_follows_people_and_equals_the_lake(deployment: Deployment) -> None:
+    from pipeline.funnel import counts_by_hour, entries, step_mask
+
+    deployment.env["TRACKFLOW_IDLE_CLOSE_SECONDS"] = "5"
+    now = int(time.time() * 1000)
+    start = now - now % 3_600_000 - 3 * 3_600_000
+    events, truth = funnel_traffic(120, start)
+    deployment.start_worker()
+    deployment.produce([orjson.dumps(events[i : i + 8]) for i in range(0, len(events), 8)])
+    wait_for(lambda: deployment.count("events") == len(events), timeout=90)
+    defs = load_metrics(load_plan())
+    funnel = defs["purchase_funnel"]
+    # The funnel over the true persons, straight from the scenario.
+    by_person: dict[str, list[tuple[int, int]]] = {}
+    for e in events:
+        mask = step_mask(funnel, e["event_name"], e["properties"])
+        if mask:
+            by_person.setdefault(truth[e["event_id"]], []).append((e["event_time"], mask))
+    true_counts = counts_by_hour(
+        [x for evs in by_person.values() for x in entries(sorted(evs), 5, 30 * 60_000)], 5
+    )
+    expected = {
+        (hour, step): float(c)
+        for hour, counts in true_counts.items()
+        for step, c in enumerate(counts, 1)
+    }
+
+    def stream() -> dict[tuple[int, int], float]:
+        rows = stream_rollups(deployment)
+        return {
+            (k[2], orjson.loads(k[3])["step"]): v["value"]
+            for k, v in rows.items()
+            if k[0] == "purchase_funnel"
+        }
+
+    wait_for(lambda: set(stream()) >= set(expected), timeout=120, what="funnel rollups")
+    assert stream() == expected
+    con = connect(deployment.data_dir)
+    lo = datetime.fromtimestamp(start / 1000 - 3600, UTC)
+    hi = datetime.fromtimestamp(now / 1000 + 3600, UTC)
+    lake = {
+        (r["window_start"], orjson.loads(r["dimensions"])["step"]): r["value"]
+        for r in batch_values(con, defs, "purchase_funnel", lo, hi)
+    }
+    assert lake == expected
+    out = deployment.run(
+        "report", "funnel", "--from", lo.isoformat(), "--to", hi.isoformat(), "--format", "json"
+    ).stdout
+    assert len(orjson.loads(out)) == len(expected)
