@@ -185,7 +185,10 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
     )
     sinks = [events_sink, dlq_sink, identity_sink, rollups_sink]
 
-    @app.agent(ctx.topics.stitched, name=AGENT_SINK_EVENTS)
+    # Without the stitch stage (stages=ingest) the sink stores validated events directly.
+    events_topic = ctx.topics.stitched if ctx.settings.stages == "full" else ctx.topics.valid
+
+    @app.agent(events_topic, name=AGENT_SINK_EVENTS)
     async def sink_events(stream: faust.StreamT) -> None:
         await events_sink.consume(stream)
 
@@ -210,7 +213,7 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
     async def flush_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         # Write what we hold before the next owner reads its checkpoint.
         pairs = (
-            (events_sink, ctx.topics.stitched),
+            (events_sink, events_topic),
             (dlq_sink, ctx.topics.dlq),
             (identity_sink, ctx.topics.changes),
             (rollups_sink, ctx.topics.rollups),

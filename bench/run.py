@@ -119,7 +119,9 @@ def run_noop(broker: EmbeddedBroker, topic: str, messages: int, tmp: Path) -> di
     }
 
 
-def run_trackflow(broker: EmbeddedBroker, prefix: str, events: int, tmp: Path) -> dict[str, Any]:
+def run_trackflow(
+    broker: EmbeddedBroker, prefix: str, events: int, tmp: Path, stages: str = "full"
+) -> dict[str, Any]:
     port = free_port()
     env = {
         **os.environ,
@@ -131,6 +133,7 @@ def run_trackflow(broker: EmbeddedBroker, prefix: str, events: int, tmp: Path) -
         "TRACKFLOW_REBALANCE_TIMEOUT": "2",
         "TRACKFLOW_WEB_PORT": str(port),
         "TRACKFLOW_LOG_LEVEL": "warning",
+        "TRACKFLOW_STAGES": stages,
     }
     log = open(tmp / f"{prefix}worker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([str(BIN), "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -310,14 +313,30 @@ def main() -> None:
         single_events = make_events(args.single_events, now)
         n_batched = produce(broker.bootstrap, "bb.events.raw", batched_events, 20)
         n_single = produce(broker.bootstrap, "bs.events.raw", single_events, 1)
+        produce(broker.bootstrap, "bi.events.raw", batched_events, 20)
         results["noop_faust_batched_input"] = run_noop(broker, "bb.events.raw", n_batched, tmp)
         results["noop_faust_batched_input"]["events_per_s"] = round(
             args.events / results["noop_faust_batched_input"]["seconds"]
         )
         results["noop_faust_single_input"] = run_noop(broker, "bs.events.raw", n_single, tmp)
+        results["ingest_only_batched_20"] = run_trackflow(
+            broker, "bi.", args.events, tmp, stages="ingest"
+        )
         results["chain_batched_20"] = run_trackflow(broker, "bb.", args.events, tmp)
         results["chain_single"] = run_trackflow(broker, "bs.", args.single_events, tmp)
-    results["stages"] = ["validate", "stitch", "identity (writer)", "sink"]
+    results["stages"] = [
+        "validate",
+        "stitch",
+        "identity (writer)",
+        "aggregate",
+        "combine",
+        "sink",
+    ]
+    results["ratio_chain_vs_ingest_only"] = round(
+        results["chain_batched_20"]["events_per_s"]
+        / results["ingest_only_batched_20"]["events_per_s"],
+        2,
+    )
     results["ratio_batched_vs_single"] = round(
         results["chain_batched_20"]["events_per_s"] / results["chain_single"]["events_per_s"],
         2,

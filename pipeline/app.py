@@ -181,10 +181,11 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
     from agents import identity as identity_agent
 
     validate.register(app, ctx)
-    stitch.register(app, ctx)
-    identity_agent.register(app, ctx)
-    aggregate.register(app, ctx)
-    combine.register(app, ctx)
+    if settings.stages == "full":
+        stitch.register(app, ctx)
+        identity_agent.register(app, ctx)
+        aggregate.register(app, ctx)
+        combine.register(app, ctx)
     sink.register(app, ctx)
     _register_observability(app, ctx)
     return app, ctx

@@ -62,6 +62,9 @@ def worker(
     partitions: Partitions = None,
     schemas_dir: Annotated[Path | None, _opt("SCHEMAS_DIR", "Tracking plan directory")] = None,
     log_level: Annotated[str | None, _opt("LOG_LEVEL", "Log level [default: info]")] = None,
+    stages: Annotated[
+        str | None, _opt("STAGES", "full (default) or ingest (validate + sink only)")
+    ] = None,
 ) -> None:
     """Run all agents in one Faust worker; several workers share the work."""
     settings = settings_from(
@@ -74,6 +77,7 @@ def worker(
         partitions=partitions,
         schemas_dir=schemas_dir,
         log_level=log_level,
+        stages=stages,
     )
     from pipeline.worker import run_worker
 

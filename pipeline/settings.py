@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,11 @@ class Settings(BaseSettings):
         SecretStr(DEFAULT_PII_SECRET), description="HMAC-SHA256 key for phone/email hashing."
     )
     dedup_horizon_hours: int = Field(24, ge=1, description="Minimum memory of seen event ids.")
+    stages: Literal["full", "ingest"] = Field(
+        "full",
+        description="full: validate, stitch, identity, aggregate, combine, sink. ingest: "
+        "validate and sink only (no person_id, no rollups), e.g. to measure or to backfill.",
+    )
     identity_rules: Path | None = Field(
         None, description="One ID rules file or directory (default: built-in)."
     )
