@@ -60,6 +60,7 @@ def progress_table(sim: SimSummary, m: dict[str, float], phase: str) -> Table:
         ("duplicates dropped", _sum(m, "trackflow_duplicates_total")),
         ("consent drops", _sum(m, "trackflow_consent_dropped_total")),
         ("persons known (One ID)", _sum(m, "trackflow_identity_persons")),
+        ("metric windows finalised", _sum(m, "trackflow_metric_windows_closed_total")),
         ("lake files written", _sum(m, "trackflow_lake_files_written_total")),
     ]
     for name, value in rows:
@@ -88,6 +89,8 @@ def run_demo(settings: Settings, duration: float, rate: float, port: int | None 
         "TRACKFLOW_REBALANCE_TIMEOUT": "2",
         "TRACKFLOW_SESSION_TIMEOUT": "6",
         "TRACKFLOW_LOG_LEVEL": "warning",
+        # The demo's traffic stops at the end: close its last windows soon after.
+        "TRACKFLOW_IDLE_CLOSE_SECONDS": "5",
     }
     ensure_topic(broker.bootstrap, settings.topic("events.raw"), settings.partitions)
     log = open(data_dir / "worker.log", "ab")  # noqa: SIM115
@@ -149,6 +152,16 @@ def run_demo(settings: Settings, duration: float, rate: float, port: int | None 
                 if received >= sim.events and accounted >= received:
                     break
                 time.sleep(0.5)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the last windows close on idle input
+                metrics = scrape(web_port) or metrics
+                live.update(progress_table(sim, metrics, "closing metric windows"))
+                if _sum(metrics, "trackflow_metric_open_windows") == 0 and _sum(
+                    metrics, "trackflow_metric_windows_closed_total"
+                ):
+                    time.sleep(1.0)  # let the sink store the last finals
+                    break
+                time.sleep(0.5)
             live.update(progress_table(sim, metrics, "done"))
     except RuntimeError as exc:
         console.print(f"[red]{exc}[/]")
@@ -191,6 +204,17 @@ def print_summary(console: Console, data_dir: Path, metrics: dict[str, float]) -
             "(SELECT count(*) FROM identity_merges WHERE NOT accepted) AS refused_merges",
         ),
         title="One ID",
+    )
+    print_table(
+        *run(
+            con,
+            "SELECT metric, strftime(window_start, '%H:%M') AS hour, dimensions, "
+            "round(value, 4) AS value, numerator, denominator FROM rollups "
+            "WHERE \"window\" = '1h' AND metric IN ('pv', 'uv', 'orders', 'gmv', "
+            "'payment_success_rate', 'purchase_funnel') "
+            "ORDER BY metric, window_start, dimensions",
+        ),
+        title="hourly rollups (stream)",
     )
     rel = os.path.relpath(data_dir)
     console.print(f"\nlake: [bold]{data_dir / 'lake'}[/]")
