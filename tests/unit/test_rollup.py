@@ -183,3 +183,42 @@ def test_changelog_records_rebuild_the_state() -> None:
     assert replica.applied == combine.applied
     assert replica.closed == combine.closed
     assert replica.provisional() == combine.provisional()
+
+
+def test_uv_sketch_error_is_within_two_percent_after_merging_partitions() -> None:
+    from pipeline.rollup import merge, new_hll, result
+
+    parts = [new_hll() for _ in range(4)]
+    for i in range(60_000):
+        parts[i % 4].update(f"person-{i}")
+        parts[(i * 7) % 4].update(f"person-{i}")  # the same person seen on two partitions
+    merged = None
+    for p in parts:
+        merged = merge("hll", merged, p)
+    assert abs(result("hll", merged) - 60_000) <= 0.02 * 60_000
+
+
+def test_funnel_merges_the_states_of_two_identifiers_of_one_person() -> None:
+    """Anonymous browsing on a device, then a logged-in purchase: one person's entry."""
+    combine = CombineState(DEFS, 1, lateness_s=60)
+    combine.resolve = lambda n: "p-member" if n in ("anonymous_id:d1", "user_id:m1") else n
+    device = [row(1, 0, T0 + 1_000, 1), row(2, 0, T0 + 60_000, 1)]
+    device[0]["properties"] = {"page": "home"}
+    device[1]["properties"] = {"page": "product_detail"}
+    member = [row(3, 3, T0 + 120_000, 1)]  # add_to_cart
+    member[0]["user_id"] = "m1"
+    # Out of order: the member's later step arrives before the device's browsing.
+    late_first = partials(BATCHES.build(member), DEFS.values(), 60, NO_WATERMARK)
+    combine.apply(orjson.loads(encode_partials(0, 1, T0 + 120_000, late_first, DEFS)))
+    early = partials(BATCHES.build(device), DEFS.values(), 60, NO_WATERMARK)
+    combine.apply(orjson.loads(encode_partials(0, 2, T0 + 120_000, early, DEFS)))
+    rows = {
+        r["dimensions"]: r["value"] for r in combine.close_all() if r["metric"] == "purchase_funnel"
+    }
+    assert rows == {
+        '{"step":1}': 1.0,
+        '{"step":2}': 1.0,
+        '{"step":3}': 1.0,
+        '{"step":4}': 0.0,
+        '{"step":5}': 0.0,
+    }
