@@ -61,9 +61,10 @@ def register(app: faust.App, ctx: Context) -> Any:
                 last_input[0] = time.monotonic()
                 if state.late > late_before:
                     metrics.late_events.labels("any", AGENT_COMBINE).inc(state.late - late_before)
-                # Funnel hours wait until the identity writer has applied every link sent.
-                funnels = not pending_in(links_topics)
-                await publish(state.close_ready(funnels), state.offset, 0, "watermark")
+                # Funnels and uv count persons: windows wait until the identity writer has
+                # applied every link sent so far.
+                rows = [] if pending_in(links_topics) else state.close_ready()
+                await publish(rows, state.offset, 0, "watermark")
 
     ready = [False]
 

@@ -71,6 +71,8 @@ class MetricDef(BaseModel):
     events: tuple[str, ...] = ()
     prop: str | None = Field(None, alias="property")
     exact: bool = True
+    # distinct_count of person_id: count persons through the identity map at window close
+    resolve_persons: bool = False
     numerator: str | None = None
     denominator: str | None = None
     funnel: Funnel | None = None
@@ -108,6 +110,8 @@ def _check(d: MetricDef, plan: TrackingPlan, defs: dict[str, MetricDef]) -> None
         seconds(w)
     if d.type in ("sum", "distinct_count") and not d.prop:
         raise MetricError(f"{d.name}: a {d.type} metric needs a property")
+    if d.resolve_persons and (d.type != "distinct_count" or d.prop != "person_id"):
+        raise MetricError(f"{d.name}: resolve_persons applies to a distinct count of person_id")
     if d.type == "ratio":
         for ref in (d.numerator, d.denominator):
             if ref not in defs or defs[ref].type == "ratio":

@@ -35,6 +35,8 @@ SIMPLE = ("count", "sum", "distinct_count")
 
 def kind_of(d: MetricDef) -> str:
     if d.type == "distinct_count":
+        if d.resolve_persons:
+            return "persons"  # identifiers, resolved to persons when the window closes
         return "set" if d.exact else "hll"
     return d.type
 
@@ -55,7 +57,7 @@ def merge(kind: str, a: Any, b: Any) -> Any:
         return b
     if kind in ("count", "sum"):
         return a + b
-    if kind == "set":
+    if kind in ("set", "persons"):
         a |= b
         return a
     union = ds.hll_union(HLL_LG_K)
@@ -69,7 +71,7 @@ def encode(kind: str, value: Any) -> Any:
         return value
     if kind == "sum":
         return str(value)
-    if kind == "set":
+    if kind in ("set", "persons"):
         return sorted(value)
     return base64.b64encode(value.serialize_compact()).decode()
 
@@ -79,12 +81,17 @@ def decode(kind: str, value: Any) -> Any:
         return int(value)
     if kind == "sum":
         return Decimal(value)
-    if kind == "set":
+    if kind in ("set", "persons"):
         return set(value)
     return ds.hll_sketch.deserialize(base64.b64decode(value))
 
 
-def result(kind: str, value: Any) -> float:
+def result(kind: str, value: Any, resolve: Any = None) -> float:
+    if kind == "persons":
+        sketch = new_hll()
+        for person in {resolve(n) for n in value}:
+            sketch.update(person)
+        return float(round(sketch.get_estimate()))
     if kind == "set":
         return float(len(value))
     if kind == "hll":
@@ -154,7 +161,9 @@ def partials(
             cols = {"_start": starts[size]}
             for dim in d.dimensions:
                 cols[dim] = table[dim]
-            if d.prop:
+            if kind == "persons":
+                cols["_v"] = identifier_column(table)
+            elif d.prop:
                 cols["_v"] = table[d.prop] if d.prop in table.column_names else None
             view = pa.table({k: v for k, v in cols.items() if v is not None}).filter(mask)
             if view.num_rows == 0:
@@ -180,7 +189,7 @@ def partials(
                 key = (d.name, size, int(start_ms), dims)
                 if kind == "sum":
                     value = Decimal(0) if value is None else Decimal(value)
-                elif kind == "set":
+                elif kind in ("set", "persons"):
                     value = {str(v) for v in value}
                 elif kind == "hll":
                     sketch = new_hll()
@@ -189,6 +198,13 @@ def partials(
                     value = sketch
                 out.series[key] = merge(kind, out.series.get(key), value)
     return out
+
+
+def identifier_column(table: pa.Table) -> pa.ChunkedArray:
+    """The identifier that resolves each event's person: its user_id, else anonymous_id."""
+    users = pc.binary_join_element_wise("user_id:", table["user_id"], "")
+    anons = pc.binary_join_element_wise("anonymous_id:", table["anonymous_id"], "")
+    return pc.if_else(pc.is_valid(table["user_id"]), users, anons)
 
 
 def funnel_events(
@@ -407,7 +423,7 @@ class CombineState:
         for (m, s, st, dims), acc in sorted(self.open.items(), key=lambda kv: kv[0]):
             if s != size or st != start:
                 continue
-            value = result(kind_of(self.defs[m]), acc)
+            value = result(kind_of(self.defs[m]), acc, self.resolve)
             found[(m, dims)] = value
             rows.append(_row(m, label, start, end, dims, value, None, None))
         for d in self.defs.values():

@@ -33,6 +33,8 @@ def test_every_design_metric_ships_with_its_formula() -> None:
     assert DEFS["pv"].dimensions == ("page",)
     assert DEFS["uv"].prop == "person_id"
     assert not DEFS["uv"].exact
+    assert DEFS["uv"].resolve_persons
+    assert DEFS["uv"].version == 2
     assert DEFS["orders"].exact
     assert (DEFS["payment_success_rate"].numerator, DEFS["payment_success_rate"].denominator) == (
         "pay_successes",
