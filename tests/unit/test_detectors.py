@@ -1,0 +1,143 @@
+"""Detectors on synthetic series, and the incident lifecycle around them."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from pipeline.alerting import load_rules
+from pipeline.detectors import Adaptive, RelativeDrop, Threshold, make
+from pipeline.metric_defs import load_metrics
+from pipeline.plan import load_plan
+from pipeline.scoring import ad_hoc_rule, score_rows
+
+M = 60_000
+H = 3_600_000
+T0 = 1_699_920_000_000  # a UTC midnight, in ms
+
+
+def fires(
+    rule_kind: str, params: dict, series: list[float], sustain: int = 1, volume=None
+) -> list[int]:  # type: ignore[no-untyped-def]
+    rule = ad_hoc_rule(rule_kind, params, sustain, 3)
+    rows = [
+        {
+            "timestamp": str(T0 + i * H),
+            "value": str(v),
+            "volume": "" if volume is None else str(volume[i]),
+        }
+        for i, v in enumerate(series)
+    ]
+    return [i for i, out in enumerate(score_rows(rule, rows)) if out["alert"]]
+
+
+def seasonal(n: int, seed: int, noise: float = 0.05, base: float = 1000.0) -> list[float]:
+    rng = random.Random(seed)
+    return [
+        base * (1 + 0.5 * math.sin(2 * math.pi * (i % 24) / 24)) * (1 + rng.gauss(0, noise))
+        for i in range(n)
+    ]
+
+
+def test_threshold() -> None:
+    d = Threshold(lower=0.5)
+    assert not d.update(0, 0.7).anomalous
+    assert d.update(0, 0.4).anomalous
+    with pytest.raises(ValueError):
+        Threshold()
+
+
+def test_relative_drop_fires_on_a_step_drop_and_not_on_noise() -> None:
+    rng = random.Random(1)
+    normal = [0.9 + rng.uniform(-0.03, 0.03) for _ in range(60)]
+    outage = [0.5 + rng.uniform(-0.03, 0.03) for _ in range(10)]
+    params = {"drop": 0.2, "baseline": 30, "min_points": 5}
+    assert fires("relative_drop", params, normal) == []
+    assert fires("relative_drop", params, normal + outage, sustain=2) == [61]
+
+
+def test_relative_drop_does_not_learn_the_incident() -> None:
+    d = RelativeDrop(drop=0.2, baseline=10, min_points=3)
+    for _ in range(10):
+        d.update(0, 1.0)
+    for _ in range(30):
+        assert d.update(0, 0.5).anomalous  # a long outage stays anomalous
+
+
+def test_minimum_volume_guard() -> None:
+    params = {"drop": 0.2, "baseline": 30, "min_points": 5, "min_volume": 20}
+    series = [0.9] * 30 + [0.0] * 5
+    volume = [100] * 30 + [2] * 5  # a quiet minute with 0 of 2 payments
+    assert fires("relative_drop", params, series, volume=volume) == []
+    volume = [100] * 30 + [50] * 5
+    assert fires("relative_drop", params, series, volume=volume) == [30]
+
+
+def test_adaptive_learns_seasonality_and_ignores_noise() -> None:
+    series = seasonal(24 * 14, seed=2)
+    assert fires("adaptive", {"slots": 24, "warmup": 48}, series) == []
+
+
+def test_adaptive_fires_on_a_drop_against_the_season() -> None:
+    series = seasonal(24 * 10, seed=3)
+    at = 24 * 8 + 5
+    series[at : at + 3] = [v * 0.3 for v in series[at : at + 3]]
+    got = fires("adaptive", {"slots": 24, "warmup": 48}, series)
+    assert got and got[0] == at
+    assert all(at <= i < at + 4 for i in got)
+
+
+def test_adaptive_fires_on_a_spike() -> None:
+    series = seasonal(24 * 10, seed=4)
+    series[24 * 9] *= 3
+    assert fires("adaptive", {"slots": 24, "warmup": 48}, series) == [24 * 9]
+
+
+def test_adaptive_follows_a_slow_drift_without_alerting() -> None:
+    rng = random.Random(5)
+    series = [1000 * (1 + 0.002 * i) * (1 + rng.gauss(0, 0.03)) for i in range(400)]
+    assert fires("adaptive", {"slots": 1, "warmup": 20}, series) == []
+
+
+def test_adaptive_is_causal() -> None:
+    """A score depends only on the points before it: changing the future changes nothing."""
+    a, b = seasonal(100, seed=6), seasonal(100, seed=6)
+    b[80:] = [0.0] * 20
+    da, db = Adaptive(slots=24, warmup=10), Adaptive(slots=24, warmup=10)
+    sa = [da.update(T0 + i * H, v).score for i, v in enumerate(a)]
+    sb = [db.update(T0 + i * H, v).score for i, v in enumerate(b)]
+    assert sa[:80] == sb[:80]
+
+
+def test_lifecycle_fires_once_resolves_and_does_not_flap() -> None:
+    params = {"drop": 0.2, "baseline": 20, "min_points": 5}
+    series = [1.0] * 20 + [0.5] * 10 + [1.0] * 10 + [0.5] * 5 + [1.0] * 5
+    rule = ad_hoc_rule("relative_drop", params, sustain=2, recover=3)
+    rows = [{"timestamp": str(T0 + i * M), "value": str(v)} for i, v in enumerate(series)]
+    out = list(score_rows(rule, rows))
+    assert [i for i, r in enumerate(out) if r["alert"]] == [21, 41]  # one per incident
+    # A single good point inside an outage does not resolve it, nor does it re-fire.
+    series = [1.0] * 20 + [0.5, 0.5, 1.0, 0.5, 0.5, 1.0, 0.5] + [1.0] * 5
+    rows = [{"timestamp": str(T0 + i * M), "value": str(v)} for i, v in enumerate(series)]
+    assert [i for i, r in enumerate(score_rows(rule, rows)) if r["alert"]] == [21]
+
+
+def test_shipped_rules_load_and_name_known_metrics() -> None:
+    metrics = set(load_metrics(load_plan()))
+    rules = load_rules(metrics=metrics)
+    pay = rules["payment_success_rate_drop"]
+    assert pay.volume is not None
+    assert pay.volume.metric == "pay_requests"
+    assert pay.detector.kind == "relative_drop"
+    assert pay.detector.params["drop"] == 0.2
+    for rule in rules.values():
+        assert rule.runbook.startswith("docs/runbooks/")
+        assert Path(rule.runbook).exists(), rule.runbook
+
+
+def test_unknown_detector_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown detector"):
+        make("prophet", {})
