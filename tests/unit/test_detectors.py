@@ -46,7 +46,7 @@ def test_threshold() -> None:
     d = Threshold(lower=0.5)
     assert not d.update(0, 0.7).anomalous
     assert d.update(0, 0.4).anomalous
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="lower and/or upper"):
         Threshold()
 
 
@@ -86,7 +86,8 @@ def test_adaptive_fires_on_a_drop_against_the_season() -> None:
     at = 24 * 8 + 5
     series[at : at + 3] = [v * 0.3 for v in series[at : at + 3]]
     got = fires("adaptive", {"slots": 24, "warmup": 48}, series)
-    assert got and got[0] == at
+    assert got
+    assert got[0] == at
     assert all(at <= i < at + 4 for i in got)
 
 
