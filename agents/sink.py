@@ -22,6 +22,7 @@ from pipeline.codecs import decode_arrow, decode_batch, unb64
 from pipeline.context import Context
 from pipeline.lake import TableWriter
 from pipeline.lake_schema import (
+    ALERT_SCHEMA,
     IDENTITY_SCHEMA,
     MERGE_SCHEMA,
     ROLLUP_SCHEMA,
@@ -29,10 +30,12 @@ from pipeline.lake_schema import (
     positioned_table,
 )
 from pipeline.names import (
+    AGENT_SINK_ALERTS,
     AGENT_SINK_DLQ,
     AGENT_SINK_EVENTS,
     AGENT_SINK_IDENTITY,
     AGENT_SINK_ROLLUPS,
+    LAKE_ALERTS,
     LAKE_DLQ,
     LAKE_EVENTS,
     LAKE_IDENTITIES,
@@ -41,6 +44,7 @@ from pipeline.names import (
     TOPIC_LINKS,
     TOPIC_PARTIALS,
     TOPIC_RAW,
+    TOPIC_ROLLUPS,
 )
 
 log = logging.getLogger(__name__)
@@ -154,6 +158,10 @@ def decode_rollups(value: bytes) -> dict[str, pa.Table]:
     return {LAKE_ROLLUPS: pa.Table.from_pylist(rows, schema=ROLLUP_SCHEMA)}
 
 
+def decode_alerts(value: bytes) -> dict[str, pa.Table]:
+    return {LAKE_ALERTS: pa.Table.from_pylist(orjson.loads(value)["rows"], schema=ALERT_SCHEMA)}
+
+
 def decode_changes(value: bytes) -> dict[str, pa.Table]:
     msg = orjson.loads(value)
     partition, offset, decided = msg["partition"], msg["offset"], msg["decided_at"]
@@ -183,7 +191,10 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
     rollups_sink = Sink(
         ctx, AGENT_SINK_ROLLUPS, TOPIC_PARTIALS, {LAKE_ROLLUPS: lake[LAKE_ROLLUPS]}, decode_rollups
     )
-    sinks = [events_sink, dlq_sink, identity_sink, rollups_sink]
+    alerts_sink = Sink(
+        ctx, AGENT_SINK_ALERTS, TOPIC_ROLLUPS, {LAKE_ALERTS: lake[LAKE_ALERTS]}, decode_alerts
+    )
+    sinks = [events_sink, dlq_sink, identity_sink, rollups_sink, alerts_sink]
 
     # Without the stitch stage (stages=ingest) the sink stores validated events directly.
     events_topic = ctx.topics.stitched if ctx.settings.stages == "full" else ctx.topics.valid
@@ -199,6 +210,10 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
     @app.agent(ctx.topics.rollups, name=AGENT_SINK_ROLLUPS)
     async def sink_rollups(stream: faust.StreamT) -> None:
         await rollups_sink.consume(stream)
+
+    @app.agent(ctx.topics.alerts, name=AGENT_SINK_ALERTS)
+    async def sink_alerts(stream: faust.StreamT) -> None:
+        await alerts_sink.consume(stream)
 
     @app.agent(ctx.topics.changes, name=AGENT_SINK_IDENTITY)
     async def sink_identity(stream: faust.StreamT) -> None:
@@ -217,6 +232,7 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
             (dlq_sink, ctx.topics.dlq),
             (identity_sink, ctx.topics.changes),
             (rollups_sink, ctx.topics.rollups),
+            (alerts_sink, ctx.topics.alerts),
         )
         for sink, topic in pairs:
             names = set(topic.topics)
@@ -225,4 +241,4 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
                 await sink.flush_partitions(parts)
 
     ctx.agents["sinks"] = sinks
-    return [sink_events, sink_dlq, sink_identity, sink_rollups]
+    return [sink_events, sink_dlq, sink_identity, sink_rollups, sink_alerts]

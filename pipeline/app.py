@@ -10,6 +10,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline import names
+from pipeline.alerting import load_rules as load_alert_rules
 from pipeline.context import Context, Topics
 from pipeline.identity_graph import IdentityGraph
 from pipeline.identity_rules import load_rules
@@ -87,6 +88,7 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         changes=topic(names.TOPIC_CHANGES, 1),
         partials=topic(names.TOPIC_PARTIALS, 1),
         rollups=topic(names.TOPIC_ROLLUPS, 1),
+        alerts=topic(names.TOPIC_ALERTS, 1),
     )
     horizon_ms = settings.dedup_horizon_hours * 3600 * 1000
     seen = SeenIds(horizon_ms)
@@ -175,9 +177,10 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         aggregate_progress=progress,
         combine=combine_state,
         combine_windows=combine_windows,
+        alert_rules=load_alert_rules(settings.schemas_dir, set(metric_defs)),
     )
 
-    from agents import aggregate, combine, sink, stitch, validate
+    from agents import aggregate, combine, detect, sink, stitch, validate
     from agents import identity as identity_agent
 
     validate.register(app, ctx)
@@ -186,6 +189,7 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         identity_agent.register(app, ctx)
         aggregate.register(app, ctx)
         combine.register(app, ctx)
+        detect.register(app, ctx)
     sink.register(app, ctx)
     _register_observability(app, ctx)
     return app, ctx
@@ -203,6 +207,9 @@ def lake_writers(lake_dir: Path, plan: TrackingPlan) -> dict[str, TableWriter]:
         ),
         names.LAKE_ROLLUPS: TableWriter(
             lake_dir, names.LAKE_ROLLUPS, split_by_day("window_start", "window_date")
+        ),
+        names.LAKE_ALERTS: TableWriter(
+            lake_dir, names.LAKE_ALERTS, split_by_day("window_end", "alert_date")
         ),
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.alerting import AlertRule
 from pipeline.identity_graph import IdentityGraph
 from pipeline.identity_rules import IdentityRules
 from pipeline.lake import TableWriter
@@ -32,6 +33,7 @@ class Topics:
     changes: Any
     partials: Any
     rollups: Any
+    alerts: Any
 
 
 @dataclass
@@ -54,5 +56,6 @@ class Context:
     aggregate_progress: AggregateProgress
     combine: CombineState
     combine_windows: CombineWindows
+    alert_rules: dict[str, AlertRule]
     batches: EventBatches
     agents: dict[str, Any] = field(default_factory=dict)

@@ -213,3 +213,27 @@ ROLLUP_SCHEMA = pa.schema(
         ("source_index", pa.int32()),
     ]
 )
+
+
+# One row when an incident fires and one when it resolves (same alert_id); the alerts view
+# joins them into one row per incident.
+ALERT_SCHEMA = pa.schema(
+    [
+        ("alert_id", pa.string()),
+        ("kind", pa.string()),  # "fire" | "resolve"
+        ("rule", pa.string()),
+        ("metric", pa.string()),
+        ("dimensions", pa.string()),
+        ("severity", pa.string()),
+        ("window_start", TS),
+        ("window_end", TS),  # event time of the data that made it fire (or resolve)
+        ("observed", pa.float64()),
+        ("expected", pa.float64()),
+        ("message", pa.string()),
+        ("runbook_url", pa.string()),
+        ("at", TS),
+        ("source_partition", pa.int32()),
+        ("source_offset", pa.int64()),
+        ("source_index", pa.int32()),
+    ]
+)

@@ -161,6 +161,21 @@ class PipelineMetrics:
         self.open_windows = Gauge(
             "trackflow_metric_open_windows", "Metric windows open in the combine stage.", registry=r
         )
+        self.alert_active = Gauge(
+            "trackflow_alert_active",
+            "1 while an anomaly incident is open for a rule and series.",
+            ["rule", "metric", "severity", "dimensions"],
+            registry=r,
+        )
+        self.alerts_fired = Counter(
+            "trackflow_alerts_fired_total",
+            "Anomaly incidents opened.",
+            ["rule", "severity"],
+            registry=r,
+        )
+        self.alerts_resolved = Counter(
+            "trackflow_alerts_resolved_total", "Anomaly incidents resolved.", ["rule"], registry=r
+        )
         self._drift_seen: set[tuple[str, str]] = set()
 
     def count_unknown_property(self, event_name: str, prop: str) -> None:

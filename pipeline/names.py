@@ -19,6 +19,7 @@ TOPIC_CHANGES: Final = "identity.changes"
 # One partition: the combine stage sees every source partition's partials and watermark.
 TOPIC_PARTIALS: Final = "metrics.partials"
 TOPIC_ROLLUPS: Final = "metrics.rollups"
+TOPIC_ALERTS: Final = "alerts"
 
 # Agents (Faust ``name=``).
 AGENT_VALIDATE: Final = "validate"
@@ -30,6 +31,8 @@ AGENT_SINK_IDENTITY: Final = "sink_identity"
 AGENT_AGGREGATE: Final = "aggregate"
 AGENT_COMBINE: Final = "combine"
 AGENT_SINK_ROLLUPS: Final = "sink_rollups"
+AGENT_DETECT: Final = "detect"
+AGENT_SINK_ALERTS: Final = "sink_alerts"
 
 # Tables.
 TABLE_DEDUP: Final = "dedup"
@@ -43,3 +46,4 @@ LAKE_DLQ: Final = "dlq"
 LAKE_IDENTITIES: Final = "identities"
 LAKE_MERGES: Final = "identity_merges"
 LAKE_ROLLUPS: Final = "rollups"
+LAKE_ALERTS: Final = "alerts"

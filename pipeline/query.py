@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 
 from pipeline.lake_schema import (
+    ALERT_SCHEMA,
     DLQ_SCHEMA,
     EVENT_COLUMNS,
     IDENTITY_SCHEMA,
@@ -106,7 +107,21 @@ def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
         'PARTITION BY metric, "window", window_start, dimensions '
         "ORDER BY source_offset, source_index) = 1"
     )
+    alert_cols = [(f.name, _duck_type(f.type)) for f in ALERT_SCHEMA]
+    alert_src = _source(lake / "alerts", alert_cols, [("alert_date", "DATE")])
+    # One row per incident: the first fire record, and when its resolve record arrived.
+    alerts = (
+        f"WITH a AS (SELECT * FROM ({alert_src})), "
+        "f AS (SELECT * FROM a WHERE kind = 'fire' QUALIFY row_number() OVER ("
+        "PARTITION BY alert_id ORDER BY source_offset, source_index) = 1), "
+        'r AS (SELECT alert_id, min("at") AS resolved_at, min(window_end) AS resolved_window_end '
+        "FROM a WHERE kind = 'resolve' GROUP BY alert_id) "
+        "SELECT f.alert_id, f.rule, f.metric, f.dimensions, f.severity, f.window_start, "
+        'f.window_end, f.observed, f.expected, f.message, f."at", r.resolved_at, '
+        "r.resolved_window_end, f.runbook_url FROM f LEFT JOIN r USING (alert_id)"
+    )
     return {
+        "alerts": alerts,
         "rollups": rollups,
         "events": events,
         "dlq": dlq,

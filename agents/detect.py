@@ -1,0 +1,142 @@
+"""detect: metrics.rollups -> alerts (topic, lake table, /metrics).
+
+Final windows arrive in event-time order per window size; every alert rule
+(``schemas/alerts``) feeds each matching series to its own detector and incident
+lifecycle. At start-up the detectors replay the ``rollups`` already in the lake, so a
+restarted worker neither forgets its baselines nor fires twice: an incident is identified
+by rule, series and the window it started in, and the ``alerts`` view keeps one row per
+incident.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import faust
+import orjson
+
+from pipeline.alerting import AlertRule, Incident, SeriesState
+from pipeline.context import Context
+from pipeline.names import AGENT_DETECT
+from pipeline.streams import take_batches
+
+WARMUP_INDEX_BASE = 1 << 19
+
+
+class Detection:
+    """All rules over all series; pure enough to test without Kafka."""
+
+    def __init__(self, rules: dict[str, AlertRule]) -> None:
+        self.rules = rules
+        self.series: dict[tuple[str, str], SeriesState] = {}
+        self.seen: dict[tuple[str, str], int] = {}  # (window, metric) -> last start fed
+
+    def feed(self, rows: list[dict[str, Any]]) -> list[tuple[str, Incident]]:
+        """Final rollup rows (any order) -> ("fire" | "resolve", incident) in time order."""
+        by_window: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        for r in rows:
+            by_window[(r["window"], int(r["window_start"]))].append(r)
+        out: list[tuple[str, Incident]] = []
+        for (label, start), all_rows in sorted(by_window.items(), key=lambda kv: kv[0][1]):
+            # Rows already fed (replayed from the lake at start-up) are skipped.
+            window_rows = [r for r in all_rows if start > self.seen.get((label, r["metric"]), -1)]
+            for r in window_rows:
+                self.seen[(label, r["metric"])] = start
+            values = {(r["metric"], r["dimensions"]): r for r in window_rows}
+            for rule in self.rules.values():
+                if rule.window != label:
+                    continue
+                for (metric, dims), r in sorted(values.items()):
+                    if not rule.matches(metric, label, orjson.loads(dims)):
+                        continue
+                    volume = None
+                    if rule.volume is not None:
+                        v = values.get((rule.volume.metric, "{}"))
+                        volume = v["value"] if v else 0.0
+                        if volume is None or volume < rule.volume.min:
+                            continue  # too quiet to judge: not fed at all
+                    key = (rule.name, dims)
+                    state = self.series.get(key)
+                    if state is None:
+                        state = self.series[key] = SeriesState(rule, dims, rule.new_detector())
+                    event, _ = state.update(start, int(r["window_end"]), r["value"], volume)
+                    if event == "fire" and state.active is not None:
+                        out.append(("fire", state.active))
+                    elif event == "resolve":
+                        done = state.closed()
+                        if done is not None:
+                            out.append(("resolve", done))
+        return out
+
+
+def alert_rows(events: list[tuple[str, Incident]], offset: int, base: int) -> list[dict[str, Any]]:
+    now = int(time.time() * 1000)
+    rows = []
+    for i, (kind, inc) in enumerate(events):
+        row = inc.row()
+        end = row.pop("resolved_window_end")
+        rows.append(
+            {
+                **row,
+                "kind": kind,
+                "window_end": end if kind == "resolve" else row["window_end"],
+                "at": now,
+                "source_partition": 0,
+                "source_offset": offset,
+                "source_index": base + i,
+            }
+        )
+    return rows
+
+
+def register(app: faust.App, ctx: Context) -> Any:
+    settings = ctx.settings
+    metrics = ctx.metrics
+    detection = Detection(ctx.alert_rules)
+    warmed = [False]
+
+    def warm_up() -> None:
+        """Feed the rollups already in the lake (silently) so baselines survive restarts."""
+        from pipeline.query import connect
+
+        con = connect(settings.data_dir, ctx.plan)
+        try:
+            cur = con.execute(
+                'SELECT metric, "window", epoch_ms(window_start), epoch_ms(window_end), '
+                "dimensions, value FROM rollups ORDER BY window_start"
+            )
+            cols = ["metric", "window", "window_start", "window_end", "dimensions", "value"]
+            rows = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+        finally:
+            con.close()
+        for event, inc in detection.feed(rows):
+            observe(event, inc)
+        warmed[0] = True
+
+    def observe(event: str, inc: Incident) -> None:
+        labels = (inc.rule, inc.metric, inc.severity, inc.dimensions)
+        if event == "fire":
+            metrics.alert_active.labels(*labels).set(1)
+            metrics.alerts_fired.labels(inc.rule, inc.severity).inc()
+        else:
+            metrics.alert_active.labels(*labels).set(0)
+            metrics.alerts_resolved.labels(inc.rule).inc()
+
+    @app.agent(ctx.topics.rollups, name=AGENT_DETECT)
+    async def detect(stream: faust.StreamT) -> None:
+        async for events in take_batches(stream, settings.take_max, settings.take_within):
+            if not warmed[0]:
+                warm_up()
+            for event in sorted(events, key=lambda e: e.message.offset):
+                m = event.message
+                msg = orjson.loads(m.value or b"{}")
+                found = detection.feed(msg.get("rows", []))
+                for kind, inc in found:
+                    observe(kind, inc)
+                if found:
+                    value = orjson.dumps({"rows": alert_rows(found, m.offset, 0)})
+                    await ctx.topics.alerts.send(value=value, partition=0)
+
+    return detect

@@ -1,0 +1,70 @@
+"""The detect stage over final rollups: rules, volume guard, one row per incident."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from agents.detect import Detection, alert_rows
+from pipeline import names
+from pipeline.alerting import load_rules
+from pipeline.app import create_app
+from pipeline.settings import Settings
+
+M = 60_000
+T0 = 1_795_400_000_000 - 1_795_400_000_000 % M
+RULES = load_rules()
+
+
+def window(i: int, rate: float, requests: float) -> list[dict[str, Any]]:
+    start = T0 + i * M
+    base = {"window": "1m", "window_start": start, "window_end": start + M, "dimensions": "{}"}
+    return [
+        {**base, "metric": "payment_success_rate", "value": rate},
+        {**base, "metric": "pay_requests", "value": requests},
+    ]
+
+
+def test_payment_outage_fires_once_within_minutes_and_resolves() -> None:
+    rng = random.Random(2)
+    d = Detection({"payment_success_rate_drop": RULES["payment_success_rate_drop"]})
+    events = []
+    for i in range(90):
+        outage = 40 <= i < 50
+        rate = (0.35 if outage else 0.9) + rng.uniform(-0.04, 0.04)
+        events += [(i, kind, inc) for kind, inc in d.feed(window(i, rate, 60))]
+    assert [(i, kind) for i, kind, _ in events] == [(41, "fire"), (52, "resolve")]
+    fired = events[0][2]
+    assert fired.window_start == T0 + 40 * M  # the incident started with the first bad minute
+    assert fired.window_end == T0 + 42 * M  # the data that made it fire ends here
+    assert fired.severity == "critical"
+    assert "payment_success_rate" in fired.message
+    rows = alert_rows([("fire", fired)], offset=7, base=0)
+    assert rows[0]["kind"] == "fire"
+    assert rows[0]["runbook_url"] == "docs/runbooks/payment-success-rate.md"
+
+
+def test_quiet_minutes_cannot_page() -> None:
+    d = Detection({"payment_success_rate_drop": RULES["payment_success_rate_drop"]})
+    found = []
+    for i in range(60):
+        quiet = i >= 30
+        found += d.feed(window(i, 0.0 if quiet else 0.9, 3 if quiet else 60))
+    assert found == []
+
+
+def test_rows_already_fed_are_skipped() -> None:
+    d = Detection({"payment_success_rate_drop": RULES["payment_success_rate_drop"]})
+    for i in range(30):
+        d.feed(window(i, 0.9, 60))
+    assert d.feed(window(40, 0.3, 60) + window(41, 0.3, 60)) != []
+    assert d.feed(window(41, 0.3, 60)) == []  # a replay of a window fed before
+
+
+def test_detect_reads_rollups_and_writes_alerts(tmp_path: Path) -> None:
+    app, ctx = create_app(Settings(data_dir=tmp_path, topic_prefix="x."), ensure_topics=False)
+    agent = app.agents[names.AGENT_DETECT]
+    assert set(agent.channel.topics) == {"x.metrics.rollups"}
+    assert set(ctx.topics.alerts.topics) == {"x.alerts"}
+    assert set(app.agents[names.AGENT_SINK_ALERTS].channel.topics) == {"x.alerts"}
