@@ -11,7 +11,7 @@ incident.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 import faust
@@ -31,6 +31,8 @@ class Detection:
     def __init__(self, rules: dict[str, AlertRule]) -> None:
         self.rules = rules
         self.series: dict[tuple[str, str], SeriesState] = {}
+        # (rule, series) -> recent windows: (start, value, numerator, denominator, volume)
+        self.recent: dict[tuple[str, str], deque[tuple[int, Any, Any, Any, float]]] = {}
         self.seen: dict[tuple[str, str], int] = {}  # (window, metric) -> last start fed
 
     def feed(self, rows: list[dict[str, Any]]) -> list[tuple[str, Incident]]:
@@ -51,17 +53,18 @@ class Detection:
                 for (metric, dims), r in sorted(values.items()):
                     if not rule.matches(metric, label, orjson.loads(dims)):
                         continue
-                    volume = None
+                    volume = 0.0
                     if rule.volume is not None:
                         v = values.get((rule.volume.metric, "{}"))
-                        volume = v["value"] if v else 0.0
-                        if volume is None or volume < rule.volume.min:
-                            continue  # too quiet to judge: not fed at all
+                        volume = float(v["value"] or 0.0) if v else 0.0
                     key = (rule.name, dims)
+                    value, volume = self._smoothed(rule, key, start, r, volume)
+                    if rule.volume is not None and volume < rule.volume.min:
+                        continue  # too quiet to judge: not fed at all
                     state = self.series.get(key)
                     if state is None:
                         state = self.series[key] = SeriesState(rule, dims, rule.new_detector())
-                    event, _ = state.update(start, int(r["window_end"]), r["value"], volume)
+                    event, _ = state.update(start, int(r["window_end"]), value, volume)
                     if event == "fire" and state.active is not None:
                         out.append(("fire", state.active))
                     elif event == "resolve":
@@ -69,6 +72,24 @@ class Detection:
                         if done is not None:
                             out.append(("resolve", done))
         return out
+
+    def _smoothed(
+        self, rule: AlertRule, key: tuple[str, str], start: int, row: dict[str, Any], volume: float
+    ) -> tuple[Any, float]:
+        if rule.smooth == 1:
+            return row["value"], volume
+        size = int(row["window_end"]) - start
+        recent = self.recent.setdefault(key, deque())
+        recent.append((start, row["value"], row.get("numerator"), row.get("denominator"), volume))
+        while recent and recent[0][0] <= start - rule.smooth * size:
+            recent.popleft()
+        total_volume = sum(v for *_, v in recent)
+        if all(num is not None and den is not None for _, _, num, den, _ in recent):
+            den_sum = sum(den for _, _, _, den, _ in recent)
+            value = sum(num for _, _, num, _, _ in recent) / den_sum if den_sum else None
+        else:
+            value = sum(v or 0.0 for _, v, _, _, _ in recent)
+        return value, total_volume
 
 
 def alert_rows(events: list[tuple[str, Incident]], offset: int, base: int) -> list[dict[str, Any]]:
@@ -105,9 +126,10 @@ def register(app: faust.App, ctx: Context) -> Any:
         try:
             cur = con.execute(
                 'SELECT metric, "window", epoch_ms(window_start), epoch_ms(window_end), '
-                "dimensions, value FROM rollups ORDER BY window_start"
+                "dimensions, value, numerator, denominator FROM rollups ORDER BY window_start"
             )
             cols = ["metric", "window", "window_start", "window_end", "dimensions", "value"]
+            cols += ["numerator", "denominator"]
             rows = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
         finally:
             con.close()

@@ -53,6 +53,9 @@ class AlertRule(BaseModel):
     volume: VolumeGuard | None = None
     sustain: int = Field(1, ge=1)
     recover: int = Field(3, ge=1)
+    # Judge the trailing sum of this many windows (a ratio as sum(numerator) /
+    # sum(denominator), the volume guard as a sum), evaluated at every window.
+    smooth: int = Field(1, ge=1)
 
     def new_detector(self) -> Detector:
         return make(self.detector.kind, dict(self.detector.params))

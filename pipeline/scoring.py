@@ -42,6 +42,7 @@ def ad_hoc_rule(kind: str, params: dict[str, Any], sustain: int, recover: int) -
         detector=DetectorSpec(kind=kind, params=params),  # type: ignore[arg-type]
         sustain=sustain,
         recover=recover,
+        smooth=1,
     )
 
 

@@ -20,8 +20,15 @@ RULES = load_rules()
 def window(i: int, rate: float, requests: float) -> list[dict[str, Any]]:
     start = T0 + i * M
     base = {"window": "1m", "window_start": start, "window_end": start + M, "dimensions": "{}"}
+    successes = round(rate * requests)
     return [
-        {**base, "metric": "payment_success_rate", "value": rate},
+        {
+            **base,
+            "metric": "payment_success_rate",
+            "value": successes / requests if requests else None,
+            "numerator": successes,
+            "denominator": requests,
+        },
         {**base, "metric": "pay_requests", "value": requests},
     ]
 
@@ -34,10 +41,11 @@ def test_payment_outage_fires_once_within_minutes_and_resolves() -> None:
         outage = 40 <= i < 50
         rate = (0.35 if outage else 0.9) + rng.uniform(-0.04, 0.04)
         events += [(i, kind, inc) for kind, inc in d.feed(window(i, rate, 60))]
-    assert [(i, kind) for i, kind, _ in events] == [(41, "fire"), (52, "resolve")]
+    # The 5-minute rate is 20 % down after 2 bad minutes; sustained for 2 windows.
+    assert [(i, kind) for i, kind, _ in events] == [(42, "fire"), (55, "resolve")]
     fired = events[0][2]
-    assert fired.window_start == T0 + 40 * M  # the incident started with the first bad minute
-    assert fired.window_end == T0 + 42 * M  # the data that made it fire ends here
+    assert fired.window_start == T0 + 41 * M  # the first window judged anomalous
+    assert fired.window_end == T0 + 43 * M  # the data that made it fire ends here
     assert fired.severity == "critical"
     assert "payment_success_rate" in fired.message
     rows = alert_rows([("fire", fired)], offset=7, base=0)
@@ -50,7 +58,19 @@ def test_quiet_minutes_cannot_page() -> None:
     found = []
     for i in range(60):
         quiet = i >= 30
-        found += d.feed(window(i, 0.0 if quiet else 0.9, 3 if quiet else 60))
+        found += d.feed(window(i, 0.0 if quiet else 0.9, 2 if quiet else 60))
+    # 5 quiet minutes hold under 30 requests: never judged, whatever their rate.
+    assert [inc.window_start for _, inc in found if inc.window_start >= T0 + 36 * M] == []
+
+
+def test_low_volume_noise_does_not_page() -> None:
+    rng = random.Random(7)
+    d = Detection({"payment_success_rate_drop": RULES["payment_success_rate_drop"]})
+    found = []
+    for i in range(24 * 60):  # a day of minutes at 8 requests a minute, p = 0.9
+        n = 8
+        ok = sum(rng.random() < 0.9 for _ in range(n))
+        found += d.feed(window(i, ok / n, n))
     assert found == []
 
 
