@@ -18,7 +18,9 @@ def compose() -> dict:
 
 def test_services_and_pinned_images() -> None:
     services = compose()["services"]
-    assert {"kafka", "worker-1", "worker-2", "prometheus"} <= set(services)
+    assert {"kafka", "worker-1", "worker-2", "prometheus", "alertmanager", "grafana"} <= set(
+        services
+    )
     for name, svc in services.items():
         image = svc.get("image")
         if image:
@@ -61,3 +63,23 @@ def test_dockerfile_copies_what_the_package_needs() -> None:
         assert (ROOT / path).exists()
     assert "TRACKFLOW_SCHEMAS_DIR=/app/schemas" in text
     assert re.search(r"^FROM python:3\.11-slim-\w+$", text, re.M)
+
+
+def test_every_service_has_a_healthcheck_and_named_volumes_are_declared() -> None:
+    doc = compose()
+    declared = set(doc["volumes"])
+    for name, svc in doc["services"].items():
+        assert "healthcheck" in svc or name == "worker-2", f"{name} has no healthcheck"
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in declared, f"{name}: volume {source} not declared"
+
+
+def test_prometheus_in_compose_loads_the_rules_and_alertmanager() -> None:
+    prom = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    assert "/etc/prometheus/alerts/*.yml" in prom["rule_files"]
+    target = prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0]
+    assert target.split(":")[0] in compose()["services"]
+    scraped = prom["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert {t.split(":")[0] for t in scraped} == {"worker-1", "worker-2"}
