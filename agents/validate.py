@@ -12,6 +12,7 @@ from pipeline.codecs import encode_arrow, encode_batches
 from pipeline.context import Context
 from pipeline.ingest import Ingestor, IngestResult, RawMessage
 from pipeline.names import AGENT_VALIDATE, TOPIC_RAW
+from pipeline.quality import missing_counts
 from pipeline.streams import take_batches
 
 
@@ -48,8 +49,14 @@ def register(app: faust.App, ctx: Context) -> Any:
         # so outputs and dedup memory are durable before the input is marked consumed.
         ctx.dedup.record(partition, messages[0].offset, result.generation, result.seen)
         if result.valid:
-            for value in encode_arrow(ctx.batches.build(result.valid)):
+            table = ctx.batches.build(result.valid)
+            for value in encode_arrow(table):
                 await ctx.topics.valid.send(value=value, partition=partition)
+            events, missing = missing_counts(table, ctx.batches.by_event)
+            for name, n in events.items():
+                ctx.metrics.events_by_name.labels(name).inc(n)
+            for (name, prop), n in missing.items():
+                ctx.metrics.property_missing.labels(name, prop).inc(n)
         for value in encode_batches(partition, "records", result.dlq):
             await ctx.topics.dlq.send(value=value, partition=partition)
 

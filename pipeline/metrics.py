@@ -176,6 +176,18 @@ class PipelineMetrics:
         self.alerts_resolved = Counter(
             "trackflow_alerts_resolved_total", "Anomaly incidents resolved.", ["rule"], registry=r
         )
+        self.events_by_name = Counter(
+            "trackflow_events_valid_by_event_total",
+            "Valid events by event name (denominator of missing-property rates).",
+            ["event_name"],
+            registry=r,
+        )
+        self.property_missing = Counter(
+            "trackflow_property_missing_total",
+            "Valid events that lacked one of their event's properties (absent or null).",
+            ["event_name", "property"],
+            registry=r,
+        )
         self._drift_seen: set[tuple[str, str]] = set()
 
     def count_unknown_property(self, event_name: str, prop: str) -> None:
