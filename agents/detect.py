@@ -118,8 +118,12 @@ def register(app: faust.App, ctx: Context) -> Any:
     detection = Detection(ctx.alert_rules)
     warmed = [False]
 
-    def warm_up() -> None:
-        """Feed the rollups already in the lake (silently) so baselines survive restarts."""
+    def warm_up() -> list[tuple[str, Incident]]:
+        """Feed the rollups already in the lake so baselines survive restarts.
+
+        Returns the incidents that replay finds but the lake's alerts table lacks (a crash
+        between storing a window's rollups and storing its alert), to be sent now.
+        """
         from pipeline.query import connect
 
         con = connect(settings.data_dir, ctx.plan)
@@ -131,11 +135,19 @@ def register(app: faust.App, ctx: Context) -> Any:
             cols = ["metric", "window", "window_start", "window_end", "dimensions", "value"]
             cols += ["numerator", "denominator"]
             rows = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+            stored = set(
+                con.execute(
+                    "SELECT alert_id, 'fire' FROM alerts UNION ALL "
+                    "SELECT alert_id, 'resolve' FROM alerts WHERE resolved_at IS NOT NULL"
+                ).fetchall()
+            )
         finally:
             con.close()
-        for event, inc in detection.feed(rows):
+        found = detection.feed(rows)
+        for event, inc in found:
             observe(event, inc)
         warmed[0] = True
+        return [(event, inc) for event, inc in found if (inc.alert_id, event) not in stored]
 
     def observe(event: str, inc: Incident) -> None:
         labels = (inc.rule, inc.metric, inc.severity, inc.dimensions)
@@ -149,9 +161,14 @@ def register(app: faust.App, ctx: Context) -> Any:
     @app.agent(ctx.topics.rollups, name=AGENT_DETECT)
     async def detect(stream: faust.StreamT) -> None:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
-            if not warmed[0]:
-                warm_up()
-            for event in sorted(events, key=lambda e: e.message.offset):
+            ordered = sorted(events, key=lambda e: e.message.offset)
+            if not warmed[0] and ordered:
+                missing = warm_up()
+                if missing:
+                    first = ordered[0].message.offset
+                    rows = alert_rows(missing, first, WARMUP_INDEX_BASE)
+                    await ctx.topics.alerts.send(value=orjson.dumps({"rows": rows}), partition=0)
+            for event in ordered:
                 m = event.message
                 msg = orjson.loads(m.value or b"{}")
                 found = detection.feed(msg.get("rows", []))

@@ -21,6 +21,29 @@ def register(app: faust.App, ctx: Context) -> Any:
     metrics = ctx.metrics
     settings = ctx.settings
 
+    last_offset: dict[int, int] = {}
+
+    def check_gaps(partition: int, messages: list[RawMessage]) -> None:
+        # Diagnosing the open SIGKILL defect: Faust acks offsets it never received as a
+        # "gap", so a hole in a fetch response would skip input silently. Make it loud.
+        prev = last_offset.get(partition)
+        for m in messages:
+            if prev is not None and m.offset > prev + 1:
+                metrics.offset_gaps.labels(str(partition)).inc(m.offset - prev - 1)
+                app.log.warning(
+                    "validate: offsets %s..%s of partition %s never arrived",
+                    prev + 1,
+                    m.offset - 1,
+                    partition,
+                )
+            prev = m.offset if prev is None else max(prev, m.offset)
+        if prev is not None:
+            last_offset[partition] = prev
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_offsets(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        last_offset.clear()  # after a rebalance the stream restarts from committed offsets
+
     @app.agent(ctx.topics.raw, name=AGENT_VALIDATE)
     async def validate(stream: faust.StreamT) -> None:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
@@ -40,6 +63,7 @@ def register(app: faust.App, ctx: Context) -> Any:
                 # After a seek, re-delivered earlier offsets can follow later ones in a take;
                 # outputs must go out in position order for the sink's offset checks.
                 messages.sort(key=lambda m: m.offset)
+                check_gaps(partition, messages)
                 result = ingestor.process(partition, messages, now_ms)
                 await emit(partition, messages, result)
                 observe(messages, result)

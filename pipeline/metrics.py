@@ -188,6 +188,13 @@ class PipelineMetrics:
             ["event_name", "property"],
             registry=r,
         )
+        self.offset_gaps = Counter(
+            "trackflow_offset_gaps_total",
+            "Offsets the consumer skipped forward over in events.raw (a hole in what the "
+            "broker returned). Should stay 0; see docs/architecture.md, Open defect.",
+            ["partition"],
+            registry=r,
+        )
         self._drift_seen: set[tuple[str, str]] = set()
 
     def count_unknown_property(self, event_name: str, prop: str) -> None:
