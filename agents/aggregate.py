@@ -19,7 +19,7 @@ from pipeline.context import Context
 from pipeline.lake import positions
 from pipeline.names import AGENT_AGGREGATE
 from pipeline.rollup import encode_partials, partials
-from pipeline.streams import take_batches
+from pipeline.streams import in_offset_order, take_batches
 from pipeline.windows import window_label
 
 
@@ -34,20 +34,21 @@ def register(app: faust.App, ctx: Context) -> Any:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
             pending = []
             done: dict[int, tuple[int, int]] = {}
-            for event in sorted(events, key=lambda e: (e.message.partition, e.message.offset)):
+            for event in in_offset_order(events):
                 m = event.message
                 high, watermark = done.get(m.partition) or progress.get_progress(m.partition)
                 table = decode_arrow(m.value or b"")
                 pos = positions(table)
                 if table.num_rows and pc.min(pos).as_py() <= high:
-                    table = table.filter(pc.greater(pos, high))  # counted before a restart
+                    fresh = pc.greater(pos, high)  # rows counted before a restart drop out
+                    table, pos = table.filter(fresh), pos.filter(fresh)
                 if table.num_rows == 0:
                     continue
                 got = partials(table, defs.values(), settings.lateness_seconds, watermark)
                 watermark = max(watermark, got.max_time)
                 value = encode_partials(m.partition, m.offset, watermark, got, defs)
                 pending.append(await ctx.topics.partials.send(value=value, partition=0))
-                done[m.partition] = (max(high, pc.max(positions(table)).as_py()), watermark)
+                done[m.partition] = (max(high, pc.max(pos).as_py()), watermark)
                 metrics.stage_in.labels(AGENT_AGGREGATE).inc(table.num_rows)
                 for size, n in got.late.items():
                     if n:

@@ -19,9 +19,10 @@ import orjson
 
 from pipeline.context import Context
 from pipeline.names import AGENT_COMBINE
-from pipeline.streams import take_batches
+from pipeline.streams import consumer_lag, in_offset_order, take_batches
 
 IDLE_INDEX_BASE = 1 << 19  # positions of idle-closed rows, after those of the same offset
+GAUGE_SECONDS = 5.0  # provisional metric values refresh at least this often
 
 
 def register(app: faust.App, ctx: Context) -> Any:
@@ -52,7 +53,7 @@ def register(app: faust.App, ctx: Context) -> Any:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
             async with lock:
                 late_before = state.late
-                for event in sorted(events, key=lambda e: e.message.offset):
+                for event in in_offset_order(events):
                     m = event.message
                     if m.offset <= state.offset:
                         continue
@@ -88,18 +89,8 @@ def register(app: faust.App, ctx: Context) -> Any:
         return pending_in(upstream | links_topics)
 
     def pending_in(topics: set[str]) -> bool:
-        consumer: Any = app.consumer
-        try:
-            assignment = consumer.assignment()
-        except Exception:
-            return True
-        committed = getattr(consumer, "_committed_offset", {})
-        for tp in assignment:
-            if tp.topic in topics:
-                high = consumer.highwater(tp)
-                if high is not None and high > (committed.get(tp) or 0):
-                    return True
-        return False
+        lag = consumer_lag(app)
+        return lag is None or any(n for tp, n in lag.items() if tp.topic in topics)
 
     @app.timer(interval=1.0)
     async def close_idle() -> None:
@@ -110,9 +101,15 @@ def register(app: faust.App, ctx: Context) -> Any:
             idle = time.monotonic() - last_input[0] >= settings.idle_close_seconds
             if state.open and idle and state.offset >= 0:
                 await publish(state.close_all(), state.offset, IDLE_INDEX_BASE, "idle")
-            update_gauges()
 
-    def update_gauges() -> None:
+    @app.timer(interval=GAUGE_SECONDS)
+    async def update_gauges() -> None:
+        # Its own timer: provisional values must move while input flows too, and resolving
+        # uv's identifiers every second would be work nobody reads.
+        async with lock:
+            show_values()
+
+    def show_values() -> None:
         shown: dict[tuple[str, str, str], tuple[int, float | None]] = dict(finals)
         for row in state.provisional():
             key = (row["metric"], row["window"], row["dimensions"])

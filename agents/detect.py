@@ -20,7 +20,7 @@ import orjson
 from pipeline.alerting import AlertRule, Incident, SeriesState
 from pipeline.context import Context
 from pipeline.names import AGENT_DETECT
-from pipeline.streams import take_batches
+from pipeline.streams import in_offset_order, take_batches
 
 WARMUP_INDEX_BASE = 1 << 19
 
@@ -92,10 +92,10 @@ class Detection:
         return value, total_volume
 
 
-def alert_rows(events: list[tuple[str, Incident]], offset: int, base: int) -> list[dict[str, Any]]:
+def alert_rows(events: list[tuple[str, Incident]]) -> list[dict[str, Any]]:
     now = int(time.time() * 1000)
     rows = []
-    for i, (kind, inc) in enumerate(events):
+    for kind, inc in events:
         row = inc.row()
         end = row.pop("resolved_window_end")
         rows.append(
@@ -104,12 +104,14 @@ def alert_rows(events: list[tuple[str, Incident]], offset: int, base: int) -> li
                 "kind": kind,
                 "window_end": end if kind == "resolve" else row["window_end"],
                 "at": now,
-                "source_partition": 0,
-                "source_offset": offset,
-                "source_index": base + i,
             }
         )
     return rows
+
+
+def alerts_message(events: list[tuple[str, Incident]], offset: int, base: int) -> bytes:
+    """One alerts message; its rows are positioned by the rollups message behind them."""
+    return orjson.dumps({"p": 0, "o": offset, "base": base, "rows": alert_rows(events)})
 
 
 def register(app: faust.App, ctx: Context) -> Any:
@@ -161,13 +163,12 @@ def register(app: faust.App, ctx: Context) -> Any:
     @app.agent(ctx.topics.rollups, name=AGENT_DETECT)
     async def detect(stream: faust.StreamT) -> None:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
-            ordered = sorted(events, key=lambda e: e.message.offset)
+            ordered = in_offset_order(events)
             if not warmed[0] and ordered:
                 missing = warm_up()
                 if missing:
-                    first = ordered[0].message.offset
-                    rows = alert_rows(missing, first, WARMUP_INDEX_BASE)
-                    await ctx.topics.alerts.send(value=orjson.dumps({"rows": rows}), partition=0)
+                    value = alerts_message(missing, ordered[0].message.offset, WARMUP_INDEX_BASE)
+                    await ctx.topics.alerts.send(value=value, partition=0)
             for event in ordered:
                 m = event.message
                 msg = orjson.loads(m.value or b"{}")
@@ -175,7 +176,8 @@ def register(app: faust.App, ctx: Context) -> Any:
                 for kind, inc in found:
                     observe(kind, inc)
                 if found:
-                    value = orjson.dumps({"rows": alert_rows(found, m.offset, 0)})
-                    await ctx.topics.alerts.send(value=value, partition=0)
+                    await ctx.topics.alerts.send(
+                        value=alerts_message(found, m.offset, 0), partition=0
+                    )
 
     return detect

@@ -18,7 +18,7 @@ import orjson
 from pipeline.context import Context
 from pipeline.identity_graph import Link
 from pipeline.names import AGENT_IDENTITY
-from pipeline.streams import take_batches
+from pipeline.streams import in_offset_order, take_batches
 
 
 def register(app: faust.App, ctx: Context) -> Any:
@@ -31,12 +31,8 @@ def register(app: faust.App, ctx: Context) -> Any:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
             applied: list[tuple[int, list[Link]]] = []
             pending = []
-            seen: set[int] = set()
-            for event in sorted(events, key=lambda e: e.message.offset):
+            for event in in_offset_order(events):
                 m = event.message
-                if m.offset in seen:
-                    continue
-                seen.add(m.offset)
                 try:
                     links = [(str(a), str(b), int(t)) for a, b, t in orjson.loads(m.value or b"")]
                 except (ValueError, TypeError):

@@ -150,16 +150,16 @@ def decode_dlq(value: bytes) -> dict[str, pa.Table]:
 def decode_rollups(value: bytes) -> dict[str, pa.Table]:
     msg = orjson.loads(value)
     now = int(time.time() * 1000)
-    rows = msg["rows"]
-    for i, row in enumerate(rows):
+    for row in msg["rows"]:
         row["finalised_at"] = now
-        row["source_partition"], row["source_offset"] = msg["p"], msg["o"]
-        row["source_index"] = msg["base"] + i
-    return {LAKE_ROLLUPS: pa.Table.from_pylist(rows, schema=ROLLUP_SCHEMA)}
+    table = positioned_table(msg["rows"], ROLLUP_SCHEMA, msg["p"], msg["o"], msg["base"])
+    return {LAKE_ROLLUPS: table}
 
 
 def decode_alerts(value: bytes) -> dict[str, pa.Table]:
-    return {LAKE_ALERTS: pa.Table.from_pylist(orjson.loads(value)["rows"], schema=ALERT_SCHEMA)}
+    msg = orjson.loads(value)
+    table = positioned_table(msg["rows"], ALERT_SCHEMA, msg["p"], msg["o"], msg["base"])
+    return {LAKE_ALERTS: table}
 
 
 def decode_changes(value: bytes) -> dict[str, pa.Table]:

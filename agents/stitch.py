@@ -10,7 +10,7 @@ import orjson
 from pipeline.codecs import decode_arrow, encode_arrow
 from pipeline.context import Context
 from pipeline.names import AGENT_STITCH
-from pipeline.streams import take_batches
+from pipeline.streams import in_offset_order, take_batches
 from tables.identity import PARTITION
 
 
@@ -23,12 +23,8 @@ def register(app: faust.App, ctx: Context) -> Any:
     async def stitch(stream: faust.StreamT) -> None:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
             links = []
-            seen: set[tuple[int, int]] = set()
-            for event in sorted(events, key=lambda e: (e.message.partition, e.message.offset)):
+            for event in in_offset_order(events):
                 m = event.message
-                if (m.partition, m.offset) in seen:
-                    continue  # delivered twice in one take (a seek after a rebalance)
-                seen.add((m.partition, m.offset))
                 table, new_links = stitcher.stitch(decode_arrow(m.value or b""))
                 links.extend(new_links)
                 metrics.stage_in.labels(AGENT_STITCH).inc(table.num_rows)

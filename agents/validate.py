@@ -13,7 +13,7 @@ from pipeline.context import Context
 from pipeline.ingest import Ingestor, IngestResult, RawMessage
 from pipeline.names import AGENT_VALIDATE, TOPIC_RAW
 from pipeline.quality import missing_counts
-from pipeline.streams import take_batches
+from pipeline.streams import in_offset_order, take_batches
 
 
 def register(app: faust.App, ctx: Context) -> Any:
@@ -48,21 +48,14 @@ def register(app: faust.App, ctx: Context) -> Any:
     async def validate(stream: faust.StreamT) -> None:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
             by_partition: dict[int, list[RawMessage]] = defaultdict(list)
-            seen: set[tuple[int, int]] = set()
-            for event in events:
+            for event in in_offset_order(events):
                 m = event.message
-                if (m.partition, m.offset) in seen:
-                    continue  # delivered twice in one take (a seek after a rebalance)
-                seen.add((m.partition, m.offset))
                 by_partition[m.partition].append(
                     RawMessage(m.offset, m.value, int(m.timestamp * 1000) if m.timestamp else None)
                 )
             metrics.messages_received.labels(TOPIC_RAW).inc(len(events))
             now_ms = int(time.time() * 1000)
             for partition, messages in by_partition.items():
-                # After a seek, re-delivered earlier offsets can follow later ones in a take;
-                # outputs must go out in position order for the sink's offset checks.
-                messages.sort(key=lambda m: m.offset)
                 check_gaps(partition, messages)
                 result = ingestor.process(partition, messages, now_ms)
                 await emit(partition, messages, result)

@@ -24,6 +24,7 @@ from pipeline.plan import TrackingPlan, load_plan
 from pipeline.rollup import CombineState
 from pipeline.settings import DEFAULT_PII_SECRET, Settings
 from pipeline.stitching import Stitcher
+from pipeline.streams import consumer_lag
 from pipeline.validation import Validator
 from tables.dedup import DedupTable, SeenIds
 from tables.identity import IdentityTable
@@ -226,21 +227,5 @@ def _register_observability(app: faust.App, ctx: Context) -> None:
         metrics.dedup_ids.set(ctx.seen.size())
         metrics.persons.set(ctx.graph.person_count())
         metrics.identifiers.set(len(ctx.graph.person))
-        consumer = app.consumer
-        try:
-            assignment = consumer.assignment()
-        except Exception:  # not yet assigned
-            return
-        for tp in assignment:
-            highwater = consumer.highwater(tp)
-            committed = (
-                consumer._committed_offset.get(tp)
-                if hasattr(consumer, "_committed_offset")
-                else None
-            )
-            if highwater is None:
-                continue
-            position = committed if committed is not None else 0
-            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                max(0, highwater - position)
-            )
+        for tp, lag in (consumer_lag(app) or {}).items():
+            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)

@@ -35,6 +35,16 @@ def refusal_reason(kind: str) -> str:
     return f"would_join_two_{kind}s"
 
 
+def _root(parent: dict[Node, Node], n: Node) -> Node:
+    """Union-find root of ``n``, compressing the path on the way."""
+    root = n
+    while parent[root] != root:
+        root = parent[root]
+    while parent[n] != root:
+        parent[n], n = root, parent[n]
+    return root
+
+
 @dataclass
 class Changes:
     identities: list[dict[str, Any]] = field(default_factory=list)
@@ -127,13 +137,7 @@ class IdentityGraph:
         return changes
 
     def _find(self, n: Node) -> Node:
-        parent = self._cparent
-        root = n
-        while parent[root] != root:
-            root = parent[root]
-        while parent[n] != root:
-            parent[n], n = root, parent[n]
-        return root
+        return _root(self._cparent, n)
 
     def _union(self, ra: Node, rb: Node) -> Node:
         if ra == rb:
@@ -160,12 +164,7 @@ class IdentityGraph:
             limited[n] = {kind: {n}} if kind in rules.limits else {}
 
         def find(n: Node) -> Node:
-            r = n
-            while parent[r] != r:
-                r = parent[r]
-            while parent[n] != r:
-                parent[n], n = r, parent[n]
-            return r
+            return _root(parent, n)
 
         refused_now: list[tuple[Edge, str]] = []
         for e in sorted(self._cedges[root], key=self._sort_key):

@@ -181,10 +181,12 @@ MERGE_SCHEMA = pa.schema(
 
 
 def positioned_table(
-    rows: list[dict[str, Any]], schema: pa.Schema, partition: int, offset: int
+    rows: list[dict[str, Any]], schema: pa.Schema, partition: int, offset: int, base: int = 0
 ) -> pa.Table:
+    """Rows made from one source message: their positions are its offset and base + i."""
     for i, row in enumerate(rows):
-        row["source_partition"], row["source_offset"], row["source_index"] = partition, offset, i
+        row["source_partition"], row["source_offset"] = partition, offset
+        row["source_index"] = base + i
     return pa.Table.from_pylist(rows, schema=schema)
 
 

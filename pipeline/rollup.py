@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.funnel import entries, step_mask
-from pipeline.identity_rules import node
 from pipeline.metric_defs import ALL_EVENTS, MetricDef, seconds
 from pipeline.windows import NO_WATERMARK, closable, window_end, window_label
 
@@ -221,21 +220,16 @@ def funnel_events(
     cols = {p: view[p].to_pylist() for p in props if p in view.column_names}
     out = []
     times = pc.cast(view["event_time"], pa.int64()).to_pylist()
-    for i, (name, user, anon, t) in enumerate(
-        zip(
-            view["event_name"].to_pylist(),
-            view["user_id"].to_pylist(),
-            view["anonymous_id"].to_pylist(),
-            times,
-            strict=True,
-        )
+    nodes = identifier_column(view).to_pylist()
+    for i, (name, n, t) in enumerate(
+        zip(view["event_name"].to_pylist(), nodes, times, strict=True)
     ):
         hour_end = t - t % 3_600_000 + 3_600_000
         if hour_end + within + lateness_s * 1000 <= watermark_before:
             continue  # its funnel hour has closed (counted with the late events)
         mask = step_mask(d, name, {p: c[i] for p, c in cols.items()})
         if mask:
-            out.append([node("user_id", user) if user else node("anonymous_id", anon), t, mask])
+            out.append([n, t, mask])
     return out
 
 

@@ -69,3 +69,38 @@ async def take_batches(stream: StreamT, max_: int, within: float) -> AsyncIterat
     finally:
         s.enable_acks = stream_enable_acks
         s._processors.remove(add_to_buffer)
+
+
+def in_offset_order(events: list[EventT]) -> list[EventT]:
+    """A take's events sorted by (partition, offset), each message once.
+
+    After a seek (a rebalance, a restart) a take can hold a message twice and earlier
+    offsets after later ones; every stage must see its input in log order.
+    """
+    out: list[EventT] = []
+    seen: set[tuple[int, int]] = set()
+    for event in sorted(events, key=lambda e: (e.message.partition, e.message.offset)):
+        key = (event.message.partition, event.message.offset)
+        if key not in seen:
+            seen.add(key)
+            out.append(event)
+    return out
+
+
+def consumer_lag(app: Any) -> dict[Any, int] | None:
+    """Messages between the log end and the committed offset, per assigned partition.
+
+    None while the consumer has no assignment yet.
+    """
+    consumer = app.consumer
+    try:
+        assignment = consumer.assignment()
+    except Exception:  # not yet assigned
+        return None
+    committed = getattr(consumer, "_committed_offset", {})
+    lag = {}
+    for tp in assignment:
+        high = consumer.highwater(tp)
+        if high is not None:
+            lag[tp] = max(0, high - (committed.get(tp) or 0))
+    return lag
