@@ -142,3 +142,31 @@ def test_shipped_rules_load_and_name_known_metrics() -> None:
 def test_unknown_detector_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown detector"):
         make("prophet", {})
+
+
+def test_score_cli_writes_scores_and_rejects_bad_input(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    good = tmp_path / "series.csv"
+    rows = [f"{T0 + i * M},{0.9 if i < 30 else 0.4}" for i in range(40)]
+    good.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "scored.csv"
+    args = ["anomaly", "score", "--detector", "relative_drop", "--param", "drop=0.2"]
+    result = CliRunner().invoke(cli, [*args, "--input", str(good), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0] == "timestamp,value,score,alert"
+    assert [i for i, line in enumerate(lines[1:]) if line.endswith(",1")] == [30]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,val\n1,2\n")
+    result = CliRunner().invoke(cli, [*args, "--input", str(bad), "--output", str(out)])
+    assert result.exit_code == 2
+    assert "timestamp and value" in result.output
+    result = CliRunner().invoke(
+        cli, ["anomaly", "score", "--detector", "prophet", "--input", str(good), "--output", "-"]
+    )
+    assert result.exit_code == 2
+    assert "Input should be 'threshold', 'relative_drop' or 'adaptive'" in result.output
