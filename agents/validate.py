@@ -12,8 +12,9 @@ from pipeline.codecs import encode_arrow, encode_batches
 from pipeline.context import Context
 from pipeline.ingest import Ingestor, IngestResult, RawMessage
 from pipeline.names import AGENT_VALIDATE, TOPIC_RAW
+from pipeline.offset_guard import OffsetGuard
 from pipeline.quality import missing_counts
-from pipeline.streams import in_offset_order, take_batches
+from pipeline.streams import Take, in_offset_order, take_batches
 
 
 def register(app: faust.App, ctx: Context) -> Any:
@@ -21,42 +22,49 @@ def register(app: faust.App, ctx: Context) -> Any:
     metrics = ctx.metrics
     settings = ctx.settings
 
-    last_offset: dict[int, int] = {}
-
-    def check_gaps(partition: int, messages: list[RawMessage]) -> None:
-        # Diagnosing the open SIGKILL defect: Faust acks offsets it never received as a
-        # "gap", so a hole in a fetch response would skip input silently. Make it loud.
-        prev = last_offset.get(partition)
-        for m in messages:
-            if prev is not None and m.offset > prev + 1:
-                metrics.offset_gaps.labels(str(partition)).inc(m.offset - prev - 1)
-                app.log.warning(
-                    "validate: offsets %s..%s of partition %s never arrived",
-                    prev + 1,
-                    m.offset - 1,
-                    partition,
-                )
-            prev = m.offset if prev is None else max(prev, m.offset)
-        if prev is not None:
-            last_offset[partition] = prev
+    guard = OffsetGuard()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_offsets(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        last_offset.clear()  # after a rebalance the stream restarts from committed offsets
+        guard.forget()
+
+    async def admit(partition: int, events: list[Any], take: Take) -> list[Any]:
+        """The events to process now: in order, none past a hole (see offset_guard)."""
+        admission = guard.admit(partition, [e.message for e in events])
+        for i in admission.hold:
+            take.hold(events[i])
+        if admission.seek_to is not None:
+            app.log.warning(
+                "validate: offset %s of partition %s has not arrived before later ones; "
+                "reading the partition again from there",
+                admission.seek_to,
+                partition,
+            )
+            await app.consumer.seek(events[0].message.tp, admission.seek_to)
+        if admission.accepted_gap:
+            metrics.offset_gaps.labels(str(partition)).inc(admission.accepted_gap)
+            app.log.error(
+                "validate: %s offsets of partition %s never arrived after repeated reads",
+                admission.accepted_gap,
+                partition,
+            )
+        return [events[i] for i in admission.process]
 
     @app.agent(ctx.topics.raw, name=AGENT_VALIDATE)
     async def validate(stream: faust.StreamT) -> None:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
-            by_partition: dict[int, list[RawMessage]] = defaultdict(list)
+            by_partition: dict[int, list[Any]] = defaultdict(list)
             for event in in_offset_order(events):
-                m = event.message
-                by_partition[m.partition].append(
-                    RawMessage(m.offset, m.value, int(m.timestamp * 1000) if m.timestamp else None)
-                )
+                by_partition[event.message.partition].append(event)
             metrics.messages_received.labels(TOPIC_RAW).inc(len(events))
             now_ms = int(time.time() * 1000)
-            for partition, messages in by_partition.items():
-                check_gaps(partition, messages)
+            for partition, partition_events in by_partition.items():
+                messages = [
+                    RawMessage(m.offset, m.value, int(m.timestamp * 1000) if m.timestamp else None)
+                    for m in (e.message for e in await admit(partition, partition_events, events))
+                ]
+                if not messages:
+                    continue
                 result = ingestor.process(partition, messages, now_ms)
                 await emit(partition, messages, result)
                 observe(messages, result)

@@ -190,8 +190,8 @@ class PipelineMetrics:
         )
         self.offset_gaps = Counter(
             "trackflow_offset_gaps_total",
-            "Offsets the consumer skipped forward over in events.raw (a hole in what the "
-            "broker returned). Should stay 0; see docs/architecture.md, Open defect.",
+            "Offsets of events.raw that never arrived after repeated reads, given up on "
+            "(input lost). Should stay 0; see docs/architecture.md, Holes in the input.",
             ["partition"],
             registry=r,
         )

@@ -18,7 +18,19 @@ from faust.types import EventT, StreamT
 from mode.utils.futures import notify
 
 
-async def take_batches(stream: StreamT, max_: int, within: float) -> AsyncIterator[list[EventT]]:
+class Take(list[EventT]):
+    """One take's events. The body may ``hold`` some: they are not acked, so the committed
+    offset cannot pass them and a seek back reads them again."""
+
+    def __init__(self, events: list[EventT]) -> None:
+        super().__init__(events)
+        self.held: set[int] = set()
+
+    def hold(self, event: EventT) -> None:
+        self.held.add(id(event))
+
+
+async def take_batches(stream: StreamT, max_: int, within: float) -> AsyncIterator[Take]:
     events: list[EventT] = []
     buffer_full = asyncio.Event()
     buffer_consumed = asyncio.Event()
@@ -53,7 +65,7 @@ async def take_batches(stream: StreamT, max_: int, within: float) -> AsyncIterat
             if not events:
                 continue
             buffer_consuming = s.loop.create_future()
-            batch = list(events)
+            batch = Take(list(events))
             events.clear()
             processed = False
             try:
@@ -62,7 +74,8 @@ async def take_batches(stream: StreamT, max_: int, within: float) -> AsyncIterat
             finally:
                 if processed:
                     for event in batch:
-                        await s.ack(event)
+                        if id(event) not in batch.held:
+                            await s.ack(event)
                 notify(buffer_consuming)
                 buffer_full.clear()
                 buffer_consumed.set()
