@@ -96,6 +96,8 @@ def register(app: faust.App, ctx: Context) -> Any:
             metrics.consent_dropped.inc(result.consent_dropped)
         for code, n in result.rejected.items():
             metrics.dlq.labels(code).inc(n)
+        for event_name, n in result.rejected_by_event.items():
+            metrics.dlq_by_event.labels(event_name).inc(n)
         for event_name, prop in result.unknown_properties:
             metrics.count_unknown_property(event_name, prop)
         now = time.time()

@@ -200,6 +200,24 @@ QUALITY = dashboard(
                 ("sum by (rule) (increase(trackflow_alerts_fired_total[1h]))", "{{rule}} fired/h"),
             ],
         ),
+        panel(
+            7,
+            "DLQ share by event",
+            [("max by (event_name) (event_name:trackflow_dlq_share:ratio_rate5m)", "{{event_name}}")],
+            "percentunit",
+        ),
+        panel(
+            8,
+            "Missing or null property rate",
+            [
+                (
+                    "max by (event_name, property) "
+                    "(event_name_property:trackflow_property_missing:ratio_rate15m)",
+                    "{{event_name}}.{{property}}",
+                )
+            ],
+            "percentunit",
+        ),
     ],
 )
 

@@ -23,6 +23,9 @@ from pipeline.validation import CONSENT_DROPPED, Validator
 from tables.dedup import SeenIds, position
 
 
+UNPLANNED_EVENT = "_unplanned"  # DLQ label of items without an event name of the plan
+
+
 @dataclass(slots=True)
 class RawMessage:
     offset: int
@@ -40,6 +43,8 @@ class IngestResult:
     duplicates: int = 0
     consent_dropped: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    # By event name of the plan, or UNPLANNED_EVENT: bounded labels for DLQ share per event.
+    rejected_by_event: Counter[str] = field(default_factory=Counter)
     unknown_properties: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -161,6 +166,8 @@ class Ingestor:
         event_id = obj.get("event_id")
         event_name = obj.get("event_name")
         result.rejected[rejected.code.value] += 1
+        planned = isinstance(event_name, str) and self.plan.event(event_name) is not None
+        result.rejected_by_event[event_name if planned else UNPLANNED_EVENT] += 1
         result.dlq.append(
             {
                 "error_code": rejected.code.value,

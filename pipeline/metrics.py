@@ -182,6 +182,13 @@ class PipelineMetrics:
             ["event_name"],
             registry=r,
         )
+        self.dlq_by_event = Counter(
+            "trackflow_dlq_events_by_event_total",
+            "Events sent to the dead-letter topic by event name; '_unplanned' when the name "
+            "is missing or not in the tracking plan (keeps the label set bounded).",
+            ["event_name"],
+            registry=r,
+        )
         self.property_missing = Counter(
             "trackflow_property_missing_total",
             "Valid events that lacked one of their event's properties (absent or null).",
