@@ -146,10 +146,19 @@ def register(app: faust.App, ctx: Context) -> Any:
         finally:
             con.close()
         found = detection.feed(rows)
-        for event, inc in found:
-            observe(event, inc)
         warmed[0] = True
-        return [(event, inc) for event, inc in found if (inc.alert_id, event) not in stored]
+        missing = [(event, inc) for event, inc in found if (inc.alert_id, event) not in stored]
+        # Counters count what this process sends; replayed history only restores the
+        # gauge of incidents still open.
+        for event, inc in missing:
+            observe(event, inc)
+        for state in detection.series.values():
+            if state.active is not None:
+                inc = state.active
+                metrics.alert_active.labels(inc.rule, inc.metric, inc.severity, inc.dimensions).set(
+                    1
+                )
+        return missing
 
     def observe(event: str, inc: Incident) -> None:
         labels = (inc.rule, inc.metric, inc.severity, inc.dimensions)

@@ -166,8 +166,10 @@ class Ingestor:
         event_id = obj.get("event_id")
         event_name = obj.get("event_name")
         result.rejected[rejected.code.value] += 1
-        planned = isinstance(event_name, str) and self.plan.event(event_name) is not None
-        result.rejected_by_event[event_name if planned else UNPLANNED_EVENT] += 1
+        label = UNPLANNED_EVENT
+        if isinstance(event_name, str) and self.plan.event(event_name) is not None:
+            label = event_name
+        result.rejected_by_event[label] += 1
         result.dlq.append(
             {
                 "error_code": rejected.code.value,

@@ -49,3 +49,55 @@ def test_payment_outage_fires_within_minutes_of_onset(deployment: Deployment) ->
     m = worker.metrics()
     key = 'trackflow_alerts_fired_total{rule="payment_success_rate_drop",severity="critical"}'
     assert m[key] == 1
+
+
+def test_sigkills_around_the_alert_leave_one_incident(deployment: Deployment) -> None:
+    """Workers killed while detecting, and right after the alert fires, store it once."""
+    deployment.env["TRACKFLOW_IDLE_CLOSE_SECONDS"] = "5"
+    now = int(time.time() * 1000)
+    start = now - now % 60_000 - 60 * 60_000
+    onset = start + 35 * 60_000
+    deployment.run(
+        "simulate",
+        "--rate", "40",
+        "--duration", str(55 * 60),
+        "--fast",
+        "--seed", "6",
+        "--start-ms", str(start),
+        "--outage-start", str(35 * 60),
+        "--outage-minutes", "6",
+        "--outage-success-rate", "0.3",
+    )  # fmt: skip
+    worker = deployment.start_worker()
+    wait_for(lambda: worker.metric("trackflow_events_received_total") > 0, timeout=60)
+    worker.kill()  # mid-stream, before the outage's windows close
+    assert deployment.count("alerts") == 0
+    worker = deployment.start_worker()
+    fired = 'trackflow_alerts_fired_total{rule="payment_success_rate_drop",severity="critical"}'
+    wait_for(lambda: worker.metric(fired) > 0, timeout=180, interval=0.05, what="the alert")
+    worker.kill()  # right after the alert was sent: the sink may not have stored it
+    worker = deployment.start_worker()
+    wait_for(
+        lambda: (
+            worker.metric('trackflow_metric_windows_closed_total{reason="idle",window="1m"}') > 0
+        ),
+        timeout=180,
+        what="the last windows closed",
+    )
+    wait_for(
+        lambda: deployment.count("alerts", "resolved_at IS NOT NULL") > 0,
+        timeout=60,
+        what="the resolved alert in the lake",
+    )
+    alerts = deployment.query(
+        "SELECT alert_id, window_end, resolved_at FROM alerts "
+        "WHERE rule = 'payment_success_rate_drop'"
+    )
+    assert len(alerts) == 1, alerts
+    assert onset <= ms(alerts[0]["window_end"]) <= onset + 10 * 60_000
+    stored = deployment.query(
+        "SELECT kind, count(DISTINCT alert_id) AS n FROM read_parquet('"
+        + str(deployment.data_dir / "lake" / "alerts" / "**" / "*.parquet")
+        + "') WHERE rule = 'payment_success_rate_drop' GROUP BY kind ORDER BY kind"
+    )
+    assert stored == [{"kind": "fire", "n": 1}, {"kind": "resolve", "n": 1}], stored
