@@ -203,7 +203,12 @@ QUALITY = dashboard(
         panel(
             7,
             "DLQ share by event",
-            [("max by (event_name) (event_name:trackflow_dlq_share:ratio_rate5m)", "{{event_name}}")],
+            [
+                (
+                    "max by (event_name) (event_name:trackflow_dlq_share:ratio_rate5m)",
+                    "{{event_name}}",
+                )
+            ],
             "percentunit",
         ),
         panel(

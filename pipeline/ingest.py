@@ -22,7 +22,6 @@ from pipeline.plan import TrackingPlan
 from pipeline.validation import CONSENT_DROPPED, Validator
 from tables.dedup import SeenIds, position
 
-
 UNPLANNED_EVENT = "_unplanned"  # DLQ label of items without an event name of the plan
 
 

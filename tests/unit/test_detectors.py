@@ -170,3 +170,41 @@ def test_score_cli_writes_scores_and_rejects_bad_input(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "Input should be 'threshold', 'relative_drop' or 'adaptive'" in result.output
+
+
+def test_adaptive_learns_what_surprise_is_normal_for_a_bursty_series() -> None:
+    """Heavy-tailed bursts every few hours raise the bar; a burst far beyond them fires."""
+    rng = random.Random(8)
+    series = [100 + rng.gauss(0, 5) for _ in range(24 * 60)]
+    for i in range(100, len(series), 41):
+        series[i] += rng.choice([60, 80, 100])  # routine bursts, 12-20 sigma
+    at = 24 * 55 + 3
+    series[at] += 400
+    got = fires("adaptive", {"slots": 1, "warmup": 48}, series)
+    assert [i for i in got if i > 24 * 10] == [at]  # after ten days, only the outlier
+    # A fixed 4-sigma rule pages on every routine burst.
+    fixed = fires("adaptive", {"slots": 1, "warmup": 48, "margin": 0.0}, series)
+    assert len(fixed) > 10
+
+
+def test_adaptive_picks_the_seasonal_resolution_from_the_sampling_interval() -> None:
+    """5-minute data with a square daily shape: learned per 5-minute slot, then quiet."""
+    rng = random.Random(9)
+    step = 5 * M
+    days = 10
+    series = [
+        (80.0 if 8 * 12 <= i % 288 < 20 * 12 else 20.0) + rng.gauss(0, 1) for i in range(288 * days)
+    ]
+    at = 288 * 8 + 12 * 12
+    series[at : at + 24] = [v - 50 for v in series[at : at + 24]]  # midday dip
+    det = Adaptive(warmup=288 * 3)
+    verdicts = [det.update(T0 + i * step, v) for i, v in enumerate(series)]
+    assert det.slots == 288
+    flagged = [i for i, v in enumerate(verdicts) if v.anomalous]
+    assert flagged
+    assert flagged[0] == at
+    assert all(at <= i < at + 24 for i in flagged)
+
+
+def test_adaptive_stays_quiet_on_a_flat_line() -> None:
+    assert fires("adaptive", {"warmup": 10}, [42.0] * 500) == []

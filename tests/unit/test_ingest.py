@@ -147,9 +147,7 @@ def test_mixed_batch(ingestor: Ingestor) -> None:
         }
     )
     # Per event, for the DLQ share of one event; names outside the plan share one label.
-    assert result.rejected_by_event == Counter(
-        {"page_view": 2, "_unplanned": 3}
-    )
+    assert result.rejected_by_event == Counter({"page_view": 2, "_unplanned": 3})
     assert result.generation == NOW // HORIZON
 
 

@@ -24,7 +24,8 @@ def test_windows_are_centred_sized_by_label_count_and_merged() -> None:
     assert windows(1000, [300, 700]) == [(275, 325), (675, 725)]
     assert windows(1000, [500, 510]) == [(475, 535)]  # overlapping windows merge
     assert windows(1000, []) == []
-    assert probation(1000) == 150 and probation(100_000) == 750
+    assert probation(1000) == 150
+    assert probation(100_000) == 750
 
 
 def test_perfect_scores_100_null_0_and_earlier_beats_later() -> None:
