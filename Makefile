@@ -46,9 +46,10 @@ format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install ## Throughput benchmarks; JSON results in bench/results/
+bench: install ## Throughput and anomaly-detection benchmarks; JSON results in bench/results/
 	mkdir -p bench/results
 	$(PY) bench/run.py --out bench/results/latest.json
+	$(PY) bench/anomaly/nab.py --seed 11 --out bench/results/latest-nab.json
 
 clean: ## Remove the virtualenv, caches and the local lake
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data

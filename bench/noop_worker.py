@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 
 import faust
@@ -24,6 +25,7 @@ def main() -> None:
         f"bench-noop-{os.getpid()}",
         broker=broker,
         store="memory://",
+        datadir=tempfile.mkdtemp(prefix="bench-noop-"),  # not the caller's directory
         autodiscover=False,
         web_enabled=False,
         broker_rebalance_timeout=2,
