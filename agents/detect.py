@@ -50,7 +50,7 @@ class Detection:
             for rule in self.rules.values():
                 if rule.window != label:
                     continue
-                for (metric, dims), r in sorted(values.items()):
+                for (metric, dims), r in sorted(self._with_vanished(rule, values).items()):
                     if not rule.matches(metric, label, orjson.loads(dims)):
                         continue
                     volume = 0.0
@@ -72,6 +72,28 @@ class Detection:
                         if done is not None:
                             out.append(("resolve", done))
         return out
+
+    def _with_vanished(
+        self, rule: AlertRule, values: dict[tuple[str, str], dict[str, Any]]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """A series this rule watched that has no row in a window its metric closed is a
+        zero (an event that stopped arriving has no rollup row at all), for counts and
+        sums; a ratio without rows is undefined, so it is left out."""
+        rows = [r for (m, _), r in values.items() if m == rule.metric]
+        if not rows or any(r.get("denominator") is not None for r in rows):
+            return values
+        sample = rows[0]
+        filled = dict(values)
+        for name, dims in self.series:
+            if name == rule.name and (rule.metric, dims) not in values:
+                filled[(rule.metric, dims)] = {
+                    **sample,
+                    "dimensions": dims,
+                    "value": 0.0,
+                    "numerator": None,
+                    "denominator": None,
+                }
+        return filled
 
     def _smoothed(
         self, rule: AlertRule, key: tuple[str, str], start: int, row: dict[str, Any], volume: float

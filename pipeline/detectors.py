@@ -131,6 +131,7 @@ class Adaptive(Detector):
         self.last_t: int | None = None
         self.n = 0
         self.scale_n = 0  # residuals the scale has learned from
+        self.run_bar: float | None = None  # the bar while a run of anomalous points lasts
         self.recent_z: deque[float] = deque(maxlen=max(1, run))
         self.history: deque[float] = deque(maxlen=history)  # past surprises, in order
         self.sorted: list[float] = []  # the same values, sorted
@@ -189,12 +190,15 @@ class Adaptive(Detector):
             surprise = max(abs(z), abs(mean_z))
         # A slot never seen has no seasonal offset yet: its residual is not evidence.
         ready = self.n >= self.warmup and self.scale_n >= 3 and (known or len(self.seen) <= 1)
-        bar = self._bar()
+        bar = self.run_bar if self.run_bar is not None else self._bar()
         ratio = surprise / bar
         score = ratio**4 / (1.0 + ratio**4) if ready else 0.0  # 0.5 at the bar
         anomalous = ready and surprise >= bar
         if ready:
             self._remember(surprise)
+        # While points stay anomalous the bar holds where the run started: an incident
+        # must not talk the detector out of itself (it is remembered for the next one).
+        self.run_bar = bar if anomalous else None
         # Learn with the residual clipped, so outliers move the model only a little.
         c = max(-self.clip * scale, min(self.clip * scale, resid)) if self.n > 2 else resid
         first_visit = bool(self.seen) and not known and len(self.seen) > 1

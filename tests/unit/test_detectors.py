@@ -203,7 +203,8 @@ def test_adaptive_picks_the_seasonal_resolution_from_the_sampling_interval() -> 
     flagged = [i for i, v in enumerate(verdicts) if v.anomalous]
     assert flagged
     assert flagged[0] == at
-    assert all(at <= i < at + 24 for i in flagged)
+    # The dip, and the first points back up while the level it partly learned recovers.
+    assert all(at <= i < at + 24 + 6 for i in flagged)
 
 
 def test_adaptive_stays_quiet_on_a_flat_line() -> None:

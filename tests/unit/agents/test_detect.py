@@ -88,3 +88,41 @@ def test_detect_reads_rollups_and_writes_alerts(tmp_path: Path) -> None:
     assert set(agent.channel.topics) == {"x.metrics.rollups"}
     assert set(ctx.topics.alerts.topics) == {"x.alerts"}
     assert set(app.agents[names.AGENT_SINK_ALERTS].channel.topics) == {"x.alerts"}
+
+
+def test_an_event_that_stops_arriving_fires_the_volume_rule() -> None:
+    """Rollups have no row for an event that vanished; the rule must see a zero."""
+    rule = RULES["event_volume_anomaly"]
+    d = Detection({rule.name: rule})
+    rng = random.Random(3)
+    hour = 3_600_000
+    fired = []
+    for i in range(24 * 5):
+        start = T0 + i * hour
+        base = {"metric": "events", "window": "1h", "window_start": start}
+        rows = [
+            {
+                **base,
+                "window_end": start + hour,
+                "dimensions": '{"event_name":"page_view"}',
+                "value": 1000 + rng.gauss(0, 30),
+            }
+        ]
+        if i < 24 * 4:  # add_to_cart stops on day 5
+            rows.append(
+                {
+                    **base,
+                    "window_end": start + hour,
+                    "dimensions": '{"event_name":"add_to_cart"}',
+                    "value": 200 + rng.gauss(0, 10),
+                }
+            )
+        fired += [(i, kind, inc) for kind, inc in d.feed(rows)]
+    assert [(i, kind) for i, kind, _ in fired][:1] == [(24 * 4, "fire")]
+    # It stays open for hours; the adaptive model adopts a lasting new level only slowly.
+    assert all(i >= 24 * 4 + 6 for i, kind, _ in fired[1:])
+    inc = fired[0][2]
+    assert inc.dimensions == '{"event_name":"add_to_cart"}'
+    assert inc.observed == 0.0
+    assert inc.expected is not None
+    assert inc.expected > 150
