@@ -12,23 +12,29 @@ def ms(text: str) -> int:
     return int(datetime.fromisoformat(text).timestamp() * 1000)
 
 
-def test_payment_outage_fires_within_minutes_of_onset(deployment: Deployment) -> None:
+def simulate_outage(deployment: Deployment, seed: int) -> int:
+    """55 simulated minutes ending now, payments at 30 % success from minute 35 for 6
+    minutes; returns the onset (event time, ms)."""
     deployment.env["TRACKFLOW_IDLE_CLOSE_SECONDS"] = "5"
     now = int(time.time() * 1000)
     start = now - now % 60_000 - 60 * 60_000
-    onset = start + 35 * 60_000
-    worker = deployment.start_worker()
     deployment.run(
         "simulate",
         "--rate", "40",
         "--duration", str(55 * 60),
         "--fast",
-        "--seed", "4",
+        "--seed", str(seed),
         "--start-ms", str(start),
         "--outage-start", str(35 * 60),
         "--outage-minutes", "6",
         "--outage-success-rate", "0.3",
     )  # fmt: skip
+    return start + 35 * 60_000
+
+
+def test_payment_outage_fires_within_minutes_of_onset(deployment: Deployment) -> None:
+    worker = deployment.start_worker()
+    onset = simulate_outage(deployment, seed=4)
     wait_for(
         lambda: (
             worker.metric('trackflow_metric_windows_closed_total{reason="idle",window="1m"}') > 0
@@ -53,21 +59,7 @@ def test_payment_outage_fires_within_minutes_of_onset(deployment: Deployment) ->
 
 def test_sigkills_around_the_alert_leave_one_incident(deployment: Deployment) -> None:
     """Workers killed while detecting, and right after the alert fires, store it once."""
-    deployment.env["TRACKFLOW_IDLE_CLOSE_SECONDS"] = "5"
-    now = int(time.time() * 1000)
-    start = now - now % 60_000 - 60 * 60_000
-    onset = start + 35 * 60_000
-    deployment.run(
-        "simulate",
-        "--rate", "40",
-        "--duration", str(55 * 60),
-        "--fast",
-        "--seed", "6",
-        "--start-ms", str(start),
-        "--outage-start", str(35 * 60),
-        "--outage-minutes", "6",
-        "--outage-success-rate", "0.3",
-    )  # fmt: skip
+    onset = simulate_outage(deployment, seed=6)
     worker = deployment.start_worker()
     wait_for(lambda: worker.metric("trackflow_events_received_total") > 0, timeout=60)
     worker.kill()  # mid-stream, before the outage's windows close
