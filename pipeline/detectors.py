@@ -9,12 +9,14 @@ detect agent and ``trackflow anomaly score`` run exactly these classes.
   baseline (the median of the last ``baseline`` normal points), with a minimum volume so a
   quiet window cannot fire. Points judged anomalous do not feed the baseline.
 * ``adaptive``: a robust, seasonal, online model for series without a fixed threshold
-  (volume per event, GMV, UV): expected = level + trend + seasonal profile for the time
-  of day (additive Holt-Winters), scale = 1.25 x the exponentially weighted mean absolute
-  deviation of residuals; residuals are clipped before
-  they update the model (Huber-style), so an incident does not teach the model that the
-  incident is normal. Scores are ``1 - exp(-(|z| / z_alert) ** 2)``-shaped, and a point
-  is anomalous when ``|z|`` is at least ``z_alert``.
+  (volume per event, GMV, UV, recorded series of any kind): expected = level + trend +
+  the offset of the time-of-day slot (additive Holt-Winters; by default one slot per
+  sampling interval), scale = 1.25 x the mean absolute deviation of residuals. Residuals
+  are clipped before they update the model, so an incident does not teach the model that
+  the incident is normal. A point is anomalous when its surprise (|z|) reaches a bar the
+  series sets for itself: ``margin`` x a high quantile of its own past surprises, never
+  below ``z_alert``; a bursty series thus pages on what is unusual for it.
+  docs/anomaly-detection.md explains the parameters and how they were chosen.
 """
 
 from __future__ import annotations
