@@ -132,9 +132,25 @@ def test_workers_share_the_work_and_agree_with_one(deployment: Deployment, worke
     started = [deployment.start_worker() for _ in range(workers)]
     deployment.produce(t.lines)
     total = len(t.valid) + len(t.rejected)
-    deployment.wait_settled(
-        lambda: deployment.count("events") + deployment.count("dlq") == total, timeout=120
-    )
+    try:
+        deployment.wait_settled(
+            lambda: deployment.count("events") + deployment.count("dlq") == total, timeout=120
+        )
+    except AssertionError as exc:
+        # Seen once under a loaded full run: two partitions never reached the lake and the
+        # logs were empty. Say what each worker saw, so the next occurrence can be diagnosed.
+        seen = {
+            w.web_port: {
+                k: v
+                for k, v in w.metrics().items()
+                if k.startswith(("trackflow_events_received_total", "trackflow_consumer_lag"))
+            }
+            for w in started
+        }
+        raise AssertionError(
+            f"{exc}; stored {deployment.count('events')} events, "
+            f"{deployment.count('dlq')} dlq of {total}; workers: {seen}"
+        ) from None
     expect_exact(deployment, t)
     busy = [w.metric("trackflow_events_received_total") for w in started]
     assert all(n > 0 for n in busy), f"a worker got no partitions: {busy}"
