@@ -176,19 +176,18 @@ def register(app: faust.App, ctx: Context) -> Any:
             observe(event, inc)
         for state in detection.series.values():
             if state.active is not None:
-                inc = state.active
-                metrics.alert_active.labels(inc.rule, inc.metric, inc.severity, inc.dimensions).set(
-                    1
-                )
+                active_gauge(state.active).set(1)
         return missing
 
+    def active_gauge(inc: Incident) -> Any:
+        return metrics.alert_active.labels(inc.rule, inc.metric, inc.severity, inc.dimensions)
+
     def observe(event: str, inc: Incident) -> None:
-        labels = (inc.rule, inc.metric, inc.severity, inc.dimensions)
         if event == "fire":
-            metrics.alert_active.labels(*labels).set(1)
+            active_gauge(inc).set(1)
             metrics.alerts_fired.labels(inc.rule, inc.severity).inc()
         else:
-            metrics.alert_active.labels(*labels).set(0)
+            active_gauge(inc).set(0)
             metrics.alerts_resolved.labels(inc.rule).inc()
 
     @app.agent(ctx.topics.rollups, name=AGENT_DETECT)

@@ -217,7 +217,7 @@ class Adaptive(Detector):
             self.seasonal[slot] += self.seasonal_alpha * (c - self.alpha * c)
             self.seen[slot] += 1
         elif len(self.seen) == 1:
-            self.seen[0] = 1  # one slot: no seasonal offset, only level and trend
+            self.seen[0] = 1  # one slot: no first-visit start, the level already holds it
         if not first_visit:
             # A plain mean of the first residuals, then exponentially weighted.
             self.scale_n += 1
