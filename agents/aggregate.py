@@ -14,13 +14,13 @@ from typing import Any
 import faust
 import pyarrow.compute as pc
 
-from pipeline.codecs import decode_arrow
-from pipeline.context import Context
-from pipeline.lake import positions
+from pipeline.ingest.codecs import decode_arrow
+from pipeline.lake.writer import positions
+from pipeline.metrics.rollup import encode_partials, partials
+from pipeline.metrics.windows import window_label
 from pipeline.names import AGENT_AGGREGATE
-from pipeline.rollup import encode_partials, partials
-from pipeline.streams import in_offset_order, take_batches
-from pipeline.windows import window_label
+from pipeline.runtime.context import Context
+from pipeline.runtime.streams import in_offset_order, take_batches
 
 
 def register(app: faust.App, ctx: Context) -> Any:

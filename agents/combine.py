@@ -17,9 +17,9 @@ from typing import Any
 import faust
 import orjson
 
-from pipeline.context import Context
 from pipeline.names import AGENT_COMBINE
-from pipeline.streams import consumer_lag, in_offset_order, take_batches
+from pipeline.runtime.context import Context
+from pipeline.runtime.streams import consumer_lag, in_offset_order, take_batches
 
 IDLE_INDEX_BASE = 1 << 19  # positions of idle-closed rows, after those of the same offset
 GAUGE_SECONDS = 5.0  # provisional metric values refresh at least this often

@@ -17,10 +17,10 @@ from typing import Any
 import faust
 import orjson
 
-from pipeline.alerting import AlertRule, Incident, SeriesState
-from pipeline.context import Context
+from pipeline.alerting.rules import AlertRule, Incident, SeriesState
 from pipeline.names import AGENT_DETECT
-from pipeline.streams import in_offset_order, take_batches
+from pipeline.runtime.context import Context
+from pipeline.runtime.streams import in_offset_order, take_batches
 
 WARMUP_INDEX_BASE = 1 << 19
 
@@ -148,7 +148,7 @@ def register(app: faust.App, ctx: Context) -> Any:
         Returns the incidents that replay finds but the lake's alerts table lacks (a crash
         between storing a window's rollups and storing its alert), to be sent now.
         """
-        from pipeline.query import connect
+        from pipeline.lake.views import connect
 
         con = connect(settings.data_dir, ctx.plan)
         try:

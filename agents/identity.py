@@ -15,10 +15,10 @@ from typing import Any
 import faust
 import orjson
 
-from pipeline.context import Context
-from pipeline.identity_graph import Link
+from pipeline.identity.graph import Link
 from pipeline.names import AGENT_IDENTITY
-from pipeline.streams import in_offset_order, take_batches
+from pipeline.runtime.context import Context
+from pipeline.runtime.streams import in_offset_order, take_batches
 
 
 def register(app: faust.App, ctx: Context) -> Any:

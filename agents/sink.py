@@ -2,7 +2,7 @@
 identity.changes -> ``identities`` and ``identity_merges``.
 
 Input is acked only after the Parquet files holding it are renamed into place and the
-checkpoint is written, so a SIGKILL at any moment loses nothing (see pipeline/lake.py for
+checkpoint is written, so a SIGKILL at any moment loses nothing (see pipeline/lake/writer.py for
 why nothing is stored twice either).
 """
 
@@ -18,10 +18,8 @@ import faust
 import orjson
 import pyarrow as pa
 
-from pipeline.codecs import decode_arrow, decode_batch, unb64
-from pipeline.context import Context
-from pipeline.lake import TableWriter
-from pipeline.lake_schema import (
+from pipeline.ingest.codecs import decode_arrow, decode_batch, unb64
+from pipeline.lake.schema import (
     ALERT_SCHEMA,
     IDENTITY_SCHEMA,
     MERGE_SCHEMA,
@@ -29,6 +27,7 @@ from pipeline.lake_schema import (
     dlq_table,
     positioned_table,
 )
+from pipeline.lake.writer import TableWriter
 from pipeline.names import (
     AGENT_SINK_ALERTS,
     AGENT_SINK_DLQ,
@@ -46,6 +45,7 @@ from pipeline.names import (
     TOPIC_RAW,
     TOPIC_ROLLUPS,
 )
+from pipeline.runtime.context import Context
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from typing import Any
 import faust
 import orjson
 
-from pipeline.codecs import decode_arrow, encode_arrow
-from pipeline.context import Context
+from pipeline.ingest.codecs import decode_arrow, encode_arrow
 from pipeline.names import AGENT_STITCH
-from pipeline.streams import in_offset_order, take_batches
+from pipeline.runtime.context import Context
+from pipeline.runtime.streams import in_offset_order, take_batches
 from tables.identity import PARTITION
 
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import faust
 
-from pipeline.codecs import encode_arrow, encode_batches
-from pipeline.context import Context
-from pipeline.ingest import Ingestor, IngestResult, RawMessage
+from pipeline.ingest.codecs import encode_arrow, encode_batches
+from pipeline.ingest.ingestor import Ingestor, IngestResult, RawMessage
+from pipeline.ingest.quality import missing_counts
 from pipeline.names import AGENT_VALIDATE, TOPIC_RAW
-from pipeline.offset_guard import OffsetGuard
-from pipeline.quality import missing_counts
-from pipeline.streams import Take, in_offset_order, take_batches
+from pipeline.runtime.context import Context
+from pipeline.runtime.offset_guard import OffsetGuard
+from pipeline.runtime.streams import Take, in_offset_order, take_batches
 
 
 def register(app: faust.App, ctx: Context) -> Any:

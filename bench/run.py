@@ -27,10 +27,10 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.broker import EmbeddedBroker, free_port  # noqa: E402
-from pipeline.kafka_admin import ensure_topic  # noqa: E402
-from pipeline.metrics import scrape  # noqa: E402
-from pipeline.produce import RawProducer  # noqa: E402
+from pipeline.runtime.kafka_admin import ensure_topic  # noqa: E402
+from pipeline.runtime.telemetry import scrape  # noqa: E402
+from pipeline.tools.broker import EmbeddedBroker, free_port  # noqa: E402
+from pipeline.tools.produce import RawProducer  # noqa: E402
 
 BIN = Path(sys.executable).parent / "trackflow"
 PARTITIONS = 4
@@ -192,13 +192,13 @@ def breakdown(n: int = 20_000) -> dict[str, float]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.codecs import decode_arrow, decode_message, encode_arrow
-    from pipeline.ingest import Ingestor, RawMessage
-    from pipeline.lake_schema import EventBatches, EventsSplitter
-    from pipeline.pii import PiiHasher
-    from pipeline.plan import load_plan
-    from pipeline.validation import Validator
-    from tables.dedup import SeenIds
+    from pipeline.contract.pii import PiiHasher
+    from pipeline.contract.plan import load_plan
+    from pipeline.ingest.codecs import decode_arrow, decode_message, encode_arrow
+    from pipeline.ingest.dedup import SeenIds
+    from pipeline.ingest.ingestor import Ingestor, RawMessage
+    from pipeline.ingest.validation import Validator
+    from pipeline.lake.schema import EventBatches, EventsSplitter
 
     plan = load_plan()
     now = int(time.time() * 1000)
@@ -227,9 +227,9 @@ def breakdown(n: int = 20_000) -> dict[str, float]:
     )
     wire = timed("arrow_ipc_encode_us", lambda: [v for t in tables for v in encode_arrow(t)])
     decoded = timed("arrow_ipc_decode_us", lambda: [decode_arrow(v) for v in wire])
-    from pipeline.identity_graph import IdentityGraph
-    from pipeline.identity_rules import load_rules
-    from pipeline.stitching import Stitcher
+    from pipeline.identity.graph import IdentityGraph
+    from pipeline.identity.rules import load_rules
+    from pipeline.identity.stitching import Stitcher
 
     rules = load_rules()
     stitcher = Stitcher(rules, IdentityGraph(rules), 3_600_000)
@@ -260,8 +260,8 @@ def identity_writer(persons: int = 50_000, batch: int = 500) -> dict[str, Any]:
     """
     import random
 
-    from pipeline.identity_graph import IdentityGraph
-    from pipeline.identity_rules import load_rules
+    from pipeline.identity.graph import IdentityGraph
+    from pipeline.identity.rules import load_rules
 
     rules = load_rules()
     rng = random.Random(1)

@@ -10,23 +10,24 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline import names
-from pipeline.alerting import load_rules as load_alert_rules
-from pipeline.context import Context, Topics
-from pipeline.identity_graph import IdentityGraph
-from pipeline.identity_rules import load_rules
-from pipeline.kafka_admin import ensure_topic
-from pipeline.lake import TableWriter
-from pipeline.lake_schema import EventBatches, EventsSplitter, split_by_day, split_dlq
-from pipeline.metric_defs import load_metrics
-from pipeline.metrics import PipelineMetrics
-from pipeline.pii import PiiHasher
-from pipeline.plan import TrackingPlan, load_plan
-from pipeline.rollup import CombineState
+from pipeline.alerting.rules import load_rules as load_alert_rules
+from pipeline.contract.pii import PiiHasher
+from pipeline.contract.plan import TrackingPlan, load_plan
+from pipeline.identity.graph import IdentityGraph
+from pipeline.identity.rules import load_rules
+from pipeline.identity.stitching import Stitcher
+from pipeline.ingest.dedup import SeenIds
+from pipeline.ingest.validation import Validator
+from pipeline.lake.schema import EventBatches, EventsSplitter, split_by_day, split_dlq
+from pipeline.lake.writer import TableWriter
+from pipeline.metrics.definitions import load_metrics
+from pipeline.metrics.rollup import CombineState
+from pipeline.runtime.context import Context, Topics
+from pipeline.runtime.kafka_admin import ensure_topic
+from pipeline.runtime.streams import consumer_lag
+from pipeline.runtime.telemetry import PipelineMetrics
 from pipeline.settings import DEFAULT_PII_SECRET, Settings
-from pipeline.stitching import Stitcher
-from pipeline.streams import consumer_lag
-from pipeline.validation import Validator
-from tables.dedup import DedupTable, SeenIds
+from tables.dedup import DedupTable
 from tables.identity import IdentityTable
 from tables.windows import AggregateProgress, CombineWindows
 

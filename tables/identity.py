@@ -15,7 +15,7 @@ import faust
 import orjson
 from faust.types import EventT
 
-from pipeline.identity_graph import IdentityGraph, Link
+from pipeline.identity.graph import IdentityGraph, Link
 
 PARTITION = 0
 

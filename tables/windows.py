@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.rollup import CombineState
-from pipeline.windows import NO_WATERMARK
+from pipeline.metrics.rollup import CombineState
+from pipeline.metrics.windows import NO_WATERMARK
 from tables.batchlog import BatchLogTable
 
 

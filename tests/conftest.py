@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import EmbeddedBroker
+from pipeline.tools.broker import EmbeddedBroker
 from tests.support import Deployment
 
 

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from pipeline.broker import free_port
-from pipeline.metrics import scrape
+from pipeline.runtime.telemetry import scrape
+from pipeline.tools.broker import free_port
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent / "trackflow"
@@ -127,7 +127,7 @@ class Deployment:
         return rows
 
     def count(self, table: str, where: str = "true") -> int:
-        from pipeline.query import connect
+        from pipeline.lake.views import connect
 
         con = connect(self.data_dir)
         try:

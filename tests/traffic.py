@@ -169,7 +169,7 @@ def build(n_valid: int = 400, seed_offset: int = 0, now_ms: int | None = None) -
 
 
 def avro_events(plan: Any, n: int, now_ms: int, start: int = 0) -> list[tuple[str, bytes]]:
-    from pipeline.codecs import encode_avro
+    from pipeline.ingest.codecs import encode_avro
 
     out = []
     for i in range(start, start + n):

@@ -3,7 +3,7 @@
     python bench/anomaly/nab.py                      # the generated NAB-like corpus
     python bench/anomaly/nab.py --nab-dir ~/NAB      # a local copy of the real NAB layout
 
-trackflow runs through ``pipeline.scoring.score_rows``, the code behind
+trackflow runs through ``pipeline.alerting.scoring.score_rows``, the code behind
 ``trackflow anomaly score``, so what is measured is what users run. It is scored twice:
 on its ``alert`` column as it stands (no tuning on the labels), and, like every
 baseline, on its ``score`` column at the corpus-optimal threshold (NAB's protocol).
@@ -35,7 +35,7 @@ from bench.anomaly.nab_score import (  # noqa: E402
     score_detections,
     sweep,
 )
-from pipeline.scoring import ad_hoc_rule, score_rows  # noqa: E402
+from pipeline.alerting.scoring import ad_hoc_rule, score_rows  # noqa: E402
 
 TRACKFLOW = {"adaptive": ("adaptive", {}, 1, 3)}
 

@@ -12,7 +12,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.broker import free_port, wait_for_port
+from pipeline.tools.broker import free_port, wait_for_port
 from tests import traffic
 from tests.support import BIN, Deployment, wait_for
 

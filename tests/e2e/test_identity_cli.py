@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import orjson
 
-from pipeline.identity_graph import IdentityGraph
-from pipeline.identity_rules import load_rules
-from pipeline.pii import PiiHasher
-from pipeline.stitching import Stitcher
+from pipeline.contract.pii import PiiHasher
+from pipeline.identity.graph import IdentityGraph
+from pipeline.identity.rules import load_rules
+from pipeline.identity.stitching import Stitcher
 from tests import population
 from tests.support import Deployment, wait_for
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.broker import free_port
+from pipeline.tools.broker import free_port
 from tests.support import Deployment, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
-from pipeline.plan import load_plan
-from pipeline.produce import RawProducer
+from pipeline.contract.plan import load_plan
+from pipeline.tools.produce import RawProducer
 from tests import traffic
 from tests.support import Deployment, wait_for
 

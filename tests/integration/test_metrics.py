@@ -9,10 +9,10 @@ from typing import Any
 
 import orjson
 
-from pipeline.metric_defs import load_metrics
-from pipeline.metric_report import batch_values
-from pipeline.plan import load_plan
-from pipeline.query import connect
+from pipeline.contract.plan import load_plan
+from pipeline.lake.views import connect
+from pipeline.metrics.definitions import load_metrics
+from pipeline.metrics.report import batch_values
 from tests.support import Deployment, wait_for
 
 EXACT = ["events", "pv", "pay_requests", "pay_successes", "payment_success_rate", "orders", "gmv"]
@@ -231,7 +231,7 @@ def funnel_traffic(
 
 
 def test_funnel_follows_people_and_equals_the_lake(deployment: Deployment) -> None:
-    from pipeline.funnel import counts_by_hour, entries, step_mask
+    from pipeline.metrics.funnel import counts_by_hour, entries, step_mask
 
     deployment.env["TRACKFLOW_IDLE_CLOSE_SECONDS"] = "5"
     now = int(time.time() * 1000)

@@ -8,7 +8,7 @@ from typing import Any
 
 from agents.detect import Detection, alert_rows
 from pipeline import names
-from pipeline.alerting import load_rules
+from pipeline.alerting.rules import load_rules
 from pipeline.app import create_app
 from pipeline.settings import Settings
 

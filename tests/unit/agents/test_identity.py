@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline import names
 from pipeline.app import create_app
-from pipeline.identity_graph import IdentityGraph
+from pipeline.identity.graph import IdentityGraph
 from pipeline.settings import Settings
 
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from agents.sink import Sink, decode_changes, decode_events
 from pipeline import names
 from pipeline.app import create_app
-from pipeline.codecs import encode_arrow
+from pipeline.ingest.codecs import encode_arrow
 from pipeline.settings import Settings
 
 

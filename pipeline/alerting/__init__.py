@@ -1,0 +1,1 @@
+"""Anomaly detection over final rollups: detectors, alert rules, incidents, scoring."""

@@ -1,0 +1,252 @@
+"""The identity map: which person each identifier belongs to, from the links seen so far.
+
+Order independence is the point. Links reach the single writer in arrival order, which is
+not event-time order (they come from many raw partitions and workers). So the map is not
+built greedily; it is a function of the *set* of links and their first event times:
+
+* identifiers joined by any link, accepted or not, form a cluster (plain union-find);
+* within a cluster, links are applied in the rules' order (links with a member id first,
+  then the rest; each group by first event time, then by name), refusing any link that
+  would give a person two identifiers of a limited type (two ``user_id``);
+* a person's id derives from its highest-priority identifier.
+
+A new link recomputes only its cluster. Clusters are small in practice (a person's devices
+and profile ids, plus any person it was refused against); a device shared by very many
+members makes one large cluster that is recomputed on each of its new links.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.identity.rules import IdentityRules, Node, split
+
+Link = tuple[Node, Node, int]  # (identifier, identifier, event time in ms); a == b: a sighting
+Edge = tuple[Node, Node]
+
+REASON_LINKED = "linked"
+_NONE: frozenset[str] = frozenset()
+
+
+def refusal_reason(kind: str) -> str:
+    return f"would_join_two_{kind}s"
+
+
+def _root(parent: dict[Node, Node], n: Node) -> Node:
+    """Union-find root of ``n``, compressing the path on the way."""
+    root = n
+    while parent[root] != root:
+        root = parent[root]
+    while parent[n] != root:
+        parent[n], n = root, parent[n]
+    return root
+
+
+@dataclass
+class Changes:
+    identities: list[dict[str, Any]] = field(default_factory=list)
+    merges: list[dict[str, Any]] = field(default_factory=list)
+    applied: int = 0  # links that changed the graph (new, earlier or later than known)
+
+    def __bool__(self) -> bool:
+        return bool(self.applied)
+
+
+class IdentityGraph:
+    def __init__(self, rules: IdentityRules) -> None:
+        self.rules = rules
+        self.seen: dict[Node, list[int]] = {}  # identifier -> [first, last] event time
+        self.edges: dict[Edge, int] = {}  # link -> first event time
+        self.person: dict[Node, str] = {}
+        self.persons: Counter[str] = Counter()  # person_id -> identifiers
+        self.refused: set[Edge] = set()
+        self._cparent: dict[Node, Node] = {}
+        self._cnodes: dict[Node, list[Node]] = {}
+        self._cedges: dict[Node, list[Edge]] = {}
+
+    # -- reads (the stitch hot path) --------------------------------------------------
+
+    def lookup(self, n: Node) -> str | None:
+        return self.person.get(n)
+
+    def person_count(self) -> int:
+        return len(self.persons)
+
+    def knows(self, a: Node, b: Node, t: int) -> bool:
+        """True when applying the link would change nothing (so it need not be sent)."""
+        if a == b:
+            s = self.seen.get(a)
+            return s is not None and s[0] <= t
+        if self.rules.order(b) < self.rules.order(a):
+            a, b = b, a
+        return self.knows_oriented(a, b, t)
+
+    def knows_oriented(self, a: Node, b: Node, t: int) -> bool:
+        """``knows`` for a link already oriented (``a`` the higher-priority identifier),
+        as ``IdentityRules.links`` makes them; skips the ordering on the hot path."""
+        if a == b:
+            s = self.seen.get(a)
+            return s is not None and s[0] <= t
+        first = self.edges.get((a, b))
+        return first is not None and first <= t
+
+    # -- writes (the identity writer, and every replica replaying its changelog) ------
+
+    def add(self, links: Iterable[Link], emit: bool = True) -> Changes:
+        changes = Changes()
+        dirty: set[Node] = set()
+        touched: set[Node] = set()
+        order = self.rules.order
+        for a, b, t in links:
+            if a != b and order(b) < order(a):
+                a, b = b, a
+            changed = False
+            for n in (a, b) if a != b else (a,):
+                s = self.seen.get(n)
+                if s is None:
+                    self.seen[n] = [t, t]
+                    self._cparent[n] = n
+                    self._cnodes[n] = [n]
+                    self._cedges[n] = []
+                    dirty.add(n)
+                    touched.add(n)
+                    changed = True
+                elif t < s[0] or t > s[1]:
+                    s[0], s[1] = min(s[0], t), max(s[1], t)
+                    touched.add(n)
+                    changed = True
+            if a != b:
+                key = (a, b)
+                old = self.edges.get(key)
+                if old is None or t < old:
+                    self.edges[key] = t
+                    root = self._union(self._find(a), self._find(b))
+                    if old is None:
+                        self._cedges[root].append(key)
+                    dirty.add(root)
+                    changed = True
+            changes.applied += changed
+        for root in {self._find(r) for r in dirty}:
+            self._recompute(root, changes, touched, emit)
+        if emit:
+            for n in sorted(touched):
+                changes.identities.append(self._identity_row(n))
+        return changes
+
+    def _find(self, n: Node) -> Node:
+        return _root(self._cparent, n)
+
+    def _union(self, ra: Node, rb: Node) -> Node:
+        if ra == rb:
+            return ra
+        if len(self._cnodes[ra]) < len(self._cnodes[rb]):
+            ra, rb = rb, ra
+        self._cparent[rb] = ra
+        self._cnodes[ra].extend(self._cnodes.pop(rb))
+        self._cedges[ra].extend(self._cedges.pop(rb))
+        return ra
+
+    def _sort_key(self, e: Edge) -> tuple[int, int, str, str]:
+        first = self.rules.first
+        group = 0 if split(e[0])[0] == first or split(e[1])[0] == first else 1
+        return group, self.edges[e], e[0], e[1]
+
+    def _recompute(self, root: Node, changes: Changes, touched: set[Node], emit: bool) -> None:
+        rules = self.rules
+        nodes = self._cnodes[root]
+        parent = {n: n for n in nodes}
+        limited: dict[Node, dict[str, set[Node]]] = {}
+        for n in nodes:
+            kind = split(n)[0]
+            limited[n] = {kind: {n}} if kind in rules.limits else {}
+
+        def find(n: Node) -> Node:
+            return _root(parent, n)
+
+        refused_now: list[tuple[Edge, str]] = []
+        for e in sorted(self._cedges[root], key=self._sort_key):
+            ra, rb = find(e[0]), find(e[1])
+            if ra == rb:
+                continue
+            la, lb = limited[ra], limited[rb]
+            over = [
+                k
+                for k, cap in rules.limits.items()
+                if len(la.get(k, set()) | lb.get(k, set())) > cap
+            ]
+            if over:
+                refused_now.append((e, over[0]))
+                continue
+            parent[rb] = ra
+            for k, ids in lb.items():
+                la.setdefault(k, set()).update(ids)
+            del limited[rb]
+
+        members: dict[Node, list[Node]] = {}
+        for n in nodes:
+            members.setdefault(find(n), []).append(n)
+        new_pid: dict[Node, str] = {}
+        for group in members.values():
+            pid = rules.person_id(min(group, key=rules.order))
+            for n in group:
+                new_pid[n] = pid
+
+        pairs: dict[tuple[str, str], int] = {}
+        for n in nodes:
+            old, new = self.person.get(n), new_pid[n]
+            if old == new:
+                continue
+            if old is not None:
+                self.persons[old] -= 1
+                if self.persons[old] <= 0:
+                    del self.persons[old]
+                at = self.seen[n][0]
+                pairs[(old, new)] = max(pairs.get((old, new), at), at)
+            self.persons[new] += 1
+            self.person[n] = new
+            touched.add(n)
+
+        cluster_edges = set(self._cedges[root])
+        now_refused = {e for e, _ in refused_now}
+        newly = [(e, kind) for e, kind in refused_now if e not in self.refused]
+        self.refused = (self.refused - cluster_edges) | now_refused
+        if not emit:
+            return
+        for (old, new), at in sorted(pairs.items()):
+            changes.merges.append(
+                {
+                    "from_person_id": old,
+                    "to_person_id": new,
+                    "reason": REASON_LINKED,
+                    "accepted": True,
+                    "at": at,
+                    "link_from": None,
+                    "link_to": None,
+                }
+            )
+        for (a, b), kind in newly:
+            changes.merges.append(
+                {
+                    "from_person_id": new_pid[a],
+                    "to_person_id": new_pid[b],
+                    "reason": refusal_reason(kind),
+                    "accepted": False,
+                    "at": self.edges[(a, b)],
+                    "link_from": a,
+                    "link_to": b,
+                }
+            )
+
+    def _identity_row(self, n: Node) -> dict[str, Any]:
+        kind, value = split(n)
+        first, last = self.seen[n]
+        return {
+            "identifier_type": kind,
+            "identifier": value,
+            "person_id": self.person[n],
+            "first_seen": first,
+            "last_seen": last,
+        }

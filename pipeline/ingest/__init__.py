@@ -1,0 +1,1 @@
+"""Ingest: decoding producer messages, validating events against the plan, dedup memory."""

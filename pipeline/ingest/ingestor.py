@@ -1,0 +1,204 @@
+"""The validate stage's logic, free of Faust: raw messages of one partition in, outputs out.
+
+Deterministic for a given input and dedup memory, so a message re-read after a crash
+yields the same records (and downstream offset checks drop the copies).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from pipeline import __version__
+from pipeline.contract.errors import ErrorCode, Rejected
+from pipeline.contract.pii import PiiHasher
+from pipeline.contract.plan import TrackingPlan
+from pipeline.contract.positions import pack as position
+from pipeline.ingest.codecs import Item, b64, decode_message, element_bytes
+from pipeline.ingest.dedup import SeenIds
+from pipeline.ingest.validation import CONSENT_DROPPED, Validator
+from pipeline.names import PROCESSOR
+
+UNPLANNED_EVENT = "_unplanned"  # DLQ label of items without an event name of the plan
+
+
+@dataclass(slots=True)
+class RawMessage:
+    offset: int
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
+@dataclass
+class IngestResult:
+    valid: list[dict[str, Any]] = field(default_factory=list)
+    dlq: list[dict[str, Any]] = field(default_factory=list)
+    seen: list[list[Any]] = field(default_factory=list)  # dedup changelog entries
+    generation: int = 0  # dedup generation the entries belong to
+    received: int = 0
+    duplicates: int = 0
+    consent_dropped: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    # By event name of the plan, or UNPLANNED_EVENT: bounded labels for DLQ share per event.
+    rejected_by_event: Counter[str] = field(default_factory=Counter)
+    unknown_properties: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Ingestor:
+    def __init__(
+        self,
+        plan: TrackingPlan,
+        validator: Validator,
+        hasher: PiiHasher,
+        seen: SeenIds,
+        source_topic: str,
+    ) -> None:
+        self.plan = plan
+        self.validator = validator
+        self.hasher = hasher
+        self.seen = seen
+        self.source_topic = source_topic
+        self._id_check = validator._event_id
+        self._pii_names = set(plan.envelope.pii_property_names) | set(
+            plan.envelope.pii_identity_keys
+        )
+
+    def process(self, partition: int, messages: list[RawMessage], now_ms: int) -> IngestResult:
+        gen = self.seen.generation(now_ms)
+        result = IngestResult(generation=gen)
+        for msg in messages:
+            for item in decode_message(msg.value, self.plan):
+                result.received += 1
+                try:
+                    self._one(partition, msg, item, now_ms, gen, result)
+                except Exception as exc:  # a trackflow bug must not lose the event
+                    self._reject(
+                        partition,
+                        msg,
+                        item,
+                        Rejected(ErrorCode.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"),
+                        now_ms,
+                        result,
+                    )
+        return result
+
+    def _one(
+        self,
+        partition: int,
+        msg: RawMessage,
+        item: Item,
+        now_ms: int,
+        gen: int,
+        result: IngestResult,
+    ) -> None:
+        pos = position(msg.offset, item.index)
+        try:
+            if item.error is not None:
+                raise item.error
+            record = self.validator.validate(item.obj, now_ms, item.version)
+        except Rejected as rejected:
+            # A retry of a rejected event (same id) or message (same bytes, no usable id)
+            # is dropped like any duplicate: one DLQ record per bad event, not per send.
+            retry_key = self._valid_id(item.obj) or self._content_key(item, msg)
+            first = self.seen.lookup(partition, retry_key, now_ms)
+            if first is not None and first[0] != pos:
+                result.duplicates += 1
+                return
+            if first is None:
+                self.seen.add(partition, gen, retry_key, pos, True)
+                result.seen.append([retry_key, (pos << 1) | 1])
+            self._reject(partition, msg, item, rejected, now_ms, result)
+            return
+        if record is CONSENT_DROPPED:
+            result.consent_dropped += 1
+            return
+        assert isinstance(record, dict)
+        event_id = record["event_id"]
+        first = self.seen.lookup(partition, event_id, now_ms)
+        if first is not None and first[0] != pos and not first[1]:
+            result.duplicates += 1
+            return
+        if first is None or first[0] != pos:
+            self.seen.add(partition, gen, event_id, pos, False)
+            result.seen.append([event_id, pos << 1])
+        unknown = record.pop("unknown_properties", None)
+        if unknown:
+            result.unknown_properties.extend((record["event_name"], k) for k in unknown)
+        record["received_at"] = now_ms
+        record["person_id"] = None
+        record["source_partition"] = partition
+        record["source_offset"] = msg.offset
+        record["source_index"] = item.index
+        result.valid.append(record)
+
+    @staticmethod
+    def _content_key(item: Item, msg: RawMessage) -> str:
+        """Dedup key of a bad item without a usable event id: a digest of its bytes.
+
+        "~" cannot start a valid event id, so the two key spaces never collide.
+        """
+        data = element_bytes(item, msg.value or b"")
+        return "~" + hashlib.blake2b(data, digest_size=12).hexdigest()
+
+    def _valid_id(self, obj: Any) -> str | None:
+        if not isinstance(obj, dict):
+            return None
+        try:
+            event_id = self._id_check(obj.get("event_id"))
+        except Rejected:
+            return None
+        return event_id if isinstance(event_id, str) else None
+
+    def _reject(
+        self,
+        partition: int,
+        msg: RawMessage,
+        item: Item,
+        rejected: Rejected,
+        now_ms: int,
+        result: IngestResult,
+    ) -> None:
+        obj = item.obj if isinstance(item.obj, dict) else {}
+        event_id = obj.get("event_id")
+        event_name = obj.get("event_name")
+        result.rejected[rejected.code.value] += 1
+        label = UNPLANNED_EVENT
+        if isinstance(event_name, str) and self.plan.event(event_name) is not None:
+            label = event_name
+        result.rejected_by_event[label] += 1
+        result.dlq.append(
+            {
+                "error_code": rejected.code.value,
+                "error_detail": rejected.detail,
+                "payload": b64(self._masked_payload(item, msg.value or b"")),
+                "source_topic": self.source_topic,
+                "source_partition": partition,
+                "source_offset": msg.offset,
+                "source_index": item.index,
+                "event_id": event_id if isinstance(event_id, str) else None,
+                "event_name": event_name if isinstance(event_name, str) else None,
+                "received_at": now_ms,
+                "failed_at": now_ms,
+                "processor_name": PROCESSOR,
+                "processor_version": __version__,
+            }
+        )
+
+    def _masked_payload(self, item: Item, message: bytes) -> bytes:
+        """The original bytes, unless they hold PII: then a masked re-encoding."""
+        original = element_bytes(item, message)
+        if item.obj is not None:
+            try:
+                masked = self.hasher.mask_value(item.obj, self._pii_names)
+                return original if masked == item.obj else orjson.dumps(masked, default=str)
+            except (RecursionError, orjson.JSONEncodeError):
+                pass  # pathological nesting: mask the bytes as text instead
+        text = original.decode("utf-8", errors="surrogateescape")
+        masked_text = self.hasher.mask_text(text)
+        if masked_text == text:
+            return original
+        return masked_text.encode("utf-8", errors="surrogateescape")

@@ -1,0 +1,1 @@
+"""The Parquet lake: crash-safe writers, the lake's table schemas and DuckDB views."""

@@ -1,0 +1,185 @@
+"""DuckDB over the lake, with the views of DESIGN section 7."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from pipeline.contract.plan import TrackingPlan, load_plan
+from pipeline.lake.schema import (
+    ALERT_SCHEMA,
+    DLQ_SCHEMA,
+    EVENT_COLUMNS,
+    IDENTITY_SCHEMA,
+    MERGE_SCHEMA,
+    ROLLUP_SCHEMA,
+    arrow_type,
+)
+
+_DUCK_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.binary(): "BLOB",
+}
+
+
+def _duck_type(typ: pa.DataType) -> str:
+    if pa.types.is_timestamp(typ):
+        return "TIMESTAMPTZ"
+    if pa.types.is_decimal(typ):
+        return f"DECIMAL({typ.precision},{typ.scale})"
+    return _DUCK_TYPES[typ]
+
+
+def _source(
+    root: Path, columns: list[tuple[str, str]], partition_cols: list[tuple[str, str]]
+) -> str:
+    """SQL of a table: its Parquet files (if any) united by name with an empty typed frame.
+
+    The empty frame gives every view its full column list even before the first file (or
+    before the first event that fills an optional column) is written.
+    """
+    empty = ", ".join(f'NULL::{typ} AS "{name}"' for name, typ in columns + partition_cols)
+    frame = f"SELECT {empty} WHERE false"
+    if not root.exists() or next(root.rglob("*.parquet"), None) is None:
+        return frame
+    glob = (root / "**" / "*.parquet").as_posix().replace("'", "''")
+    files = f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"
+    return f"{files} UNION ALL BY NAME {frame}"
+
+
+def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
+    event_cols = [(n, _duck_type(t)) for n, t in EVENT_COLUMNS]
+    props = [(s.name, _duck_type(arrow_type(s))) for s in plan.property_columns().values()]
+    events_src = _source(lake / "events", event_cols + props, [("event_date", "DATE")])
+    envelope = ", ".join(n for n, _ in EVENT_COLUMNS if n not in ("properties", "identities"))
+    typed = ", ".join(n for n, _ in props)
+    events = (
+        f"SELECT {envelope}, properties::JSON AS properties, identities::JSON AS identities, "
+        f"event_date, {typed} FROM ({events_src})"
+    )
+    dlq_cols = [(f.name, _duck_type(f.type)) for f in DLQ_SCHEMA]
+    dlq_src = _source(lake / "dlq", dlq_cols, [("received_date", "DATE")])
+    dlq = f"SELECT {', '.join(n for n, _ in dlq_cols)}, received_date FROM ({dlq_src})"
+    ident_cols = [(f.name, _duck_type(f.type)) for f in IDENTITY_SCHEMA]
+    ident_src = _source(lake / "identities", ident_cols, [("updated_date", "DATE")])
+    # The writer appends a row whenever an identifier's person or seen-range changes; the
+    # latest row (highest source position) is the identifier's state.
+    identities = (
+        "SELECT identifier_type, identifier, person_id, first_seen, last_seen, updated_at "
+        f"FROM ({ident_src}) QUALIFY row_number() OVER (PARTITION BY identifier_type, "
+        "identifier ORDER BY source_offset DESC, source_index DESC) = 1"
+    )
+    merge_cols = [(f.name, _duck_type(f.type)) for f in MERGE_SCHEMA]
+    merge_src = _source(lake / "identity_merges", merge_cols, [("decided_date", "DATE")])
+    merges = (
+        'SELECT from_person_id, to_person_id, reason, accepted, "at", link_from, link_to, '
+        f"decided_at FROM ({merge_src})"
+    )
+    # An event carrying a user_id belongs to that member; otherwise to its device's person.
+    resolved = (
+        "SELECT e.* REPLACE (CASE WHEN e.user_id IS NOT NULL "
+        "THEN coalesce(u.person_id, e.person_id) "
+        "ELSE coalesce(a.person_id, e.person_id) END AS person_id) "
+        "FROM events e "
+        "LEFT JOIN identities u ON u.identifier_type = 'user_id' AND u.identifier = e.user_id "
+        "LEFT JOIN identities a ON a.identifier_type = 'anonymous_id' "
+        "AND a.identifier = e.anonymous_id"
+    )
+    roll_cols = [(f.name, _duck_type(f.type)) for f in ROLLUP_SCHEMA]
+    roll_src = _source(lake / "rollups", roll_cols, [("window_date", "DATE")])
+    # One row per final value; a value re-sent after a crash (same series) is kept once.
+    rollups = (
+        'SELECT metric, "window", window_start, window_end, dimensions, value, numerator, '
+        f"denominator, finalised_at FROM ({roll_src}) QUALIFY row_number() OVER ("
+        'PARTITION BY metric, "window", window_start, dimensions '
+        "ORDER BY source_offset, source_index) = 1"
+    )
+    alert_cols = [(f.name, _duck_type(f.type)) for f in ALERT_SCHEMA]
+    alert_src = _source(lake / "alerts", alert_cols, [("alert_date", "DATE")])
+    # One row per incident: the first fire record, and when its resolve record arrived.
+    alerts = (
+        f"WITH a AS (SELECT * FROM ({alert_src})), "
+        "f AS (SELECT * FROM a WHERE kind = 'fire' QUALIFY row_number() OVER ("
+        "PARTITION BY alert_id ORDER BY source_offset, source_index) = 1), "
+        'r AS (SELECT alert_id, min("at") AS resolved_at, min(window_end) AS resolved_window_end '
+        "FROM a WHERE kind = 'resolve' GROUP BY alert_id) "
+        "SELECT f.alert_id, f.rule, f.metric, f.dimensions, f.severity, f.window_start, "
+        'f.window_end, f.observed, f.expected, f.message, f."at", r.resolved_at, '
+        "r.resolved_window_end, f.runbook_url FROM f LEFT JOIN r USING (alert_id)"
+    )
+    return {
+        "alerts": alerts,
+        "rollups": rollups,
+        "events": events,
+        "dlq": dlq,
+        "identities": identities,
+        "identity_merges": merges,
+        "events_resolved": resolved,
+    }
+
+
+def connect(data_dir: Path, plan: TrackingPlan | None = None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for name, sql in view_sql(Path(data_dir) / "lake", plan or load_plan()).items():
+        con.execute(f"CREATE VIEW {name} AS {sql}")
+    return con
+
+
+def run(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    cur = con.execute(sql)
+    columns = [d[0] for d in cur.description] if cur.description else []
+    return columns, cur.fetchall()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(value).decode()
+    if isinstance(value, Decimal):
+        return float(value) if value == Decimal(repr(float(value))) else str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def to_json(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
+    records = [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+    return orjson.dumps(records, default=str).decode()
+
+
+def to_json_object(value: Any) -> str:
+    """Any nest of dicts and lists, with lake values made plain (times as ISO 8601)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return _plain(v)
+
+    return orjson.dumps(plain(value), default=str).decode()
+
+
+def to_csv(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else _plain(v) for v in row])
+    return out.getvalue()

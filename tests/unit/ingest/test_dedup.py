@@ -1,0 +1,178 @@
+"""SeenIds: the dedup memory of event ids per source partition, kept in generations."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from pipeline.contract.pii import PiiHasher
+from pipeline.contract.plan import load_plan
+from pipeline.contract.positions import INDEX_BITS
+from pipeline.contract.positions import pack as position
+from pipeline.ingest.dedup import SeenIds
+from pipeline.ingest.ingestor import Ingestor, RawMessage
+from pipeline.ingest.validation import Validator
+from tables.dedup import DedupTable
+
+H = 1_000  # horizon, ms
+P = 0
+
+
+def test_position_packs_offset_and_index() -> None:
+    assert position(0, 0) == 0
+    assert position(0, 1) == 1
+    assert position(1, 0) == 1 << INDEX_BITS
+    assert position(5, 7) == (5 << 20) | 7
+    assert position(1, 0) != position(0, 1)
+    big = position(2**40, 2**20 - 1)
+    assert big >> INDEX_BITS == 2**40
+    assert big & (2**INDEX_BITS - 1) == 2**20 - 1
+
+
+def test_generation_is_now_divided_by_horizon() -> None:
+    seen = SeenIds(H)
+    assert seen.generation(0) == 0
+    assert seen.generation(H - 1) == 0
+    assert seen.generation(H) == 1
+    assert seen.generation(5 * H + 999) == 5
+
+
+def test_lookup_of_unknown_id_or_partition_is_none() -> None:
+    seen = SeenIds(H)
+    assert seen.lookup(P, "a", 0) is None
+    seen.add(P, 0, "a", 1, False)
+    assert seen.lookup(P, "b", 0) is None
+    assert seen.lookup(P + 1, "a", 0) is None
+
+
+@pytest.mark.parametrize("rejected", [False, True])
+def test_lookup_returns_position_and_rejected_flag(rejected: bool) -> None:
+    seen = SeenIds(H)
+    pos = position(123_456_789, 42)
+    seen.add(P, 5, "a", pos, rejected)
+    assert seen.lookup(P, "a", 5 * H) == (pos, rejected)
+
+
+@pytest.mark.parametrize("at", [0, 1, H // 2, H - 1], ids=["start", "start+1", "middle", "end"])
+def test_ids_are_remembered_for_at_least_one_horizon(at: int) -> None:
+    seen = SeenIds(H)
+    t = 10 * H + at
+    seen.add(P, seen.generation(t), "a", 7, False)
+    for dt in (0, 1, H // 2, H - 1, H):
+        assert seen.lookup(P, "a", t + dt) == (7, False), dt
+
+
+@pytest.mark.parametrize("at", [0, 1, H // 2, H - 1], ids=["start", "start+1", "middle", "end"])
+def test_ids_are_forgotten_after_two_horizons(at: int) -> None:
+    seen = SeenIds(H)
+    t = 10 * H + at
+    seen.add(P, seen.generation(t), "a", 7, False)
+    assert seen.lookup(P, "a", t + 2 * H) is None
+    assert seen.lookup(P, "a", t + 5 * H) is None
+    assert seen.lookup(P, "a", 12 * H - 1) == (7, False)  # last ms of the next generation
+
+
+def test_old_generations_are_dropped_from_memory() -> None:
+    seen = SeenIds(H)
+    seen.add(P, 5, "a", 1, False)
+    seen.add(P, 5, "b", 2, False)
+    seen.add(P, 6, "c", 3, False)
+    assert seen.size() == 3
+    seen.add(P, 7, "d", 4, False)  # generation 5 falls out
+    assert seen.size() == 2
+    assert seen.lookup(P, "a", 7 * H) is None
+    assert seen.lookup(P, "c", 7 * H) == (3, False)
+    assert seen.lookup(P, "d", 7 * H) == (4, False)
+    # going back in time does not resurrect what was dropped
+    assert seen.lookup(P, "a", 6 * H) is None
+
+
+def test_generations_are_per_partition() -> None:
+    seen = SeenIds(H)
+    seen.add(0, 5, "a", 1, False)
+    seen.add(1, 9, "b", 2, False)  # a newer generation elsewhere does not expire partition 0
+    assert seen.lookup(0, "a", 5 * H) == (1, False)
+    assert seen.size() == 2
+
+
+def test_first_sighting_wins() -> None:
+    seen = SeenIds(H)
+    seen.add(P, 0, "a", 10, False)
+    seen.add(P, 0, "a", 20, False)
+    assert seen.lookup(P, "a", 0) == (10, False)
+    seen.add(P, 0, "r", 10, True)
+    seen.add(P, 0, "r", 20, True)
+    assert seen.lookup(P, "r", 0) == (10, True)
+
+
+def test_accepted_supersedes_rejected() -> None:
+    seen = SeenIds(H)
+    seen.add(P, 0, "a", 10, True)
+    seen.add(P, 0, "a", 20, False)
+    assert seen.lookup(P, "a", 0) == (20, False)
+    seen.add(P, 0, "a", 30, True)  # a later rejected copy does not undo the acceptance
+    assert seen.lookup(P, "a", 0) == (20, False)
+    seen.add(P, 0, "a", 40, False)
+    assert seen.lookup(P, "a", 0) == (20, False)
+
+
+def test_accepted_in_a_new_generation_supersedes_rejected_in_the_old_one() -> None:
+    seen = SeenIds(H)
+    seen.add(P, 0, "a", 10, True)
+    seen.add(P, 1, "a", 20, False)
+    assert seen.lookup(P, "a", H) == (20, False)
+
+
+def test_forget_partition() -> None:
+    seen = SeenIds(H)
+    seen.add(0, 0, "a", 1, False)
+    seen.add(0, 0, "b", 2, True)
+    seen.add(1, 0, "a", 3, False)
+    seen.forget(0)
+    assert seen.lookup(0, "a", 0) is None
+    assert seen.lookup(0, "b", 0) is None
+    assert seen.lookup(1, "a", 0) == (3, False)
+    assert seen.size() == 1
+    seen.forget(0)  # idempotent
+    seen.forget(42)  # unknown partition
+    assert seen.size() == 1
+
+
+def test_changelog_replay_rebuilds_the_same_memory() -> None:
+    """Entries an Ingestor emits, applied by DedupTable to a fresh SeenIds, dedup the same."""
+    plan = load_plan()
+    hasher = PiiHasher("s")
+    now = 1_795_420_800_000
+    horizon = 3_600_000
+    live = SeenIds(horizon)
+    ingestor = Ingestor(plan, Validator(plan, hasher), hasher, live, "events.raw")
+
+    def ev(i: int, platform: str = "web") -> dict[str, object]:
+        return {
+            "event_id": f"e{i}",
+            "event_name": "page_view",
+            "event_time": now - 1000,
+            "anonymous_id": "a",
+            "platform": platform,
+            "properties": {"page": "home"},
+        }
+
+    batch = [ev(1), ev(2, platform="tv"), ev(3), ev(1)]
+    result = ingestor.process(P, [RawMessage(9, orjson.dumps(batch))], now)
+    assert len(result.seen) == 3
+
+    restored = SeenIds(horizon)
+    table = SimpleNamespace(seen=restored)
+    DedupTable.apply_record(table, P, f"{P}:9", {"g": result.generation, "ids": result.seen})  # type: ignore[arg-type]
+    for event_id in ("e1", "e2", "e3"):
+        assert restored.lookup(P, event_id, now) == live.lookup(P, event_id, now)
+    assert restored.lookup(P, "e1", now) == (position(9, 0), False)
+    assert restored.lookup(P, "e2", now) == (position(9, 1), True)
+
+    # A restarted worker with the restored memory drops a later retry.
+    again = Ingestor(plan, Validator(plan, hasher), hasher, restored, "events.raw")
+    retry = again.process(P, [RawMessage(12, orjson.dumps(ev(3)))], now + 1000)
+    assert retry.valid == []
+    assert retry.duplicates == 1
