@@ -14,11 +14,11 @@ from typing import Any
 import faust
 import pyarrow.compute as pc
 
-from pipeline.ingest.codecs import decode_arrow
 from pipeline.lake.writer import positions
-from pipeline.metrics.rollup import encode_partials, partials
+from pipeline.metrics.rollup import partials
 from pipeline.metrics.windows import window_label
 from pipeline.names import AGENT_AGGREGATE
+from pipeline.runtime import wire
 from pipeline.runtime.context import Context
 from pipeline.runtime.streams import in_offset_order, take_batches
 
@@ -26,8 +26,8 @@ from pipeline.runtime.streams import in_offset_order, take_batches
 def register(app: faust.App, ctx: Context) -> Any:
     settings = ctx.settings
     metrics = ctx.metrics
-    progress = ctx.aggregate_progress
-    defs = ctx.metric_defs
+    progress = ctx.tables.aggregate_progress
+    defs = ctx.domain.metric_defs
 
     @app.agent(ctx.topics.stitched, name=AGENT_AGGREGATE)
     async def aggregate(stream: faust.StreamT) -> None:
@@ -37,7 +37,7 @@ def register(app: faust.App, ctx: Context) -> Any:
             for event in in_offset_order(events):
                 m = event.message
                 high, watermark = done.get(m.partition) or progress.get_progress(m.partition)
-                table = decode_arrow(m.value or b"")
+                table = wire.decode_events(m.value)
                 pos = positions(table)
                 if table.num_rows and pc.min(pos).as_py() <= high:
                     fresh = pc.greater(pos, high)  # rows counted before a restart drop out
@@ -46,7 +46,7 @@ def register(app: faust.App, ctx: Context) -> Any:
                     continue
                 got = partials(table, defs.values(), settings.lateness_seconds, watermark)
                 watermark = max(watermark, got.max_time)
-                value = encode_partials(m.partition, m.offset, watermark, got, defs)
+                value = wire.encode_partials(m.partition, m.offset, watermark, got, defs)
                 pending.append(await ctx.topics.partials.send(value=value, partition=0))
                 done[m.partition] = (max(high, pc.max(pos).as_py()), watermark)
                 metrics.stage_in.labels(AGENT_AGGREGATE).inc(table.num_rows)

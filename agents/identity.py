@@ -13,16 +13,16 @@ import time
 from typing import Any
 
 import faust
-import orjson
 
 from pipeline.identity.graph import Link
 from pipeline.names import AGENT_IDENTITY
+from pipeline.runtime import wire
 from pipeline.runtime.context import Context
 from pipeline.runtime.streams import in_offset_order, take_batches
 
 
 def register(app: faust.App, ctx: Context) -> Any:
-    graph = ctx.graph
+    graph = ctx.domain.graph
     metrics = ctx.metrics
     settings = ctx.settings
 
@@ -34,7 +34,7 @@ def register(app: faust.App, ctx: Context) -> Any:
             for event in in_offset_order(events):
                 m = event.message
                 try:
-                    links = [(str(a), str(b), int(t)) for a, b, t in orjson.loads(m.value or b"")]
+                    links = wire.decode_links(m.value)
                 except (ValueError, TypeError):
                     # Only stitch writes this topic; a foreign message is logged and skipped.
                     app.log.error("identity: skipping undecodable link message at %s", m.offset)
@@ -47,21 +47,19 @@ def register(app: faust.App, ctx: Context) -> Any:
                 for merge in changes.merges:
                     metrics.merges.labels(str(merge["accepted"]).lower(), merge["reason"]).inc()
                 if changes.identities or changes.merges:
-                    value = orjson.dumps(
-                        {
-                            "partition": m.partition,
-                            "offset": m.offset,
-                            "decided_at": int(time.time() * 1000),
-                            "identities": changes.identities,
-                            "merges": changes.merges,
-                        }
-                    )
+                    value = wire.IdentityChanges(
+                        m.partition,
+                        m.offset,
+                        int(time.time() * 1000),
+                        changes.identities,
+                        changes.merges,
+                    ).encode()
                     pending.append(await ctx.topics.changes.send(value=value, partition=0))
                 if m.timestamp:
                     metrics.writer_lag.set(max(0.0, time.time() - m.timestamp))
             for fut in pending:
                 await fut  # delivered before the changelog says these links are applied
             for offset, links in applied:
-                ctx.identity.record(f"links:{offset}", links)
+                ctx.tables.identity.record(f"links:{offset}", links)
 
     return identity

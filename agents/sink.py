@@ -15,10 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-import orjson
 import pyarrow as pa
 
-from pipeline.ingest.codecs import decode_arrow, decode_batch, unb64
 from pipeline.lake.schema import (
     ALERT_SCHEMA,
     IDENTITY_SCHEMA,
@@ -45,6 +43,7 @@ from pipeline.names import (
     TOPIC_RAW,
     TOPIC_ROLLUPS,
 )
+from pipeline.runtime import wire
 from pipeline.runtime.context import Context
 
 log = logging.getLogger(__name__)
@@ -137,46 +136,45 @@ class Sink:
 
 
 def decode_events(value: bytes) -> dict[str, pa.Table]:
-    return {LAKE_EVENTS: decode_arrow(value)}
+    return {LAKE_EVENTS: wire.decode_events(value)}
 
 
 def decode_dlq(value: bytes) -> dict[str, pa.Table]:
-    rows = decode_batch(value)["records"]
-    for row in rows:
-        row["payload"] = unb64(row["payload"])
-    return {LAKE_DLQ: dlq_table(rows)}
+    return {LAKE_DLQ: dlq_table(wire.decode_dead_letters(value))}
 
 
 def decode_rollups(value: bytes) -> dict[str, pa.Table]:
-    msg = orjson.loads(value)
+    msg = wire.PositionedRows.decode(value)
     now = int(time.time() * 1000)
-    for row in msg["rows"]:
+    for row in msg.rows:
         row["finalised_at"] = now
-    table = positioned_table(msg["rows"], ROLLUP_SCHEMA, msg["p"], msg["o"], msg["base"])
-    return {LAKE_ROLLUPS: table}
+    return {LAKE_ROLLUPS: _positioned(msg, ROLLUP_SCHEMA)}
 
 
 def decode_alerts(value: bytes) -> dict[str, pa.Table]:
-    msg = orjson.loads(value)
-    table = positioned_table(msg["rows"], ALERT_SCHEMA, msg["p"], msg["o"], msg["base"])
-    return {LAKE_ALERTS: table}
+    return {LAKE_ALERTS: _positioned(wire.PositionedRows.decode(value), ALERT_SCHEMA)}
+
+
+def _positioned(msg: wire.PositionedRows, schema: pa.Schema) -> pa.Table:
+    return positioned_table(msg.rows, schema, msg.partition, msg.offset, msg.base)
 
 
 def decode_changes(value: bytes) -> dict[str, pa.Table]:
-    msg = orjson.loads(value)
-    partition, offset, decided = msg["partition"], msg["offset"], msg["decided_at"]
-    for row in msg["identities"]:
-        row["updated_at"] = decided
-    for row in msg["merges"]:
-        row["decided_at"] = decided
+    msg = wire.IdentityChanges.decode(value)
+    for row in msg.identities:
+        row["updated_at"] = msg.decided_at
+    for row in msg.merges:
+        row["decided_at"] = msg.decided_at
     return {
-        LAKE_IDENTITIES: positioned_table(msg["identities"], IDENTITY_SCHEMA, partition, offset),
-        LAKE_MERGES: positioned_table(msg["merges"], MERGE_SCHEMA, partition, offset),
+        LAKE_IDENTITIES: positioned_table(
+            msg.identities, IDENTITY_SCHEMA, msg.partition, msg.offset
+        ),
+        LAKE_MERGES: positioned_table(msg.merges, MERGE_SCHEMA, msg.partition, msg.offset),
     }
 
 
 def register(app: faust.App, ctx: Context) -> list[Any]:
-    lake = ctx.lake
+    lake = ctx.domain.lake
     events_sink = Sink(
         ctx, AGENT_SINK_EVENTS, TOPIC_RAW, {LAKE_EVENTS: lake[LAKE_EVENTS]}, decode_events
     )
@@ -240,5 +238,4 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
             if parts:
                 await sink.flush_partitions(parts)
 
-    ctx.agents["sinks"] = sinks
     return [sink_events, sink_dlq, sink_identity, sink_rollups, sink_alerts]

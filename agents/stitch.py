@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import faust
-import orjson
 
-from pipeline.ingest.codecs import decode_arrow, encode_arrow
 from pipeline.names import AGENT_STITCH
+from pipeline.runtime import wire
 from pipeline.runtime.context import Context
 from pipeline.runtime.streams import in_offset_order, take_batches
 from tables.identity import PARTITION
 
 
 def register(app: faust.App, ctx: Context) -> Any:
-    stitcher = ctx.stitcher
+    stitcher = ctx.domain.stitcher
     metrics = ctx.metrics
     settings = ctx.settings
 
@@ -25,17 +24,15 @@ def register(app: faust.App, ctx: Context) -> Any:
             links = []
             for event in in_offset_order(events):
                 m = event.message
-                table, new_links = stitcher.stitch(decode_arrow(m.value or b""))
+                table, new_links = stitcher.stitch(wire.decode_events(m.value))
                 links.extend(new_links)
                 metrics.stage_in.labels(AGENT_STITCH).inc(table.num_rows)
-                for value in encode_arrow(table):
+                for value in wire.encode_events(table):
                     await ctx.topics.stitched.send(value=value, partition=m.partition)
                 metrics.stage_out.labels(AGENT_STITCH).inc(table.num_rows)
             if links:
                 # One message per take: the writer's cost is per message, like every agent's.
-                await ctx.topics.links.send(
-                    value=orjson.dumps([list(link) for link in links]), partition=PARTITION
-                )
+                await ctx.topics.links.send(value=wire.encode_links(links), partition=PARTITION)
                 metrics.links_sent.inc(len(links))
 
     return stitch

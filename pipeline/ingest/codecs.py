@@ -1,8 +1,6 @@
-"""Wire formats: producer payloads on events.raw, and the batch messages between agents.
+"""Producer payloads on events.raw: JSON objects, JSON array batches, Avro single objects.
 
-Between agents a message is one batch for one source partition: events travel as an Arrow
-IPC stream (columnar, no parsing downstream), dead-letter records as JSON (rare, and
-readable by any consumer of events.dlq). See docs/decisions.md for the measurements.
+The formats between agents are ``pipeline.runtime.wire``'s.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from typing import Any
 
 import fastavro
 import orjson
-import pyarrow as pa
 
 from pipeline.contract.errors import ErrorCode, Rejected, json_type
 from pipeline.contract.plan import TrackingPlan
@@ -163,61 +160,6 @@ def encode_avro(event: dict[str, Any], plan: TrackingPlan, version: int | None =
     buf.write(AVRO_MAGIC + fp.to_bytes(8, "little"))
     fastavro.schemaless_writer(buf, schema, event)
     return buf.getvalue()
-
-
-# -- batches between agents -------------------------------------------------------------
-
-
-MAX_BATCH_BYTES = 512 * 1024  # well under Kafka's default 1 MB message limit
-
-
-def encode_batch(batch: dict[str, Any]) -> bytes:
-    return orjson.dumps(batch)
-
-
-def encode_batches(
-    partition: int, key: str, rows: list[dict[str, Any]], max_bytes: int = MAX_BATCH_BYTES
-) -> list[bytes]:
-    """``{"p": partition, key: rows}`` messages, split so that none exceeds ``max_bytes``.
-
-    Rows stay in order, so each message still covers a contiguous run of source offsets.
-    """
-    if not rows:
-        return []
-    value = orjson.dumps({"p": partition, key: rows})
-    if len(value) <= max_bytes or len(rows) == 1:
-        return [value]
-    half = len(rows) // 2
-    return encode_batches(partition, key, rows[:half], max_bytes) + encode_batches(
-        partition, key, rows[half:], max_bytes
-    )
-
-
-def decode_batch(value: bytes) -> dict[str, Any]:
-    out = orjson.loads(value)
-    assert isinstance(out, dict)
-    return out
-
-
-def encode_arrow(table: pa.Table, max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
-    """Arrow IPC messages of ``table``, split by rows so that none exceeds ``max_bytes``."""
-    if table.num_rows == 0:
-        return []
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    value = sink.getvalue().to_pybytes()
-    if len(value) <= max_bytes or table.num_rows == 1:
-        return [value]
-    half = table.num_rows // 2
-    return encode_arrow(table.slice(0, half), max_bytes) + encode_arrow(
-        table.slice(half), max_bytes
-    )
-
-
-def decode_arrow(value: bytes) -> pa.Table:
-    with pa.ipc.open_stream(value) as reader:
-        return reader.read_all()
 
 
 def b64(data: bytes) -> str:

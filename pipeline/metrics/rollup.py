@@ -233,23 +233,6 @@ def funnel_events(
     return out
 
 
-def encode_partials(
-    partition: int, offset: int, watermark: int, p: Partials, defs: dict[str, MetricDef]
-) -> bytes:
-    return orjson.dumps(
-        {
-            "p": partition,
-            "o": offset,
-            "wm": watermark,
-            "s": [
-                [m, size, start, dims, encode(kind_of(defs[m]), v)]
-                for (m, size, start, dims), v in p.series.items()
-            ],
-            "f": p.funnel,
-        }
-    )
-
-
 # -- phase 2: combine -----------------------------------------------------------------
 
 

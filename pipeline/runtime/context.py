@@ -1,21 +1,28 @@
-"""Everything the agents share, built once per worker by ``pipeline.app.create_app``."""
+"""What the agents share, built once per worker by ``pipeline.app.create_app``.
+
+Three parts with different lifetimes: the domain objects (pure, testable without Kafka),
+the Faust topology (topics and tables of this app), and the worker's telemetry.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from pipeline import names
 from pipeline.alerting.rules import AlertRule
+from pipeline.alerting.rules import load_rules as load_alert_rules
 from pipeline.contract.pii import PiiHasher
-from pipeline.contract.plan import TrackingPlan
+from pipeline.contract.plan import TrackingPlan, load_plan
 from pipeline.identity.graph import IdentityGraph
-from pipeline.identity.rules import IdentityRules
+from pipeline.identity.rules import IdentityRules, load_rules
 from pipeline.identity.stitching import Stitcher
 from pipeline.ingest.dedup import SeenIds
 from pipeline.ingest.validation import Validator
-from pipeline.lake.schema import EventBatches
+from pipeline.lake.schema import EventBatches, EventsSplitter, split_by_day, split_dlq
 from pipeline.lake.writer import TableWriter
-from pipeline.metrics.definitions import MetricDef
+from pipeline.metrics.definitions import MetricDef, load_metrics
 from pipeline.metrics.rollup import CombineState
 from pipeline.runtime.telemetry import PipelineMetrics
 from pipeline.settings import Settings
@@ -25,7 +32,67 @@ from tables.windows import AggregateProgress, CombineWindows
 
 
 @dataclass
+class Domain:
+    """The pure objects of every concern, wired to each other but not to Kafka."""
+
+    plan: TrackingPlan
+    hasher: PiiHasher
+    validator: Validator
+    batches: EventBatches
+    seen: SeenIds
+    rules: IdentityRules
+    graph: IdentityGraph
+    stitcher: Stitcher
+    metric_defs: dict[str, MetricDef]
+    combine: CombineState
+    alert_rules: dict[str, AlertRule]
+    lake: dict[str, TableWriter]  # lake table name -> writer
+
+    @classmethod
+    def build(cls, settings: Settings, partitions: int) -> Domain:
+        plan = load_plan(settings.schemas_dir)
+        hasher = PiiHasher(settings.pii_secret.get_secret_value())
+        rules = load_rules(settings.identity_rules)
+        graph = IdentityGraph(rules)
+        metric_defs = load_metrics(plan, settings.schemas_dir)
+        combine = CombineState(metric_defs, partitions, settings.lateness_seconds)
+        # Funnels follow persons: an identifier's person is read from the map when an hour
+        # closes.
+        combine.resolve = lambda n: graph.lookup(n) or rules.person_id(n)
+        return cls(
+            plan=plan,
+            hasher=hasher,
+            validator=Validator(plan, hasher),
+            batches=EventBatches(plan),
+            seen=SeenIds(settings.dedup_horizon_hours * 3600 * 1000),
+            rules=rules,
+            graph=graph,
+            stitcher=Stitcher(rules, graph, settings.identity_refresh_seconds * 1000),
+            metric_defs=metric_defs,
+            combine=combine,
+            alert_rules=load_alert_rules(settings.schemas_dir, set(metric_defs)),
+            lake=lake_writers(settings.lake_dir, plan),
+        )
+
+
+def lake_writers(lake_dir: Path, plan: TrackingPlan) -> dict[str, TableWriter]:
+    def by_day(table: str, column: str, partition: str) -> TableWriter:
+        return TableWriter(lake_dir, table, split_by_day(column, partition))
+
+    return {
+        names.LAKE_EVENTS: TableWriter(lake_dir, names.LAKE_EVENTS, EventsSplitter(plan)),
+        names.LAKE_DLQ: TableWriter(lake_dir, names.LAKE_DLQ, split_dlq),
+        names.LAKE_IDENTITIES: by_day(names.LAKE_IDENTITIES, "updated_at", "updated_date"),
+        names.LAKE_MERGES: by_day(names.LAKE_MERGES, "decided_at", "decided_date"),
+        names.LAKE_ROLLUPS: by_day(names.LAKE_ROLLUPS, "window_start", "window_date"),
+        names.LAKE_ALERTS: by_day(names.LAKE_ALERTS, "window_end", "alert_date"),
+    }
+
+
+@dataclass
 class Topics:
+    """The app's Faust topics, one per entry of ``pipeline.names``."""
+
     raw: Any
     valid: Any
     dlq: Any
@@ -38,25 +105,20 @@ class Topics:
 
 
 @dataclass
+class Tables:
+    """The app's Faust tables: the recoverable state of the stages."""
+
+    dedup: DedupTable
+    identity: IdentityTable
+    aggregate_progress: AggregateProgress
+    combine_windows: CombineWindows
+
+
+@dataclass
 class Context:
     settings: Settings
-    plan: TrackingPlan
-    hasher: PiiHasher
-    validator: Validator
-    metrics: PipelineMetrics
     partitions: int
+    domain: Domain
     topics: Topics
-    seen: SeenIds
-    dedup: DedupTable
-    lake: dict[str, TableWriter]  # lake table name -> writer
-    rules: IdentityRules
-    graph: IdentityGraph
-    identity: IdentityTable
-    stitcher: Stitcher
-    metric_defs: dict[str, MetricDef]
-    aggregate_progress: AggregateProgress
-    combine: CombineState
-    combine_windows: CombineWindows
-    alert_rules: dict[str, AlertRule]
-    batches: EventBatches
-    agents: dict[str, Any] = field(default_factory=dict)
+    tables: Tables
+    metrics: PipelineMetrics

@@ -31,7 +31,7 @@ def test_writer_reads_links_and_publishes_changes(tmp_path: Path) -> None:
 def test_map_is_a_global_table_kept_forever(tmp_path: Path) -> None:
     app, ctx = make(tmp_path)
     table = app.tables[names.TABLE_IDENTITY]
-    assert table is ctx.identity
+    assert table is ctx.tables.identity
     assert table.is_global
     assert table.partitions == 1
     assert table.changelog_topic.config["retention.ms"] == "-1"
@@ -43,7 +43,7 @@ def record(links: list[list[Any]]) -> Any:
 
 def test_replaying_the_changelog_rebuilds_the_same_map(tmp_path: Path) -> None:
     _app, ctx = make(tmp_path)
-    writer = IdentityGraph(ctx.rules)
+    writer = IdentityGraph(ctx.domain.rules)
     batches = [
         [("anonymous_id:d1", "anonymous_id:d1", 1)],
         [("user_id:a", "anonymous_id:d1", 2)],
@@ -52,8 +52,8 @@ def test_replaying_the_changelog_rebuilds_the_same_map(tmp_path: Path) -> None:
     for links in batches:
         writer.add(links)
     # A worker replays the writer's records, some twice (standby and recovery overlap).
-    ctx.identity.apply_changelog_batch([record([list(x) for x in b]) for b in batches])
-    ctx.identity.apply_changelog_batch([record([list(x) for x in batches[1]])])
-    assert ctx.graph.person == writer.person
-    assert ctx.graph.refused == writer.refused
-    assert ctx.graph.lookup("anonymous_id:d1") == ctx.rules.person_id("user_id:a")
+    ctx.tables.identity.apply_changelog_batch([record([list(x) for x in b]) for b in batches])
+    ctx.tables.identity.apply_changelog_batch([record([list(x) for x in batches[1]])])
+    assert ctx.domain.graph.person == writer.person
+    assert ctx.domain.graph.refused == writer.refused
+    assert ctx.domain.graph.lookup("anonymous_id:d1") == ctx.domain.rules.person_id("user_id:a")

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from agents.sink import Sink, decode_changes, decode_events
 from pipeline import names
 from pipeline.app import create_app
-from pipeline.ingest.codecs import encode_arrow
+from pipeline.runtime.wire import encode_events
 from pipeline.settings import Settings
 
 
@@ -65,12 +65,12 @@ def record(offset: int, index: int = 0) -> dict[str, Any]:
 
 
 def batch(ctx: Any, offsets: list[int]) -> bytes:
-    (value,) = encode_arrow(ctx.batches.build([record(o) for o in offsets]))
+    (value,) = encode_events(ctx.domain.batches.build([record(o) for o in offsets]))
     return value
 
 
 def events_sink(ctx: Any) -> Sink:
-    writers = {names.LAKE_EVENTS: ctx.lake[names.LAKE_EVENTS]}
+    writers = {names.LAKE_EVENTS: ctx.domain.lake[names.LAKE_EVENTS]}
     return Sink(ctx, names.AGENT_SINK_EVENTS, names.TOPIC_RAW, writers, decode_events)
 
 
@@ -138,7 +138,7 @@ def changes(offset: int, n_ids: int, n_merges: int) -> bytes:
 def test_identity_changes_fill_two_tables_once_each(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=3600)
     _, ctx = create_app(settings, ensure_topics=False)
-    writers = {t: ctx.lake[t] for t in (names.LAKE_IDENTITIES, names.LAKE_MERGES)}
+    writers = {t: ctx.domain.lake[t] for t in (names.LAKE_IDENTITIES, names.LAKE_MERGES)}
     sink = Sink(ctx, names.AGENT_SINK_IDENTITY, names.TOPIC_LINKS, writers, decode_changes)
     events = [FakeEvent(changes(3, 2, 1)), FakeEvent(changes(3, 2, 1)), FakeEvent(changes(4, 1, 0))]
     for e in events:

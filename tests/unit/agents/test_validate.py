@@ -33,7 +33,7 @@ def test_outputs_are_internal_and_copartitioned_with_input(tmp_path: Path) -> No
 def test_dedup_table_changelog_is_time_retained_not_compacted(tmp_path: Path) -> None:
     app, ctx = make(tmp_path, dedup_horizon_hours=24)
     table = app.tables[names.TABLE_DEDUP]
-    assert table is ctx.dedup
+    assert table is ctx.tables.dedup
     assert table.partitions == 6
     configs = table.changelog_topic.config
     assert configs["cleanup.policy"] == "delete"

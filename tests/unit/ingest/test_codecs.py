@@ -16,11 +16,9 @@ from pipeline.ingest.codecs import (
     AVRO_MAGIC,
     Item,
     b64,
-    decode_batch,
     decode_message,
     element_bytes,
     encode_avro,
-    encode_batch,
     unb64,
 )
 from pipeline.ingest.validation import Validator
@@ -291,8 +289,3 @@ def test_b64_round_trip() -> None:
     data = bytes(range(256))
     assert unb64(b64(data)) == data
     assert b64(b"\x00\xff") == "AP8="
-
-
-def test_batch_round_trip() -> None:
-    batch = {"partition": 3, "rows": [{"a": 1}], "text": "中文"}
-    assert decode_batch(encode_batch(batch)) == batch

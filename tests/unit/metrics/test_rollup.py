@@ -14,8 +14,9 @@ from pipeline.contract.plan import load_plan
 from pipeline.lake.schema import EventBatches
 from pipeline.metrics.definitions import load_metrics
 from pipeline.metrics.funnel import counts_by_hour, entries, step_mask
-from pipeline.metrics.rollup import CombineState, encode_partials, partials
+from pipeline.metrics.rollup import CombineState, partials
 from pipeline.metrics.windows import NO_WATERMARK, window_start
+from pipeline.runtime.wire import encode_partials
 
 PLAN = load_plan()
 DEFS = load_metrics(PLAN)

@@ -1,0 +1,190 @@
+"""Every message format between agents: one documented shape per internal topic.
+
+Producers' messages on ``events.raw`` are the public contract (DESIGN section 5) and are
+decoded by ``pipeline.ingest.codecs``. Everything after that is trackflow's own, and lives
+here so that a stage and its reader can never disagree about a key.
+
+Between agents a message is one batch for one source partition (DESIGN section 3):
+
+| topic | shape |
+|---|---|
+| ``events.valid``, ``events.stitched`` | Arrow IPC stream of the lake's event rows |
+| ``events.dlq`` | JSON ``{"p": partition, "records": [dead-letter record, ...]}`` |
+| ``identity.links`` | JSON ``[[identifier, identifier, event_time_ms], ...]`` |
+| ``identity.changes`` | JSON ``IdentityChanges`` |
+| ``metrics.partials`` | JSON ``{"p", "o", "wm", "s": [[metric, size, start, dims, v]], "f"}`` |
+| ``metrics.rollups``, ``alerts`` | JSON ``PositionedRows`` |
+
+Every encoder splits its output so that no message exceeds ``MAX_BATCH_BYTES``, well under
+Kafka's default 1 MB message limit. Events travel as Arrow (columnar, no parsing
+downstream), everything else as JSON (small, and readable by any consumer); see
+docs/decisions.md for the measurements.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from pipeline.identity.graph import Link
+from pipeline.metrics.definitions import MetricDef
+from pipeline.metrics.rollup import Partials, kind_of
+from pipeline.metrics.rollup import encode as encode_value
+
+MAX_BATCH_BYTES = 512 * 1024
+
+
+# -- events.valid, events.stitched ----------------------------------------------------
+
+
+def encode_events(table: pa.Table, max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
+    """Arrow IPC messages of ``table``, split by rows so that none exceeds ``max_bytes``."""
+    if table.num_rows == 0:
+        return []
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    value = sink.getvalue().to_pybytes()
+    if len(value) <= max_bytes or table.num_rows == 1:
+        return [value]
+    half = table.num_rows // 2
+    return encode_events(table.slice(0, half), max_bytes) + encode_events(
+        table.slice(half), max_bytes
+    )
+
+
+def decode_events(value: bytes | None) -> pa.Table:
+    with pa.ipc.open_stream(value or b"") as reader:
+        return reader.read_all()
+
+
+# -- events.dlq -----------------------------------------------------------------------
+
+
+def encode_dead_letters(
+    partition: int, records: list[dict[str, Any]], max_bytes: int = MAX_BATCH_BYTES
+) -> list[bytes]:
+    """``{"p": partition, "records": [...]}`` messages, none over ``max_bytes``.
+
+    Records stay in order, so each message still covers a contiguous run of source offsets.
+    A record's ``payload`` is the original bytes in base64.
+    """
+    if not records:
+        return []
+    value = orjson.dumps({"p": partition, "records": records})
+    if len(value) <= max_bytes or len(records) == 1:
+        return [value]
+    half = len(records) // 2
+    return encode_dead_letters(partition, records[:half], max_bytes) + encode_dead_letters(
+        partition, records[half:], max_bytes
+    )
+
+
+def decode_dead_letters(value: bytes | None) -> list[dict[str, Any]]:
+    """The records of one events.dlq message, ``payload`` back to bytes."""
+    records: list[dict[str, Any]] = orjson.loads(value or b"")["records"]
+    for row in records:
+        row["payload"] = base64.b64decode(row["payload"])
+    return records
+
+
+# -- identity.links -------------------------------------------------------------------
+
+
+def encode_links(links: list[Link]) -> bytes:
+    return orjson.dumps([list(link) for link in links])
+
+
+def decode_links(value: bytes | None) -> list[Link]:
+    """Raises ValueError or TypeError on a message that is not a list of links."""
+    return [(str(a), str(b), int(t)) for a, b, t in orjson.loads(value or b"")]
+
+
+# -- identity.changes -----------------------------------------------------------------
+
+
+@dataclass
+class IdentityChanges:
+    """What one identity.links message changed, positioned by that message."""
+
+    partition: int
+    offset: int
+    decided_at: int  # epoch ms
+    identities: list[dict[str, Any]]
+    merges: list[dict[str, Any]]
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.__dict__)
+
+    @classmethod
+    def decode(cls, value: bytes | None) -> IdentityChanges:
+        msg = orjson.loads(value or b"")
+        return cls(
+            int(msg["partition"]),
+            int(msg["offset"]),
+            int(msg["decided_at"]),
+            msg["identities"],
+            msg["merges"],
+        )
+
+
+# -- metrics.partials -----------------------------------------------------------------
+
+
+def encode_partials(
+    partition: int, offset: int, watermark: int, p: Partials, defs: dict[str, MetricDef]
+) -> bytes:
+    """One events.stitched message's partials; ``CombineState.apply`` reads the decoded dict."""
+    return orjson.dumps(
+        {
+            "p": partition,
+            "o": offset,
+            "wm": watermark,
+            "s": [
+                [m, size, start, dims, encode_value(kind_of(defs[m]), v)]
+                for (m, size, start, dims), v in p.series.items()
+            ],
+            "f": p.funnel,
+        }
+    )
+
+
+def decode_partials(value: bytes | None) -> dict[str, Any]:
+    out: dict[str, Any] = orjson.loads(value or b"{}")
+    return out
+
+
+# -- metrics.rollups, alerts ----------------------------------------------------------
+
+
+@dataclass
+class PositionedRows:
+    """Rows for a lake table, positioned by the input message that produced them.
+
+    ``base`` separates rows that one input offset produced in different ways (a window
+    closed by the watermark vs by the idle timer), so positions never collide.
+    """
+
+    partition: int
+    offset: int
+    base: int
+    rows: list[dict[str, Any]]
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {"p": self.partition, "o": self.offset, "base": self.base, "rows": self.rows}
+        )
+
+    @classmethod
+    def decode(cls, value: bytes | None) -> PositionedRows:
+        msg = orjson.loads(value or b"{}")
+        return cls(
+            int(msg.get("p", 0)),
+            int(msg.get("o", -1)),
+            int(msg.get("base", 0)),
+            msg.get("rows", []),
+        )
