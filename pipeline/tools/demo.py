@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from rich.console import Console
 from rich.live import Live
@@ -69,19 +70,55 @@ def progress_table(sim: SimSummary, m: dict[str, float], phase: str) -> Table:
 
 
 def run_demo(settings: Settings, duration: float, rate: float, port: int | None = None) -> int:
+    """Broker, worker and traffic up; watch until the lake has it all; summary; teardown."""
     console = Console()
     data_dir = settings.data_dir.resolve()
     prepare_data_dir(data_dir)
     broker = EmbeddedBroker(port=port, log=data_dir / "broker.log")
+    web_port = _web_port(settings)
+    console.print(f"[bold]starting embedded broker[/] on {broker.bootstrap} ...")
+    broker.start()
+    env = _worker_env(broker, data_dir, web_port)
+    ensure_topic(broker.bootstrap, settings.topic("events.raw"), settings.partitions)
+    log = open(data_dir / "worker.log", "ab")  # noqa: SIM115
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    console.print(
+        f"[bold]worker[/] pid {worker.pid}, metrics on http://127.0.0.1:{web_port}/metrics"
+    )
+    config = _demo_config(duration, rate)
+    producer = RawProducer(broker.bootstrap, settings.topic("events.raw"))
+    traffic = _Traffic(producer, config)
+    traffic.start()
+    watch = _Watch(console, web_port, traffic, worker, data_dir)
+    code = 0
+    try:
+        watch.run()
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/]")
+        code = 1
+    finally:
+        _stop(worker, broker, log)
+    if code == 0:
+        print_summary(console, data_dir, watch.metrics)
+    return code
+
+
+def _web_port(settings: Settings) -> int:
+    """The configured metrics port, or any free one when it is unset or taken."""
     web_port = settings.web_port if settings.web_port else free_port()
     try:
         wait_for_port("127.0.0.1", web_port, timeout=0.1)
         web_port = free_port()  # the default port is taken: use any free one
     except TimeoutError:
         pass
-    console.print(f"[bold]starting embedded broker[/] on {broker.bootstrap} ...")
-    broker.start()
-    env = {
+    return web_port
+
+
+def _worker_env(broker: EmbeddedBroker, data_dir: Path, web_port: int) -> dict[str, str]:
+    """Short timeouts so a demo worker joins, rebalances and finishes within seconds."""
+    return {
         **os.environ,
         "TRACKFLOW_BROKER": broker.url,
         "TRACKFLOW_DATA_DIR": str(data_dir),
@@ -92,15 +129,11 @@ def run_demo(settings: Settings, duration: float, rate: float, port: int | None 
         # The demo's traffic stops at the end: close its last windows soon after.
         "TRACKFLOW_IDLE_CLOSE_SECONDS": "5",
     }
-    ensure_topic(broker.bootstrap, settings.topic("events.raw"), settings.partitions)
-    log = open(data_dir / "worker.log", "ab")  # noqa: SIM115
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    console.print(
-        f"[bold]worker[/] pid {worker.pid}, metrics on http://127.0.0.1:{web_port}/metrics"
-    )
-    config = SimConfig(
+
+
+def _demo_config(duration: float, rate: float) -> SimConfig:
+    """A little of every kind of bad traffic, and an outage in the second half to alert on."""
+    return SimConfig(
         rate=rate,
         duration=duration,
         seed=int(time.time()) % 100_000,
@@ -110,73 +143,113 @@ def run_demo(settings: Settings, duration: float, rate: float, port: int | None 
         outage_start=duration * 0.6,
         outage_minutes=duration * 0.2 / 60,
     )
-    producer = RawProducer(broker.bootstrap, settings.topic("events.raw"))
-    sim = SimSummary()
-    done = threading.Event()
 
-    def progress(summary: SimSummary) -> None:
-        nonlocal sim
-        sim = summary  # the live table reads it; run_simulation updates it in place
 
-    def simulate() -> None:
-        progress(run_simulation(producer, config, paced=True, on_progress=progress))
-        done.set()
+class _Traffic:
+    """Paced simulated traffic on a background thread, so the live table can follow it."""
 
-    thread = threading.Thread(target=simulate, daemon=True)
-    thread.start()
-    metrics: dict[str, float] = {}
-    code = 0
-    try:
-        with Live(
-            progress_table(sim, metrics, "sending"), console=console, refresh_per_second=4
-        ) as live:
-            while not done.is_set():
-                time.sleep(0.5)
-                metrics = scrape(web_port) or metrics
-                live.update(progress_table(sim, metrics, "sending"))
-                if worker.poll() is not None:
-                    raise RuntimeError(
-                        f"worker exited with {worker.returncode}; see {data_dir}/worker.log"
-                    )
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                metrics = scrape(web_port) or metrics
-                live.update(progress_table(sim, metrics, "draining"))
-                accounted = (
-                    _sum(metrics, "trackflow_events_stored_total")
-                    + _sum(metrics, 'trackflow_lake_rows_written_total{table="dlq"}')
-                    + _sum(metrics, "trackflow_duplicates_total")
-                    + _sum(metrics, "trackflow_consent_dropped_total")
+    def __init__(self, producer: RawProducer, config: SimConfig) -> None:
+        self.summary = SimSummary()  # the live table reads it; run_simulation updates it
+        self.done = threading.Event()
+        self._producer = producer
+        self._config = config
+
+    def start(self) -> None:
+        threading.Thread(target=self._simulate, daemon=True).start()
+
+    def _progress(self, summary: SimSummary) -> None:
+        self.summary = summary
+
+    def _simulate(self) -> None:
+        summary = run_simulation(
+            self._producer, self._config, paced=True, on_progress=self._progress
+        )
+        self._progress(summary)
+        self.done.set()
+
+
+class _Watch:
+    """The live table through the demo's phases: sending, draining, closing windows."""
+
+    def __init__(
+        self,
+        console: Console,
+        web_port: int,
+        traffic: _Traffic,
+        worker: subprocess.Popen[bytes],
+        data_dir: Path,
+    ) -> None:
+        self.console = console
+        self.web_port = web_port
+        self.traffic = traffic
+        self.worker = worker
+        self.data_dir = data_dir
+        self.metrics: dict[str, float] = {}
+
+    def run(self) -> None:
+        first = progress_table(self.traffic.summary, self.metrics, "sending")
+        with Live(first, console=self.console, refresh_per_second=4) as live:
+            self._sending(live)
+            self._draining(live)
+            self._closing(live)
+            live.update(self._table("done"))
+
+    def _table(self, phase: str) -> Table:
+        return progress_table(self.traffic.summary, self.metrics, phase)
+
+    def _scrape(self) -> None:
+        self.metrics = scrape(self.web_port) or self.metrics
+
+    def _sending(self, live: Live) -> None:
+        while not self.traffic.done.is_set():
+            time.sleep(0.5)
+            self._scrape()
+            live.update(self._table("sending"))
+            if self.worker.poll() is not None:
+                raise RuntimeError(
+                    f"worker exited with {self.worker.returncode}; see {self.data_dir}/worker.log"
                 )
-                received = _sum(metrics, "trackflow_events_received_total")
-                if received >= sim.events and accounted >= received:
-                    break
-                time.sleep(0.5)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # the last windows close on idle input
-                metrics = scrape(web_port) or metrics
-                live.update(progress_table(sim, metrics, "closing metric windows"))
-                if _sum(metrics, "trackflow_metric_open_windows") == 0 and _sum(
-                    metrics, "trackflow_metric_windows_closed_total"
-                ):
-                    time.sleep(1.0)  # let the sink store the last finals
-                    break
-                time.sleep(0.5)
-            live.update(progress_table(sim, metrics, "done"))
-    except RuntimeError as exc:
-        console.print(f"[red]{exc}[/]")
-        code = 1
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        broker.stop()
-        log.close()
-    if code == 0:
-        print_summary(console, data_dir, metrics)
-    return code
+
+    def _draining(self, live: Live) -> None:
+        """Until every event sent is received and accounted for, or 90 s pass."""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            self._scrape()
+            live.update(self._table("draining"))
+            metrics = self.metrics
+            accounted = (
+                _sum(metrics, "trackflow_events_stored_total")
+                + _sum(metrics, 'trackflow_lake_rows_written_total{table="dlq"}')
+                + _sum(metrics, "trackflow_duplicates_total")
+                + _sum(metrics, "trackflow_consent_dropped_total")
+            )
+            received = _sum(metrics, "trackflow_events_received_total")
+            if received >= self.traffic.summary.events and accounted >= received:
+                break
+            time.sleep(0.5)
+
+    def _closing(self, live: Live) -> None:
+        """The last windows close on idle input; wait up to 30 s for them."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            self._scrape()
+            live.update(self._table("closing metric windows"))
+            if _sum(self.metrics, "trackflow_metric_open_windows") == 0 and _sum(
+                self.metrics, "trackflow_metric_windows_closed_total"
+            ):
+                time.sleep(1.0)  # let the sink store the last finals
+                break
+            time.sleep(0.5)
+
+
+def _stop(worker: subprocess.Popen[bytes], broker: EmbeddedBroker, log: IO[bytes]) -> None:
+    worker.terminate()
+    try:
+        worker.wait(20)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+    broker.stop()
+    log.close()
 
 
 def print_summary(console: Console, data_dir: Path, metrics: dict[str, float]) -> None:
