@@ -1,0 +1,73 @@
+"""Long-running processes: ``trackflow broker``, ``trackflow worker`` and ``trackflow demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import AppId, Broker, DataDir, Partitions, TopicPrefix, _opt, settings_from
+
+
+def broker(
+    host: Annotated[str, _opt("BROKER_HOST", "Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, _opt("BROKER_PORT", "Port to listen on")] = 9092,
+) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu, in memory) in the foreground."""
+    from pipeline.tools.broker import BrokerNotFound, run_foreground
+
+    try:
+        code = run_foreground(host, port)
+    except BrokerNotFound as exc:
+        typer.echo(f"trackflow broker: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+def worker(
+    broker: Broker = None,
+    data_dir: DataDir = None,
+    web_port: Annotated[int | None, _opt("WEB_PORT", "Port of /metrics [default: 6066]")] = None,
+    web_host: Annotated[str | None, _opt("WEB_HOST", "Bind address of /metrics")] = None,
+    app_id: AppId = None,
+    topic_prefix: TopicPrefix = None,
+    partitions: Partitions = None,
+    schemas_dir: Annotated[Path | None, _opt("SCHEMAS_DIR", "Tracking plan directory")] = None,
+    log_level: Annotated[str | None, _opt("LOG_LEVEL", "Log level [default: info]")] = None,
+    stages: Annotated[
+        str | None, _opt("STAGES", "full (default) or ingest (validate + sink only)")
+    ] = None,
+) -> None:
+    """Run all agents in one Faust worker; several workers share the work."""
+    settings = settings_from(
+        broker=broker,
+        data_dir=data_dir,
+        web_port=web_port,
+        web_host=web_host,
+        app_id=app_id,
+        topic_prefix=topic_prefix,
+        partitions=partitions,
+        schemas_dir=schemas_dir,
+        log_level=log_level,
+        stages=stages,
+    )
+    from pipeline.worker import run_worker
+
+    run_worker(settings)
+
+
+def demo(
+    duration: Annotated[float, _opt("DEMO_DURATION", "Seconds of simulated traffic")] = 30.0,
+    rate: Annotated[float, _opt("DEMO_RATE", "Events per second")] = 200.0,
+    data_dir: DataDir = None,
+    port: Annotated[
+        int | None, _opt("DEMO_BROKER_PORT", "Broker port [default: free port]")
+    ] = None,
+    web_port: Annotated[int | None, _opt("WEB_PORT", "Worker /metrics port")] = None,
+) -> None:
+    """Embedded broker + worker + simulator in one command; prints a summary."""
+    from pipeline.tools.demo import run_demo
+
+    settings = settings_from(data_dir=data_dir, web_port=web_port)
+    raise typer.Exit(run_demo(settings, duration=duration, rate=rate, port=port))
