@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from pipeline.lake import views
+from pipeline.tools.console import print_table
 
 Rows = Sequence[tuple[Any, ...]] | Sequence[Mapping[str, Any]]
 
@@ -43,15 +43,6 @@ def _cells(columns: list[str], row: tuple[Any, ...] | Mapping[str, Any]) -> tupl
     if isinstance(row, Mapping):
         return tuple(row[c] for c in columns)
     return row
-
-
-def print_table(columns: list[str], rows: list[tuple[Any, ...]], title: str | None = None) -> None:
-    table = Table(title=title, show_lines=False)
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(table)
 
 
 def print_trail(trail: Any) -> None:

@@ -7,12 +7,13 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import Broker, Partitions, TopicPrefix, _opt, settings_from
+from pipeline.names import TOPIC_RAW
 
 
 def produce(
     file: Annotated[str, typer.Argument(help="JSON-lines file, or - for stdin")],
     broker: Broker = None,
-    topic: Annotated[str, _opt("TOPIC", "Topic to send to")] = "events.raw",
+    topic: Annotated[str, _opt("TOPIC", "Topic to send to")] = TOPIC_RAW,
     topic_prefix: TopicPrefix = None,
     partitions: Partitions = None,
 ) -> None:
@@ -66,7 +67,7 @@ def simulate(
     from pipeline.tools.simulator import SimConfig
 
     settings = settings_from(broker=broker, topic_prefix=topic_prefix, partitions=partitions)
-    name = settings.topic("events.raw")
+    name = settings.topic(TOPIC_RAW)
     ensure_topic(settings.bootstrap_servers, name, settings.partitions)
     config = SimConfig(
         rate=rate,

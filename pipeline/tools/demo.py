@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from pipeline.names import TOPIC_RAW
 from pipeline.runtime.kafka_admin import ensure_topic
 from pipeline.runtime.telemetry import scrape
 from pipeline.settings import Settings
@@ -79,7 +80,7 @@ def run_demo(settings: Settings, duration: float, rate: float, port: int | None 
     console.print(f"[bold]starting embedded broker[/] on {broker.bootstrap} ...")
     broker.start()
     env = _worker_env(broker, data_dir, web_port)
-    ensure_topic(broker.bootstrap, settings.topic("events.raw"), settings.partitions)
+    ensure_topic(broker.bootstrap, settings.topic(TOPIC_RAW), settings.partitions)
     log = open(data_dir / "worker.log", "ab")  # noqa: SIM115
     worker = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -88,7 +89,7 @@ def run_demo(settings: Settings, duration: float, rate: float, port: int | None 
         f"[bold]worker[/] pid {worker.pid}, metrics on http://127.0.0.1:{web_port}/metrics"
     )
     config = _demo_config(duration, rate)
-    producer = RawProducer(broker.bootstrap, settings.topic("events.raw"))
+    producer = RawProducer(broker.bootstrap, settings.topic(TOPIC_RAW))
     traffic = _Traffic(producer, config)
     traffic.start()
     watch = _Watch(console, web_port, traffic, worker, data_dir)
@@ -253,8 +254,8 @@ def _stop(worker: subprocess.Popen[bytes], broker: EmbeddedBroker, log: IO[bytes
 
 
 def print_summary(console: Console, data_dir: Path, metrics: dict[str, float]) -> None:
-    from pipeline.cli.output import print_table
     from pipeline.lake.views import connect, run
+    from pipeline.tools.console import print_table
 
     con = connect(data_dir)
     print_table(
