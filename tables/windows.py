@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.metrics.rollup import CombineState
+from pipeline.metrics.combine import CombineState
 from pipeline.metrics.windows import NO_WATERMARK
 from tables.batchlog import BatchLogTable
 

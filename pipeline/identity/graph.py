@@ -155,27 +155,33 @@ class IdentityGraph:
         return group, self.edges[e], e[0], e[1]
 
     def _recompute(self, root: Node, changes: Changes, touched: set[Node], emit: bool) -> None:
-        rules = self.rules
+        """Re-derive the persons of the cluster at ``root`` from its links, from scratch."""
+        nodes = self._cnodes[root]
+        parent, refused_now = self._apply_links(root)
+        new_pid = self._person_ids(nodes, parent)
+        pairs = self._assign(nodes, new_pid, touched)
+        newly = self._record_refusals(root, refused_now)
+        if emit:
+            changes.merges += self._merge_rows(pairs, newly, new_pid)
+
+    def _apply_links(self, root: Node) -> tuple[dict[Node, Node], list[tuple[Edge, str]]]:
+        """Union-find of the cluster's identifiers over the links it accepts, in rule order,
+        and the links refused with the limited kind they would have doubled."""
+        limits = self.rules.limits
         nodes = self._cnodes[root]
         parent = {n: n for n in nodes}
         limited: dict[Node, dict[str, set[Node]]] = {}
         for n in nodes:
             kind = split(n)[0]
-            limited[n] = {kind: {n}} if kind in rules.limits else {}
-
-        def find(n: Node) -> Node:
-            return _root(parent, n)
-
+            limited[n] = {kind: {n}} if kind in limits else {}
         refused_now: list[tuple[Edge, str]] = []
         for e in sorted(self._cedges[root], key=self._sort_key):
-            ra, rb = find(e[0]), find(e[1])
+            ra, rb = _root(parent, e[0]), _root(parent, e[1])
             if ra == rb:
                 continue
             la, lb = limited[ra], limited[rb]
             over = [
-                k
-                for k, cap in rules.limits.items()
-                if len(la.get(k, set()) | lb.get(k, set())) > cap
+                k for k, cap in limits.items() if len(la.get(k, set()) | lb.get(k, set())) > cap
             ]
             if over:
                 refused_now.append((e, over[0]))
@@ -184,16 +190,26 @@ class IdentityGraph:
             for k, ids in lb.items():
                 la.setdefault(k, set()).update(ids)
             del limited[rb]
+        return parent, refused_now
 
+    def _person_ids(self, nodes: list[Node], parent: dict[Node, Node]) -> dict[Node, str]:
+        """Identifier -> person id, from each group's highest-priority identifier."""
+        rules = self.rules
         members: dict[Node, list[Node]] = {}
         for n in nodes:
-            members.setdefault(find(n), []).append(n)
+            members.setdefault(_root(parent, n), []).append(n)
         new_pid: dict[Node, str] = {}
         for group in members.values():
             pid = rules.person_id(min(group, key=rules.order))
             for n in group:
                 new_pid[n] = pid
+        return new_pid
 
+    def _assign(
+        self, nodes: list[Node], new_pid: dict[Node, str], touched: set[Node]
+    ) -> dict[tuple[str, str], int]:
+        """Moves every identifier whose person changed; (old, new) person -> the latest
+        first sighting among the identifiers that moved between them."""
         pairs: dict[tuple[str, str], int] = {}
         for n in nodes:
             old, new = self.person.get(n), new_pid[n]
@@ -208,37 +224,50 @@ class IdentityGraph:
             self.persons[new] += 1
             self.person[n] = new
             touched.add(n)
+        return pairs
 
+    def _record_refusals(
+        self, root: Node, refused_now: list[tuple[Edge, str]]
+    ) -> list[tuple[Edge, str]]:
+        """Replaces the cluster's refused links; returns those not refused before."""
         cluster_edges = set(self._cedges[root])
         now_refused = {e for e, _ in refused_now}
         newly = [(e, kind) for e, kind in refused_now if e not in self.refused]
         self.refused = (self.refused - cluster_edges) | now_refused
-        if not emit:
-            return
-        for (old, new), at in sorted(pairs.items()):
-            changes.merges.append(
-                {
-                    "from_person_id": old,
-                    "to_person_id": new,
-                    "reason": REASON_LINKED,
-                    "accepted": True,
-                    "at": at,
-                    "link_from": None,
-                    "link_to": None,
-                }
-            )
-        for (a, b), kind in newly:
-            changes.merges.append(
-                {
-                    "from_person_id": new_pid[a],
-                    "to_person_id": new_pid[b],
-                    "reason": refusal_reason(kind),
-                    "accepted": False,
-                    "at": self.edges[(a, b)],
-                    "link_from": a,
-                    "link_to": b,
-                }
-            )
+        return newly
+
+    def _merge_rows(
+        self,
+        pairs: dict[tuple[str, str], int],
+        newly: list[tuple[Edge, str]],
+        new_pid: dict[Node, str],
+    ) -> list[dict[str, Any]]:
+        """Merge rows: accepted person changes, then newly refused links."""
+        rows = [
+            {
+                "from_person_id": old,
+                "to_person_id": new,
+                "reason": REASON_LINKED,
+                "accepted": True,
+                "at": at,
+                "link_from": None,
+                "link_to": None,
+            }
+            for (old, new), at in sorted(pairs.items())
+        ]
+        rows += [
+            {
+                "from_person_id": new_pid[a],
+                "to_person_id": new_pid[b],
+                "reason": refusal_reason(kind),
+                "accepted": False,
+                "at": self.edges[(a, b)],
+                "link_from": a,
+                "link_to": b,
+            }
+            for (a, b), kind in newly
+        ]
+        return rows
 
     def _identity_row(self, n: Node) -> dict[str, Any]:
         kind, value = split(n)

@@ -78,6 +78,13 @@ def money_value(value: Any, path: str, spec: FieldSpec) -> Decimal:
 
 def compile_field(spec: FieldSpec, path: str) -> Checker:
     """A function that returns the normalised value or raises ``Rejected``."""
+    compile_kind = _COMPILERS.get(spec.kind)
+    if compile_kind is None:
+        raise ValueError(f"{path}: no checker for kind {spec.kind}")
+    return compile_kind(spec, path)
+
+
+def _range_check(spec: FieldSpec, path: str) -> Callable[[Any], None]:
     lo, hi = spec.minimum, spec.maximum
 
     def check_range(v: Any) -> None:
@@ -86,80 +93,104 @@ def compile_field(spec: FieldSpec, path: str) -> Checker:
         if hi is not None and v > hi:
             raise Rejected(ErrorCode.INVALID_VALUE, f"{path} must be <= {hi}, got {v}")
 
-    if spec.kind == "string":
-        pattern = re.compile(spec.pattern) if spec.pattern else None
-        min_len, max_len = spec.min_length, spec.max_length
+    return check_range
 
-        def check_string(v: Any) -> Any:
-            if not isinstance(v, str):
-                raise _mismatch(path, spec, v)
-            if min_len is not None and len(v) < min_len:
-                raise Rejected(
-                    ErrorCode.INVALID_VALUE, f"{path} must have at least {min_len} characters"
-                )
-            if max_len is not None and len(v) > max_len:
-                raise Rejected(
-                    ErrorCode.INVALID_VALUE,
-                    f"{path} must have at most {max_len} characters, got {len(v)}",
-                )
-            if pattern is not None and not pattern.fullmatch(v):
-                raise Rejected(
-                    ErrorCode.INVALID_VALUE, f"{path} {v[:80]!r} does not match {spec.pattern}"
-                )
-            return v
 
-        return check_string
-    if spec.kind == "enum":
-        symbols = frozenset(spec.symbols)
-        listing = ", ".join(spec.symbols)
+def _compile_string(spec: FieldSpec, path: str) -> Checker:
+    pattern = re.compile(spec.pattern) if spec.pattern else None
+    min_len, max_len = spec.min_length, spec.max_length
 
-        def check_enum(v: Any) -> Any:
-            if not isinstance(v, str):
-                raise _mismatch(path, spec, v)
-            if v not in symbols:
-                raise Rejected(
-                    ErrorCode.INVALID_VALUE, f"{path} {v[:80]!r} is not one of {listing}"
-                )
-            return v
+    def check_string(v: Any) -> Any:
+        if not isinstance(v, str):
+            raise _mismatch(path, spec, v)
+        if min_len is not None and len(v) < min_len:
+            raise Rejected(
+                ErrorCode.INVALID_VALUE, f"{path} must have at least {min_len} characters"
+            )
+        if max_len is not None and len(v) > max_len:
+            raise Rejected(
+                ErrorCode.INVALID_VALUE,
+                f"{path} must have at most {max_len} characters, got {len(v)}",
+            )
+        if pattern is not None and not pattern.fullmatch(v):
+            raise Rejected(
+                ErrorCode.INVALID_VALUE, f"{path} {v[:80]!r} does not match {spec.pattern}"
+            )
+        return v
 
-        return check_enum
-    if spec.kind == "long":
+    return check_string
 
-        def check_long(v: Any) -> Any:
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise _mismatch(path, spec, v)
-            check_range(v)
-            return v
 
-        return check_long
-    if spec.kind == "double":
+def _compile_enum(spec: FieldSpec, path: str) -> Checker:
+    symbols = frozenset(spec.symbols)
+    listing = ", ".join(spec.symbols)
 
-        def check_double(v: Any) -> Any:
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise _mismatch(path, spec, v)
-            check_range(v)
-            return v
+    def check_enum(v: Any) -> Any:
+        if not isinstance(v, str):
+            raise _mismatch(path, spec, v)
+        if v not in symbols:
+            raise Rejected(ErrorCode.INVALID_VALUE, f"{path} {v[:80]!r} is not one of {listing}")
+        return v
 
-        return check_double
-    if spec.kind == "boolean":
+    return check_enum
 
-        def check_bool(v: Any) -> Any:
-            if not isinstance(v, bool):
-                raise _mismatch(path, spec, v)
-            return v
 
-        return check_bool
-    if spec.kind == "money":
+def _compile_long(spec: FieldSpec, path: str) -> Checker:
+    check_range = _range_check(spec, path)
 
-        def check_money(v: Any) -> Any:
-            dec = money_value(v, path, spec)
-            check_range(dec)
-            # Transport as a JSON number when a double holds it exactly, else as text.
-            as_float = float(dec)
-            return as_float if Decimal(repr(as_float)) == dec else str(dec)
+    def check_long(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _mismatch(path, spec, v)
+        check_range(v)
+        return v
 
-        return check_money
-    raise ValueError(f"{path}: no checker for kind {spec.kind}")
+    return check_long
+
+
+def _compile_double(spec: FieldSpec, path: str) -> Checker:
+    check_range = _range_check(spec, path)
+
+    def check_double(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise _mismatch(path, spec, v)
+        check_range(v)
+        return v
+
+    return check_double
+
+
+def _compile_boolean(spec: FieldSpec, path: str) -> Checker:
+    def check_bool(v: Any) -> Any:
+        if not isinstance(v, bool):
+            raise _mismatch(path, spec, v)
+        return v
+
+    return check_bool
+
+
+def _compile_money(spec: FieldSpec, path: str) -> Checker:
+    check_range = _range_check(spec, path)
+
+    def check_money(v: Any) -> Any:
+        dec = money_value(v, path, spec)
+        check_range(dec)
+        # Transport as a JSON number when a double holds it exactly, else as text.
+        as_float = float(dec)
+        return as_float if Decimal(repr(as_float)) == dec else str(dec)
+
+    return check_money
+
+
+# Field kind -> the compiler of its checker. ``map`` and ``record`` have none:
+# ``compile_field`` raises ValueError for them (``Validator`` checks ``identities`` itself).
+_COMPILERS: Final[dict[str, Callable[[FieldSpec, str], Checker]]] = {
+    "string": _compile_string,
+    "enum": _compile_enum,
+    "long": _compile_long,
+    "double": _compile_double,
+    "boolean": _compile_boolean,
+    "money": _compile_money,
+}
 
 
 class CompiledEvent:

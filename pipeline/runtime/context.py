@@ -22,8 +22,8 @@ from pipeline.ingest.dedup import SeenIds
 from pipeline.ingest.validation import Validator
 from pipeline.lake.schema import EventBatches, EventsSplitter, split_by_day, split_dlq
 from pipeline.lake.writer import TableWriter
+from pipeline.metrics.combine import CombineState
 from pipeline.metrics.definitions import MetricDef, load_metrics
-from pipeline.metrics.rollup import CombineState
 from pipeline.runtime.telemetry import PipelineMetrics
 from pipeline.settings import Settings
 from tables.dedup import DedupTable

@@ -32,8 +32,9 @@ import pyarrow as pa
 
 from pipeline.identity.graph import Link
 from pipeline.metrics.definitions import MetricDef
-from pipeline.metrics.rollup import Partials, kind_of
-from pipeline.metrics.rollup import encode as encode_value
+from pipeline.metrics.partials import Partials
+from pipeline.metrics.series import encode as encode_value
+from pipeline.metrics.series import kind_of
 
 MAX_BATCH_BYTES = 512 * 1024
 

@@ -206,3 +206,39 @@ def test_scenario_persons() -> None:
     assert g.lookup(O("oa")) == RULES.person_id(U("a"))
     assert g.lookup(D("x")) == g.lookup(D("y")) == RULES.person_id(U("c"))
     assert g.lookup(P("h")) == RULES.person_id(U("c"))  # c claimed the phone first
+
+
+def test_merge_rows_say_when_and_through_which_link() -> None:
+    g = IdentityGraph(RULES)
+    g.add(event_links(1, D("d1")))
+    g.add(event_links(3, O("o1"), D("d1")))
+    [merge] = g.add(event_links(7, U("u1"), O("o1"))).merges
+    # o1 and d1 move together: one row, at the later first sighting of the two
+    assert merge["from_person_id"] == RULES.person_id(O("o1"))
+    assert merge["to_person_id"] == RULES.person_id(U("u1"))
+    assert (merge["at"], merge["link_from"], merge["link_to"]) == (3, None, None)
+    g.add(event_links(8, U("a"), D("s")))
+    [refusal] = g.add(event_links(9, U("b"), D("s"))).merges
+    assert refusal == {
+        "from_person_id": RULES.person_id(U("b")),
+        "to_person_id": RULES.person_id(U("a")),
+        "reason": "would_join_two_user_ids",
+        "accepted": False,
+        "at": 9,
+        "link_from": U("b"),
+        "link_to": D("s"),
+    }
+
+
+def test_replay_without_emit_builds_the_same_map_and_no_rows() -> None:
+    reference = IdentityGraph(RULES)
+    emitted = reference.add(SCENARIO)
+    g = IdentityGraph(RULES)
+    changes = g.add(SCENARIO, emit=False)
+    assert (changes.identities, changes.merges) == ([], [])
+    assert changes.applied == emitted.applied
+    assert (g.person, g.persons, g.refused) == (
+        reference.person,
+        reference.persons,
+        reference.refused,
+    )

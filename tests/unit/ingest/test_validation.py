@@ -11,9 +11,9 @@ import pytest
 
 from pipeline.contract.errors import ErrorCode, Rejected
 from pipeline.contract.pii import PiiHasher
-from pipeline.contract.plan import TrackingPlan, load_plan
+from pipeline.contract.plan import FieldSpec, TrackingPlan, load_plan
 from pipeline.ingest.codecs import decode_message
-from pipeline.ingest.validation import CONSENT_DROPPED, Validator
+from pipeline.ingest.validation import CONSENT_DROPPED, Validator, compile_field
 
 NOW = 1_795_420_800_000  # 2026-11-23T08:00:00Z
 MINUTE = 60_000
@@ -894,3 +894,36 @@ def test_event_time_in_range_is_accepted(
     record = validator.validate(event(event_time=event_time), NOW)
     assert isinstance(record, dict)
     assert record["event_time"] == expected
+
+
+# -- compile_field directly: bounds the plan does not use, kinds without a checker ---------
+
+
+@pytest.mark.parametrize(
+    ("kind", "inside", "below", "above"),
+    [
+        ("long", 5, -1, 11),
+        ("double", 5.5, -0.5, 10.5),
+        ("money", 5.25, -1, 11),
+    ],
+)
+def test_compiled_numeric_checkers_enforce_both_bounds(
+    kind: str, inside: Any, below: Any, above: Any
+) -> None:
+    spec = FieldSpec(
+        name="n", kind=kind, required=True, doc="d", minimum=0, maximum=10, scale=2, precision=10
+    )
+    check = compile_field(spec, "properties.n")
+    assert check(inside) == inside
+    for value, bound in ((below, ">= 0"), (above, "<= 10")):
+        with pytest.raises(Rejected) as info:
+            check(value)
+        assert info.value.code == ErrorCode.INVALID_VALUE
+        assert f"properties.n must be {bound}" in info.value.detail
+
+
+@pytest.mark.parametrize("kind", ["map", "record"])
+def test_compile_field_refuses_a_kind_without_checker(kind: str) -> None:
+    spec = FieldSpec(name="m", kind=kind, required=True, doc="d")
+    with pytest.raises(ValueError, match=f"properties.m: no checker for kind {kind}"):
+        compile_field(spec, "properties.m")

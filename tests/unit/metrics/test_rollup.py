@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from pipeline.contract.plan import load_plan
 from pipeline.lake.schema import EventBatches
+from pipeline.metrics.combine import CombineState
 from pipeline.metrics.definitions import load_metrics
 from pipeline.metrics.funnel import counts_by_hour, entries, step_mask
-from pipeline.metrics.rollup import CombineState, partials
+from pipeline.metrics.partials import partials
 from pipeline.metrics.windows import NO_WATERMARK, window_start
 from pipeline.runtime.wire import encode_partials
 
@@ -187,7 +188,7 @@ def test_changelog_records_rebuild_the_state() -> None:
 
 
 def test_uv_sketch_error_is_within_two_percent_after_merging_partitions() -> None:
-    from pipeline.metrics.rollup import merge, new_hll, result
+    from pipeline.metrics.series import merge, new_hll, result
 
     parts = [new_hll() for _ in range(4)]
     for i in range(60_000):

@@ -1,0 +1,280 @@
+"""Phase 2 of the metric aggregation: partials of every partition, combined and finalised.
+
+``CombineState`` merges the partials from every source partition (sums, counts, set and
+HyperLogLog unions) and finalises a window once every partition's watermark has passed it,
+computing ratios from their parts. Funnels keep their step events per identifier until
+their hour closes, then group identifiers into persons through the identity map and run
+``pipeline.metrics.funnel.entries``. Its changes are logged as changelog records
+(``take_record``) that rebuild it after a restart (``apply_record``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from pipeline.metrics.definitions import MetricDef, seconds
+from pipeline.metrics.funnel import entries
+from pipeline.metrics.series import SeriesKey, decode, dims_json, encode, kind_of, merge, result
+from pipeline.metrics.windows import NO_WATERMARK, closable, window_end, window_label
+
+
+class CombineState:
+    """Open windows of every source partition, merged; plus what has been applied.
+
+    ``applied[p]`` is the last source offset (events.stitched partition p) merged: a
+    partial message at or below it is a replay and is skipped, so a restart never counts
+    an event twice. ``closed[size]`` is the end of the last finalised window of that size;
+    a partial for a window at or below it arrived after its window closed (late).
+    """
+
+    def __init__(self, defs: dict[str, MetricDef], partitions: int, lateness_s: int) -> None:
+        self.defs = defs
+        self.partitions = partitions
+        self.lateness_s = lateness_s
+        self.applied: dict[int, int] = {}
+        self.wm: dict[int, int] = {}
+        self.closed: dict[int, int] = {}
+        self.open: dict[SeriesKey, Any] = {}
+        self.late = 0
+        self.offset = -1  # last metrics.partials offset read (positions of idle closes)
+        # Funnels: step events per identifier of open hours, last entry per identifier,
+        # end of the last closed hour; ``resolve`` maps an identifier to its person.
+        self.fevents: dict[str, dict[str, list[list[int]]]] = {}
+        self.flast: dict[str, dict[str, int]] = {}
+        self.fclosed: dict[str, int] = {}
+        self.resolve: Any = lambda n: n
+        self._fdirty: set[tuple[str, str]] = set()
+        self._dirty: set[SeriesKey] = set()
+        self._deleted: set[SeriesKey] = set()
+        self._progress_dirty = False
+
+    # -- applying partials ----------------------------------------------------------
+
+    def apply(self, message: dict[str, Any]) -> bool:
+        p, offset = int(message["p"]), int(message["o"])
+        if offset <= self.applied.get(p, -1):
+            return False
+        for m, size, start, dims, raw in message["s"]:
+            d = self.defs.get(m)
+            if d is None:
+                continue  # a metric removed since the partial was made
+            if window_end(start, size) <= self.closed.get(size, NO_WATERMARK):
+                self.late += 1
+                continue
+            key = (m, int(size), int(start), dims)
+            kind = kind_of(d)
+            self.open[key] = merge(kind, self.open.get(key), decode(kind, raw))
+            self._dirty.add(key)
+            self._deleted.discard(key)
+        for m, events in (message.get("f") or {}).items():
+            if m not in self.defs:
+                continue
+            store = self.fevents.setdefault(m, {})
+            closed = self.fclosed.get(m, NO_WATERMARK)
+            for n, t, mask in events:
+                if t < closed:
+                    self.late += 1
+                    continue
+                store.setdefault(n, []).append([int(t), int(mask)])
+                self._fdirty.add((m, n))
+        self.applied[p] = offset
+        self.wm[p] = max(self.wm.get(p, NO_WATERMARK), int(message["wm"]))
+        self._progress_dirty = True
+        return True
+
+    # -- finalising -----------------------------------------------------------------
+
+    def _windows(self) -> list[tuple[int, int]]:
+        return sorted(
+            {(size, start) for (_, size, start, _) in self.open},
+            key=lambda w: (w[1] + w[0] * 1000, w[0]),
+        )
+
+    def close_ready(self, funnels: bool = True) -> list[dict[str, Any]]:
+        marks = [self.wm.get(p, NO_WATERMARK) for p in range(self.partitions)]
+        ready = [
+            w for w in self._windows() if closable(window_end(w[1], w[0]), self.lateness_s, marks)
+        ]
+        rows = self._finalise(ready)
+        if funnels:
+            for m, d in self.defs.items():
+                if d.type == "funnel" and d.funnel is not None:
+                    within = seconds(d.funnel.within)
+                    for hour in self._funnel_hours(m):
+                        if not closable(hour + 3_600_000, self.lateness_s + within, marks):
+                            break
+                        rows.extend(self._close_funnel(m, hour))
+        return rows
+
+    def close_all(self) -> list[dict[str, Any]]:
+        """Idle input: finalise every open window (the last windows of a replay)."""
+        rows = self._finalise(self._windows())
+        for m in list(self.fevents):
+            for hour in self._funnel_hours(m):
+                rows.extend(self._close_funnel(m, hour))
+        return rows
+
+    def _funnel_hours(self, m: str) -> list[int]:
+        hours = {
+            t - t % 3_600_000
+            for evs in self.fevents.get(m, {}).values()
+            for t, mask in evs
+            if mask & 1
+        }
+        return sorted(hours)
+
+    def _close_funnel(self, m: str, hour: int) -> list[dict[str, Any]]:
+        d = self.defs[m]
+        assert d.funnel is not None
+        steps, within = len(d.funnel.steps), seconds(d.funnel.within) * 1000
+        end = hour + 3_600_000
+        events, last = self.fevents.get(m, {}), self.flast.setdefault(m, {})
+        persons: dict[str, list[str]] = {}
+        for n in set(events) | set(last):
+            persons.setdefault(self.resolve(n), []).append(n)
+        counts = [0] * steps
+        for nodes in persons.values():
+            merged = sorted((e[0], e[1]) for n in nodes for e in events.get(n, ()))
+            prev = max((last[n] for n in nodes if n in last), default=None)
+            found = entries(merged, steps, within, prev, since=hour, until=end)
+            for _, k in found:
+                for s in range(k):
+                    counts[s] += 1
+            if found:
+                for n in nodes:
+                    last[n] = found[-1][0]
+                    self._fdirty.add((m, n))
+        for n in list(events):
+            kept = [e for e in events[n] if e[0] >= end]
+            if kept != events[n]:
+                self._fdirty.add((m, n))
+            if kept:
+                events[n] = kept
+            else:
+                del events[n]
+        self.fclosed[m] = max(self.fclosed.get(m, NO_WATERMARK), end)
+        self._progress_dirty = True
+        if not counts[0]:
+            return []
+        return [
+            _row(m, "1h", hour, end, dims_json({"step": s + 1}), float(counts[s]), None, None)
+            for s in range(steps)
+        ]
+
+    def _finalise(self, windows: list[tuple[int, int]]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for size, start in windows:
+            rows.extend(self.values(size, start))
+            for key in [k for k in self.open if k[1] == size and k[2] == start]:
+                del self.open[key]
+                self._dirty.discard(key)
+                self._deleted.add(key)
+            end = window_end(start, size)
+            self.closed[size] = max(self.closed.get(size, NO_WATERMARK), end)
+            self._progress_dirty = True
+        return rows
+
+    def values(self, size: int, start: int) -> list[dict[str, Any]]:
+        """Rows of one window from its open accumulators (final when the window closes)."""
+        label, end = window_label(size), window_end(start, size)
+        rows = []
+        found: dict[tuple[str, str], float] = {}
+        for (m, s, st, dims), acc in sorted(self.open.items(), key=lambda kv: kv[0]):
+            if s != size or st != start:
+                continue
+            value = result(kind_of(self.defs[m]), acc, self.resolve)
+            found[(m, dims)] = value
+            rows.append(_row(m, label, start, end, dims, value, None, None))
+        for d in self.defs.values():
+            if d.type != "ratio" or size not in d.window_seconds:
+                continue
+            n = found.get((str(d.numerator), "{}"))
+            q = found.get((str(d.denominator), "{}"))
+            if n is None and q is None:
+                continue
+            num, den = n or 0.0, q or 0.0
+            rows.append(_row(d.name, label, start, end, "{}", num / den if den else None, num, den))
+        return rows
+
+    def provisional(self) -> list[dict[str, Any]]:
+        return [row for size, start in self._windows() for row in self.values(size, start)]
+
+    # -- changelog ------------------------------------------------------------------
+
+    def take_record(self) -> dict[str, Any] | None:
+        """What changed since the last record (None when nothing did)."""
+        if not (self._dirty or self._deleted or self._progress_dirty or self._fdirty):
+            return None
+        funnel = [
+            [m, n, self.fevents.get(m, {}).get(n), self.flast.get(m, {}).get(n)]
+            for m, n in sorted(self._fdirty)
+        ]
+        record = {
+            "applied": self.applied,
+            "wm": self.wm,
+            "closed": self.closed,
+            "late": self.late,
+            "offset": self.offset,
+            "set": [
+                [*k, encode(kind_of(self.defs[k[0]]), self.open[k])] for k in sorted(self._dirty)
+            ],
+            "del": [list(k) for k in sorted(self._deleted)],
+            "funnel": funnel,
+            "fclosed": self.fclosed,
+        }
+        data = orjson.loads(orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS))
+        self._dirty.clear()
+        self._deleted.clear()
+        self._fdirty.clear()
+        self._progress_dirty = False
+        return data
+
+    def apply_record(self, record: dict[str, Any]) -> None:
+        self.applied = {int(k): int(v) for k, v in record["applied"].items()}
+        self.wm = {int(k): int(v) for k, v in record["wm"].items()}
+        self.closed = {int(k): int(v) for k, v in record["closed"].items()}
+        self.late = int(record.get("late", 0))
+        self.offset = int(record.get("offset", -1))
+        self.fclosed = {k: int(v) for k, v in record.get("fclosed", {}).items()}
+        for m, n, evs, last in record.get("funnel", []):
+            if evs:
+                self.fevents.setdefault(m, {})[n] = evs
+            else:
+                self.fevents.get(m, {}).pop(n, None)
+            if last is not None:
+                self.flast.setdefault(m, {})[n] = int(last)
+        for m, size, start, dims in record["del"]:
+            self.open.pop((m, int(size), int(start), dims), None)
+        for m, size, start, dims, raw in record["set"]:
+            d = self.defs.get(m)
+            if d is not None:
+                self.open[(m, int(size), int(start), dims)] = decode(kind_of(d), raw)
+
+    def reset(self) -> None:
+        resolve = self.resolve
+        self.__init__(self.defs, self.partitions, self.lateness_s)  # type: ignore[misc]
+        self.resolve = resolve
+
+
+def _row(
+    metric: str,
+    label: str,
+    start: int,
+    end: int,
+    dims: str,
+    value: float | None,
+    num: float | None,
+    den: float | None,
+) -> dict[str, Any]:
+    return {
+        "metric": metric,
+        "window": label,
+        "window_start": start,
+        "window_end": end,
+        "dimensions": dims,
+        "value": value,
+        "numerator": num,
+        "denominator": den,
+    }
