@@ -15,7 +15,7 @@ import faust
 import pyarrow.compute as pc
 
 from pipeline.lake.writer import positions
-from pipeline.metrics.rollup import partials
+from pipeline.metrics.partials import partials
 from pipeline.metrics.windows import window_label
 from pipeline.names import AGENT_AGGREGATE
 from pipeline.runtime import wire

@@ -9,8 +9,9 @@ import pyarrow as pa
 import pytest
 
 from pipeline.contract.plan import load_plan
+from pipeline.metrics.combine import CombineState
 from pipeline.metrics.definitions import load_metrics
-from pipeline.metrics.rollup import CombineState, Partials
+from pipeline.metrics.partials import Partials
 from pipeline.runtime import wire
 
 
