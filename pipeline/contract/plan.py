@@ -98,8 +98,27 @@ class TrackingPlan:
 
 
 def default_schemas_dir() -> Path:
-    here = Path(__file__).resolve().parents[2] / "schemas"
-    return here if here.is_dir() else Path.cwd() / "schemas"
+    """The built-in tracking plan: the top-level ``schemas/`` directory, found next to this code.
+
+    pyproject.toml maps ``schemas/`` to the data package ``pipeline.contract.schemas``, so an
+    installed wheel has it beside this module (``pipeline/contract/schemas/``). A source checkout
+    (editable install, whatever its mode) has it at the root, beside ``pipeline/`` and
+    ``pyproject.toml``, read live so edits apply at once. The import system is not asked: the
+    directory has no ``__init__.py`` and setuptools' editable finder does not resolve a mapped
+    namespace package nested in a regular one. Nothing is looked up from the cwd, so an install
+    never silently reads some other ``./schemas``.
+    """
+    here = Path(__file__).resolve().parent
+    shipped = here / "schemas"
+    if shipped.is_dir():
+        return shipped
+    checkout = here.parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "schemas").is_dir():
+        return checkout / "schemas"
+    raise PlanError(
+        f"built-in tracking plan not found: neither {shipped} (installed package) nor "
+        f"{checkout / 'schemas'} (source checkout) exists; reinstall trackflow"
+    )
 
 
 def _field_spec(raw: dict[str, Any], where: str) -> FieldSpec:
