@@ -1,13 +1,22 @@
-"""validate: events.raw -> events.valid (batches) + events.dlq, with dedup and PII hashing."""
+"""validate: events.raw -> events.valid (batches) + events.dlq, with dedup and PII hashing.
+
+Any bytes on events.raw end as valid events or dead letters and the partition goes on: the
+ingest logic judges each event on its own, a row that Arrow cannot hold is dead-lettered
+alone, and a message whose processing still fails is dead-lettered whole
+(``processing_error``) instead of crashing the agent into a re-read loop.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import faust
+import pyarrow as pa
 
+from pipeline.contract.errors import ErrorCode, Rejected
 from pipeline.ingest.ingestor import Ingestor, IngestResult, RawMessage
 from pipeline.ingest.quality import missing_counts
 from pipeline.names import AGENT_VALIDATE, TOPIC_RAW
@@ -33,6 +42,16 @@ def register(app: faust.App, ctx: Context) -> Any:
     return validate
 
 
+@dataclass
+class Outputs:
+    """What one partition's messages of a take become."""
+
+    result: IngestResult
+    table: pa.Table | None  # the valid events, as stored
+    valid: list[bytes]  # events.valid messages
+    dlq: list[bytes]  # events.dlq messages
+
+
 class Validate:
     """One take of events.raw: per partition, in offset order, ingest and emit."""
 
@@ -42,7 +61,12 @@ class Validate:
         self.ctx = ctx
         self.metrics = ctx.metrics
         self.ingestor = Ingestor(
-            domain.plan, domain.validator, domain.hasher, domain.seen, TOPIC_RAW
+            domain.plan,
+            domain.validator,
+            domain.hasher,
+            domain.seen,
+            TOPIC_RAW,
+            max_payload_bytes=ctx.settings.dlq_max_payload_bytes,
         )
         self.guard = OffsetGuard()
 
@@ -60,9 +84,45 @@ class Validate:
             ]
             if not messages:
                 continue
-            result = self.ingestor.process(partition, messages, now_ms)
-            await self.emit(partition, messages, result)
-            self.observe(messages, result)
+            out = self.prepare(partition, messages, now_ms)
+            await self.emit(partition, messages, out)
+            self.observe(messages, out.result)
+
+    def prepare(self, partition: int, messages: list[RawMessage], now_ms: int) -> Outputs:
+        """The outputs of ``messages``, without Kafka; never raises on any input bytes."""
+        try:
+            return self._prepare(partition, messages, now_ms)
+        except Exception:
+            if len(messages) == 1:
+                return self._dead_letter_whole(partition, messages[0], now_ms)
+        # Find the message that fails by halving; every other message is processed normally.
+        half = len(messages) // 2
+        return _merge(
+            self.prepare(partition, messages[:half], now_ms),
+            self.prepare(partition, messages[half:], now_ms),
+        )
+
+    def _prepare(self, partition: int, messages: list[RawMessage], now_ms: int) -> Outputs:
+        result = self.ingestor.process(partition, messages, now_ms)
+        table = None
+        if result.valid:
+            table, failed = self.ctx.domain.batches.build_each(result.valid)
+            by_offset = {m.offset: m for m in messages}
+            for row, exc in failed:
+                rejected = Rejected(ErrorCode.PROCESSING_ERROR, _describe(exc))
+                msg = by_offset[row["source_offset"]]
+                self.ingestor.reject_later(
+                    partition, msg, row["source_index"], rejected, now_ms, result
+                )
+        valid = wire.encode_events(table) if table is not None else []
+        return Outputs(result, table, valid, wire.encode_dead_letters(partition, result.dlq))
+
+    def _dead_letter_whole(self, partition: int, msg: RawMessage, now_ms: int) -> Outputs:
+        self.app.log.exception("validate: message %s of partition %s", msg.offset, partition)
+        result = IngestResult(generation=self.ctx.domain.seen.generation(now_ms), received=1)
+        rejected = Rejected(ErrorCode.PROCESSING_ERROR, "the message could not be processed")
+        self.ingestor.reject_later(partition, msg, None, rejected, now_ms, result)
+        return Outputs(result, None, [], wire.encode_dead_letters(partition, result.dlq))
 
     async def admit(self, partition: int, events: list[Any], take: Take) -> list[Any]:
         """The events to process now: in order, none past a hole (see offset_guard)."""
@@ -86,22 +146,20 @@ class Validate:
             )
         return [events[i] for i in admission.process]
 
-    async def emit(self, partition: int, messages: list[RawMessage], result: IngestResult) -> None:
+    async def emit(self, partition: int, messages: list[RawMessage], out: Outputs) -> None:
         # The dedup record goes first: Faust flushes the producer before committing offsets,
         # so outputs and dedup memory are durable before the input is marked consumed.
-        ctx, metrics = self.ctx, self.metrics
+        ctx, metrics, result = self.ctx, self.metrics, out.result
         ctx.tables.dedup.record(partition, messages[0].offset, result.generation, result.seen)
-        if result.valid:
-            batches = ctx.domain.batches
-            table = batches.build(result.valid)
-            for value in wire.encode_events(table):
-                await ctx.topics.valid.send(value=value, partition=partition)
-            events, missing = missing_counts(table, batches.by_event)
+        for value in out.valid:
+            await ctx.topics.valid.send(value=value, partition=partition)
+        if out.table is not None:
+            events, missing = missing_counts(out.table, ctx.domain.batches.by_event)
             for name, n in events.items():
                 metrics.events_by_name.labels(name).inc(n)
             for (name, prop), n in missing.items():
                 metrics.property_missing.labels(name, prop).inc(n)
-        for value in wire.encode_dead_letters(partition, result.dlq):
+        for value in out.dlq:
             await ctx.topics.dlq.send(value=value, partition=partition)
 
     def observe(self, messages: list[RawMessage], result: IngestResult) -> None:
@@ -126,3 +184,27 @@ class Validate:
                 metrics.latency.labels(AGENT_VALIDATE).observe(
                     max(0.0, now - m.timestamp_ms / 1000)
                 )
+
+
+def _describe(exc: Exception) -> str:
+    """A processing error's detail: the error's type and where, never the offending value."""
+    return f"the event could not be stored ({type(exc).__name__})"
+
+
+def _merge(a: Outputs, b: Outputs) -> Outputs:
+    ra, rb = a.result, b.result
+    result = IngestResult(
+        valid=ra.valid + rb.valid,
+        dlq=ra.dlq + rb.dlq,
+        seen=ra.seen + rb.seen,
+        generation=ra.generation,
+        received=ra.received + rb.received,
+        duplicates=ra.duplicates + rb.duplicates,
+        consent_dropped=ra.consent_dropped + rb.consent_dropped,
+        rejected=ra.rejected + rb.rejected,
+        rejected_by_event=ra.rejected_by_event + rb.rejected_by_event,
+        unknown_properties=ra.unknown_properties + rb.unknown_properties,
+    )
+    tables = [t for t in (a.table, b.table) if t is not None]
+    table = pa.concat_tables(tables) if tables else None
+    return Outputs(result, table, a.valid + b.valid, a.dlq + b.dlq)

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
         SecretStr(DEFAULT_PII_SECRET), description="HMAC-SHA256 key for phone/email hashing."
     )
     dedup_horizon_hours: int = Field(24, ge=1, description="Minimum memory of seen event ids.")
+    dlq_max_payload_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        le=700_000,
+        description="Dead-letter payloads over this are kept cut, with payload_truncated "
+        "and their size (a dead letter must fit in one Kafka message after base64).",
+    )
     stages: Literal["full", "ingest"] = Field(
         "full",
         description="full: validate, stitch, identity, aggregate, combine, sink. ingest: "

@@ -12,6 +12,8 @@ from tables.batchlog import BatchLogTable
 
 __all__ = ["DedupTable"]
 
+RECORD_IDS = 4096  # ids per changelog record: at most about 350 KB
+
 
 class DedupTable(BatchLogTable):
     """Changelog record: key ``"<partition>:<first offset>"``, value ``{"g": gen, "ids": [..]}``."""
@@ -30,5 +32,9 @@ class DedupTable(BatchLogTable):
         self.seen.forget(partition)
 
     def record(self, partition: int, first_offset: int, gen: int, entries: list[Any]) -> None:
-        if entries:
-            self.append(partition, f"{partition}:{first_offset}", {"g": gen, "ids": entries})
+        # Chunked: one take may hold a 20,000-event message, and a changelog record must fit
+        # in one Kafka message (ids are at most 64 characters).
+        for start in range(0, len(entries), RECORD_IDS):
+            chunk = entries[start : start + RECORD_IDS]
+            key = f"{partition}:{first_offset}" + (f":{start}" if start else "")
+            self.append(partition, key, {"g": gen, "ids": chunk})

@@ -104,13 +104,21 @@ class PiiHasher:
             if depth > MAX_MASK_DEPTH:
                 return "[masked: nested too deeply]"
             if isinstance(v, dict):
-                return {k: walk(item, str(k).lower(), depth + 1) for k, item in v.items()}
+                # Keys too: a phone number sent as a key is still a phone number.
+                return {
+                    self.mask_text(k): walk(item, str(k).lower(), depth + 1)
+                    for k, item in v.items()
+                }
             if isinstance(v, list):
                 return [walk(item, key, depth + 1) for item in v]
             if key in names and isinstance(v, str | int) and not isinstance(v, bool):
                 return self.hash_loose("email" if "mail" in key else "phone", str(v))
             if isinstance(v, str):
                 return self.mask_text(v)
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 1_000_000:
+                text = str(v)  # SDKs send phone numbers as JSON numbers too
+                masked = self.mask_text(text)
+                return v if masked == text else masked
             return v
 
         return walk(value, None, 0)

@@ -20,10 +20,14 @@ from pipeline.contract.plan import TrackingPlan
 from pipeline.contract.positions import pack as position
 from pipeline.ingest.codecs import Item, b64, decode_message, element_bytes
 from pipeline.ingest.dedup import SeenIds
-from pipeline.ingest.validation import CONSENT_DROPPED, Validator
+from pipeline.ingest.validation import CONSENT_DROPPED, Validator, shown_name
 from pipeline.names import PROCESSOR
 
 UNPLANNED_EVENT = "_unplanned"  # DLQ label of items without an event name of the plan
+# Dead letters must always fit in one Kafka message (1,000,000 bytes by default) after
+# base64; the payload is cut at this size and marked truncated, the detail at MAX_DETAIL.
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_DETAIL = 1000
 
 
 @dataclass(slots=True)
@@ -56,8 +60,10 @@ class Ingestor:
         hasher: PiiHasher,
         seen: SeenIds,
         source_topic: str,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.plan = plan
+        self.max_payload_bytes = max_payload_bytes
         self.validator = validator
         self.hasher = hasher
         self.seen = seen
@@ -163,23 +169,32 @@ class Ingestor:
         result: IngestResult,
     ) -> None:
         obj = item.obj if isinstance(item.obj, dict) else {}
-        event_id = obj.get("event_id")
+        event_id = self._valid_id(obj)
         event_name = obj.get("event_name")
+        if isinstance(event_name, str) and shown_name(event_name) != event_name:
+            event_name = None  # not a name: maybe a value in the wrong place; the payload has it
         result.rejected[rejected.code.value] += 1
         label = UNPLANNED_EVENT
         if isinstance(event_name, str) and self.plan.event(event_name) is not None:
             label = event_name
         result.rejected_by_event[label] += 1
+        payload = self._masked_payload(item, msg.value or b"")
+        truncated = len(payload) > self.max_payload_bytes
+        detail = rejected.detail
+        if len(detail) > MAX_DETAIL:
+            detail = detail[: MAX_DETAIL - 1] + "…"
         result.dlq.append(
             {
                 "error_code": rejected.code.value,
-                "error_detail": rejected.detail,
-                "payload": b64(self._masked_payload(item, msg.value or b"")),
+                "error_detail": detail,
+                "payload": b64(payload[: self.max_payload_bytes]),
+                "payload_truncated": truncated,
+                "payload_size": len(payload),
                 "source_topic": self.source_topic,
                 "source_partition": partition,
                 "source_offset": msg.offset,
                 "source_index": item.index,
-                "event_id": event_id if isinstance(event_id, str) else None,
+                "event_id": event_id,
                 "event_name": event_name if isinstance(event_name, str) else None,
                 "received_at": now_ms,
                 "failed_at": now_ms,
@@ -187,6 +202,29 @@ class Ingestor:
                 "processor_version": __version__,
             }
         )
+
+    def reject_later(
+        self,
+        partition: int,
+        msg: RawMessage,
+        index: int | None,
+        rejected: Rejected,
+        now_ms: int,
+        result: IngestResult,
+    ) -> None:
+        """Dead-letter item ``index`` of ``msg`` after it was accepted, or the whole message
+        (``index`` None): for failures found after validation, e.g. building the stored
+        row. The event leaves ``result.valid``."""
+        item = Item(0)  # no decoded object: the payload is the whole message
+        if index is not None:
+            items = [i for i in decode_message(msg.value, self.plan) if i.index == index]
+            item = items[0] if items else Item(index)
+        result.valid = [
+            r
+            for r in result.valid
+            if r["source_offset"] != msg.offset or index not in (None, r["source_index"])
+        ]
+        self._reject(partition, msg, item, rejected, now_ms, result)
 
     def _masked_payload(self, item: Item, message: bytes) -> bytes:
         """The original bytes, unless they hold PII: then a masked re-encoding."""

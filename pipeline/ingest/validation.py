@@ -6,6 +6,7 @@ type tests, no schema interpretation per event.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -20,6 +21,36 @@ Checker = Callable[[Any], Any]
 
 CONSENT_DROPPED: Final = object()  # sentinel: analytics consent withdrawn, drop and count
 MAX_PROPERTY_DEPTH: Final = 10  # nesting of free-form properties; deeper is invalid_value
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+# Control characters, and invisible formatting ones (zero-width, bidi overrides and
+# isolates, BOM): in an identifier they make two ids that look the same differ, or reorder
+# what an analyst sees.
+_INVISIBLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]"
+)
+# A property or identities key shown in an error detail; anything else could be a value
+# sent in the wrong place (a phone number as a key) and is not echoed.
+_SHOWABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def shown_name(name: str) -> str:
+    """``name`` if it looks like a field name, else a placeholder: details never echo values."""
+    return name if _SHOWABLE_NAME.fullmatch(name) else "<a key that is not a field name>"
+
+
+def clean_identifier(path: str, check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def check_identifier(v: Any) -> Any:
+        v = check(v)
+        if _INVISIBLE.search(v):
+            raise Rejected(
+                ErrorCode.INVALID_VALUE,
+                f"{path} contains control or invisible formatting characters",
+            )
+        return v
+
+    return check_identifier
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -64,15 +95,13 @@ def money_value(value: Any, path: str, spec: FieldSpec) -> Decimal:
     if abs(dec) >= Decimal(10) ** (spec.precision - spec.scale):
         raise Rejected(
             ErrorCode.INVALID_VALUE,
-            f"{path} {value} exceeds DECIMAL({spec.precision},{spec.scale})",
+            f"{path} exceeds DECIMAL({spec.precision},{spec.scale})",
         )
     exponent = dec.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -spec.scale:
         quantum = Decimal(1).scaleb(-spec.scale)
         if dec != dec.quantize(quantum):  # 1.500 is fine, 1.505 is not
-            raise Rejected(
-                ErrorCode.INVALID_VALUE, f"{path} {value} has more than {spec.scale} decimals"
-            )
+            raise Rejected(ErrorCode.INVALID_VALUE, f"{path} has more than {spec.scale} decimals")
     return dec
 
 
@@ -89,9 +118,9 @@ def _range_check(spec: FieldSpec, path: str) -> Callable[[Any], None]:
 
     def check_range(v: Any) -> None:
         if lo is not None and v < lo:
-            raise Rejected(ErrorCode.INVALID_VALUE, f"{path} must be >= {lo}, got {v}")
+            raise Rejected(ErrorCode.INVALID_VALUE, f"{path} must be >= {lo}")
         if hi is not None and v > hi:
-            raise Rejected(ErrorCode.INVALID_VALUE, f"{path} must be <= {hi}, got {v}")
+            raise Rejected(ErrorCode.INVALID_VALUE, f"{path} must be <= {hi}")
 
     return check_range
 
@@ -113,9 +142,7 @@ def _compile_string(spec: FieldSpec, path: str) -> Checker:
                 f"{path} must have at most {max_len} characters, got {len(v)}",
             )
         if pattern is not None and not pattern.fullmatch(v):
-            raise Rejected(
-                ErrorCode.INVALID_VALUE, f"{path} {v[:80]!r} does not match {spec.pattern}"
-            )
+            raise Rejected(ErrorCode.INVALID_VALUE, f"{path} does not match {spec.pattern}")
         return v
 
     return check_string
@@ -129,7 +156,7 @@ def _compile_enum(spec: FieldSpec, path: str) -> Checker:
         if not isinstance(v, str):
             raise _mismatch(path, spec, v)
         if v not in symbols:
-            raise Rejected(ErrorCode.INVALID_VALUE, f"{path} {v[:80]!r} is not one of {listing}")
+            raise Rejected(ErrorCode.INVALID_VALUE, f"{path} is not one of {listing}")
         return v
 
     return check_enum
@@ -141,6 +168,8 @@ def _compile_long(spec: FieldSpec, path: str) -> Checker:
     def check_long(v: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, int):
             raise _mismatch(path, spec, v)
+        if not INT64_MIN <= v <= INT64_MAX:
+            raise Rejected(ErrorCode.INVALID_VALUE, f"{path} is outside the 64-bit integer range")
         check_range(v)
         return v
 
@@ -153,8 +182,10 @@ def _compile_double(spec: FieldSpec, path: str) -> Checker:
     def check_double(v: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise _mismatch(path, spec, v)
+        if not math.isfinite(v):
+            raise Rejected(ErrorCode.INVALID_VALUE, f"{path} is not a finite number")
         check_range(v)
-        return v
+        return float(v)
 
     return check_double
 
@@ -220,9 +251,9 @@ class Validator:
         self._event_id = compile_field(f["event_id"], "event_id")
         self._event_name = compile_field(f["event_name"], "event_name")
         self._platform = compile_field(f["platform"], "platform")
-        self._ids = {n: compile_field(f[n], n) for n in env.one_of_required}
+        self._ids = {n: clean_identifier(n, compile_field(f[n], n)) for n in env.one_of_required}
         self._optional_strings = tuple(
-            (n, compile_field(f[n], n)) for n in ("app_version", "channel")
+            (n, clean_identifier(n, compile_field(f[n], n))) for n in ("app_version", "channel")
         )
         idspec = f["identities"]
         self._identity_keys = frozenset(idspec.keys)
@@ -247,10 +278,7 @@ class Validator:
             self._versions.get((event_name, version)) if version else self._events.get(event_name)
         )
         if compiled is None:
-            raise Rejected(
-                ErrorCode.UNKNOWN_EVENT,
-                f"event_name {event_name[:80]!r} is not in the tracking plan",
-            )
+            raise Rejected(ErrorCode.UNKNOWN_EVENT, "event_name is not in the tracking plan")
         raw_time = obj.get("event_time")
         if raw_time is None:
             raise Rejected(ErrorCode.MISSING_REQUIRED_FIELD, "event_time is required")
@@ -332,7 +360,8 @@ class Validator:
             if key not in self._identity_keys:
                 raise Rejected(
                     ErrorCode.INVALID_VALUE,
-                    f"identities.{key[:40]} is not one of {', '.join(sorted(self._identity_keys))}",
+                    f"identities.{shown_name(key)} is not one of "
+                    f"{', '.join(sorted(self._identity_keys))}",
                 )
             if raw is None:
                 continue
@@ -348,6 +377,11 @@ class Validator:
                 raise Rejected(
                     ErrorCode.INVALID_VALUE,
                     f"identities.{key} must have 1 to {self._identity_max} characters",
+                )
+            if _INVISIBLE.search(raw):
+                raise Rejected(
+                    ErrorCode.INVALID_VALUE,
+                    f"identities.{key} contains control or invisible formatting characters",
                 )
             out[key] = raw
         return out or None
@@ -380,7 +414,7 @@ class Validator:
             if compiled.schema.strict:
                 raise Rejected(
                     ErrorCode.UNKNOWN_PROPERTY,
-                    f"properties.{unknown[0][:80]} is not in {compiled.schema.name} "
+                    f"properties.{shown_name(unknown[0])} is not in {compiled.schema.name} "
                     f"v{compiled.schema.version}, which is strict",
                 )
             extra = {key: props[key] for key in unknown}
@@ -388,7 +422,8 @@ class Validator:
                 if _too_deep(value, MAX_PROPERTY_DEPTH):
                     raise Rejected(
                         ErrorCode.INVALID_VALUE,
-                        f"properties.{key[:80]} is nested deeper than {MAX_PROPERTY_DEPTH} levels",
+                        f"properties.{shown_name(key)} is nested deeper than "
+                        f"{MAX_PROPERTY_DEPTH} levels",
                     )
             # Unknown properties are free-form: hash PII keys at any depth, mask PII text.
             out.update(self.hasher.mask_value(extra, self._pii_props))

@@ -38,7 +38,9 @@ DLQ_SCHEMA = pa.schema(
     [
         ("error_code", pa.string()),
         ("error_detail", pa.string()),
-        ("payload", pa.binary()),
+        ("payload", pa.binary()),  # original bytes (PII masked), cut when over the limit
+        ("payload_truncated", pa.bool_()),
+        ("payload_size", pa.int64()),  # size before any cut
         ("source_topic", pa.string()),
         ("source_partition", pa.int32()),
         ("source_offset", pa.int64()),
@@ -117,6 +119,22 @@ class EventBatches:
                 values = [_money(v) for v in values]
             arrays.append(pa.array(values, type=typ))
         return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def build_each(
+        self, rows: list[dict[str, Any]]
+    ) -> tuple[pa.Table, list[tuple[dict[str, Any], Exception]]]:
+        """Like ``build``, but a row Arrow cannot hold is returned with its error instead of
+        failing the batch: one bad row must not stop a partition. Halves the batch until
+        the bad rows are found, so a good batch costs one ``build``."""
+        try:
+            return self.build(rows), []
+        except (pa.ArrowException, OverflowError, ValueError, TypeError) as exc:
+            if len(rows) == 1:
+                return self.build([]), [(rows[0], exc)]
+        half = len(rows) // 2
+        left, left_bad = self.build_each(rows[:half])
+        right, right_bad = self.build_each(rows[half:])
+        return pa.concat_tables([left, right]), left_bad + right_bad
 
 
 class EventsSplitter:

@@ -14,7 +14,7 @@ from pipeline.contract.positions import pack as position
 from pipeline.ingest.dedup import SeenIds
 from pipeline.ingest.ingestor import Ingestor, RawMessage
 from pipeline.ingest.validation import Validator
-from tables.dedup import DedupTable
+from tables.dedup import RECORD_IDS, DedupTable
 
 H = 1_000  # horizon, ms
 P = 0
@@ -176,3 +176,15 @@ def test_changelog_replay_rebuilds_the_same_memory() -> None:
     retry = again.process(P, [RawMessage(12, orjson.dumps(ev(3)))], now + 1000)
     assert retry.valid == []
     assert retry.duplicates == 1
+
+
+def test_a_huge_take_is_logged_in_records_that_fit_in_a_kafka_message() -> None:
+    sent: list[tuple[int, str, Any]] = []
+    fake = SimpleNamespace(append=lambda p, k, v: sent.append((p, k, v)))
+    entries = [[f"{'x' * 60}{i:04d}", (i << 20) << 1] for i in range(20_000)]
+    DedupTable.record(fake, 3, 100, 7, entries)  # type: ignore[arg-type]
+    assert [v["ids"] for _, _, v in sent] == [
+        entries[i : i + RECORD_IDS] for i in range(0, 20_000, RECORD_IDS)
+    ]
+    assert len({k for _, k, _ in sent}) == len(sent)  # distinct keys
+    assert all(len(orjson.dumps(v)) < 1_000_000 for _, _, v in sent)
