@@ -18,7 +18,7 @@ from pipeline.runtime.context import Context, Domain
 from pipeline.runtime.observability import register_observability
 from pipeline.runtime.telemetry import PipelineMetrics
 from pipeline.runtime.topology import declare_tables, declare_topics, new_app, partition_count
-from pipeline.settings import DEFAULT_PII_SECRET, Settings
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,6 @@ STAGES: dict[str, tuple[Register, ...]] = {
 
 
 def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust.App, Context]:
-    if settings.pii_secret.get_secret_value() == DEFAULT_PII_SECRET:
-        log.warning("TRACKFLOW_PII_SECRET is the development default; set it in production")
     partitions = partition_count(settings, ensure_topics)
     domain = Domain.build(settings, partitions)
     app = new_app(settings, partitions)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The key earlier versions used when none was set: public, so refused like no key at all.
 DEFAULT_PII_SECRET = "trackflow-dev-secret-change-me"
+DEV_KEY_FILE = ".trackflow-dev-pii-key"
+
+
+class MissingPiiKey(ValueError):
+    """No usable PII key: the worker must not hash identifiers with a key anyone knows."""
 
 
 class Settings(BaseSettings):
@@ -26,8 +34,13 @@ class Settings(BaseSettings):
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of events.raw when created.")
     web_port: int = Field(6066, ge=0, le=65535, description="Worker web port serving /metrics.")
     web_host: str = Field("127.0.0.1", description="Interface the worker's web server binds.")
-    pii_secret: SecretStr = Field(
-        SecretStr(DEFAULT_PII_SECRET), description="HMAC-SHA256 key for phone/email hashing."
+    pii_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key for phone/email hashing (required unless dev)."
+    )
+    dev: bool = Field(
+        False,
+        description="Development run: without a PII key, use one generated once per data "
+        "directory (never in production: the key must outlive the data directory).",
     )
     dedup_horizon_hours: int = Field(24, ge=1, description="Minimum memory of seen event ids.")
     dlq_max_payload_bytes: int = Field(
@@ -71,6 +84,28 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    def pii_key(self) -> str:
+        """The HMAC key for phone and e-mail hashes.
+
+        Hashes are only pseudonymous while the key is secret, so a missing key or the
+        public default is refused; a development run (``dev``) generates a key once per
+        data directory instead, so the demo and the tests need no set-up.
+        """
+        secret = self.pii_secret.get_secret_value() if self.pii_secret else ""
+        if secret and secret != DEFAULT_PII_SECRET:
+            return secret
+        if not self.dev:
+            raise MissingPiiKey(
+                "TRACKFLOW_PII_SECRET is not set"
+                + (" (or is the public default)" if secret else "")
+                + ": set it to a long random secret, or pass --dev (TRACKFLOW_DEV=1) for a "
+                "development run with a key generated for this data directory"
+            )
+        return _dev_key(self.data_dir)
+
+    def has_dev_key(self) -> bool:
+        return (self.data_dir / DEV_KEY_FILE).exists()
+
     @property
     def lake_dir(self) -> Path:
         return self.data_dir / "lake"
@@ -84,3 +119,19 @@ class Settings(BaseSettings):
                 if host:
                     hosts.append(host)
         return ",".join(hosts)
+
+
+def _dev_key(data_dir: Path) -> str:
+    path = data_dir / DEV_KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(secrets.token_hex(32))
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)  # first writer wins; every process then reads the same key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()

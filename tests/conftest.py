@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,6 +9,10 @@ import pytest
 
 from pipeline.tools.broker import EmbeddedBroker
 from tests.support import Deployment
+
+# Tests are development runs: without TRACKFLOW_PII_SECRET, a key is generated per data
+# directory (the worker refuses to start without a key otherwise).
+os.environ.setdefault("TRACKFLOW_DEV", "1")
 
 
 @pytest.fixture(scope="session")

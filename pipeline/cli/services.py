@@ -38,6 +38,10 @@ def worker(
     stages: Annotated[
         str | None, _opt("STAGES", "full (default) or ingest (validate + sink only)")
     ] = None,
+    dev: Annotated[
+        bool | None,
+        _opt("DEV", "Development run: without TRACKFLOW_PII_SECRET, generate a key per data dir"),
+    ] = None,
 ) -> None:
     """Run all agents in one Faust worker; several workers share the work."""
     settings = settings_from(
@@ -51,9 +55,16 @@ def worker(
         schemas_dir=schemas_dir,
         log_level=log_level,
         stages=stages,
+        dev=dev,
     )
+    from pipeline.settings import MissingPiiKey
     from pipeline.worker import run_worker
 
+    try:
+        settings.pii_key()  # refuse before joining the group, with a message, not a trace
+    except MissingPiiKey as exc:
+        typer.echo(f"trackflow worker: {exc}", err=True)
+        raise typer.Exit(2) from None
     run_worker(settings)
 
 

@@ -40,13 +40,15 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[d
     return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
 
-def lookup_values(kind: str, value: str, hasher: PiiHasher) -> list[str]:
-    """The stored form(s) of ``value``: hashed when the type is hashed; as given if already."""
+def lookup_values(kind: str, value: str, hasher: PiiHasher | None) -> list[str]:
+    """The stored form(s) of ``value``: hashed when the type is hashed (when the key is
+    known); as given if already a hash."""
     if kind not in ("phone", "email"):
         return [value]
     out = []
-    with contextlib.suppress(Rejected):
-        out.append(hasher.hash_identifier(kind, value))
+    if hasher is not None:
+        with contextlib.suppress(Rejected):
+            out.append(hasher.hash_identifier(kind, value))
     if len(value) == HEX64 and all(c in "0123456789abcdef" for c in value):
         out.append(value)  # already the stored hash
     return out
@@ -55,7 +57,7 @@ def lookup_values(kind: str, value: str, hasher: PiiHasher) -> list[str]:
 def find_person(
     con: duckdb.DuckDBPyConnection,
     rules: IdentityRules,
-    hasher: PiiHasher,
+    hasher: PiiHasher | None,
     identifier: str,
     kind: str | None,
 ) -> str:
@@ -83,7 +85,7 @@ def find_person(
 def build_trail(
     con: duckdb.DuckDBPyConnection,
     rules: IdentityRules,
-    hasher: PiiHasher,
+    hasher: PiiHasher | None,
     identifier: str,
     kind: str | None = None,
     limit: int = 1000,

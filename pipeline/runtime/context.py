@@ -51,7 +51,7 @@ class Domain:
     @classmethod
     def build(cls, settings: Settings, partitions: int) -> Domain:
         plan = load_plan(settings.schemas_dir)
-        hasher = PiiHasher(settings.pii_secret.get_secret_value())
+        hasher = PiiHasher(settings.pii_key())
         rules = load_rules(settings.identity_rules)
         graph = IdentityGraph(rules)
         metric_defs = load_metrics(plan, settings.schemas_dir)

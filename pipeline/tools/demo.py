@@ -124,6 +124,7 @@ def _worker_env(broker: EmbeddedBroker, data_dir: Path, web_port: int) -> dict[s
         "TRACKFLOW_BROKER": broker.url,
         "TRACKFLOW_DATA_DIR": str(data_dir),
         "TRACKFLOW_WEB_PORT": str(web_port),
+        "TRACKFLOW_DEV": "1",  # a demo: a PII key generated for its own data directory
         "TRACKFLOW_REBALANCE_TIMEOUT": "2",
         "TRACKFLOW_SESSION_TIMEOUT": "6",
         "TRACKFLOW_LOG_LEVEL": "warning",
