@@ -20,7 +20,8 @@ from pipeline.metrics.windows import window_label
 from pipeline.names import AGENT_AGGREGATE
 from pipeline.runtime import wire
 from pipeline.runtime.context import Context
-from pipeline.runtime.streams import in_offset_order, take_batches
+from pipeline.runtime.ordered_input import OrderedInput, admit
+from pipeline.runtime.streams import take_batches
 
 
 def register(app: faust.App, ctx: Context) -> Any:
@@ -28,13 +29,14 @@ def register(app: faust.App, ctx: Context) -> Any:
     metrics = ctx.metrics
     progress = ctx.tables.aggregate_progress
     defs = ctx.domain.metric_defs
+    ordered = OrderedInput(app, AGENT_AGGREGATE, metrics)
 
     @app.agent(ctx.topics.stitched, name=AGENT_AGGREGATE)
     async def aggregate(stream: faust.StreamT) -> None:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
             pending = []
             done: dict[int, tuple[int, int]] = {}
-            for event in in_offset_order(events):
+            for event in await admit(ordered, events):
                 m = event.message
                 high, watermark = done.get(m.partition) or progress.get_progress(m.partition)
                 table = wire.decode_events(m.value)

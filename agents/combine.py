@@ -19,7 +19,8 @@ import faust
 from pipeline.names import AGENT_COMBINE
 from pipeline.runtime import wire
 from pipeline.runtime.context import Context
-from pipeline.runtime.streams import Take, consumer_lag, in_offset_order, take_batches
+from pipeline.runtime.ordered_input import OrderedInput, admit
+from pipeline.runtime.streams import Take, consumer_lag, take_batches
 
 IDLE_INDEX_BASE = 1 << 19  # positions of idle-closed rows, after those of the same offset
 GAUGE_SECONDS = 5.0  # provisional metric values refresh at least this often
@@ -67,6 +68,7 @@ class Combine:
         self.state = ctx.domain.combine
         self.table = ctx.tables.combine_windows
         self.lock = asyncio.Lock()
+        self.input = OrderedInput(app, AGENT_COMBINE, ctx.metrics)
         self.ready = False
         self.last_input = time.monotonic()
         self.finals: dict[SeriesId, tuple[int, float | None]] = {}
@@ -82,7 +84,7 @@ class Combine:
         state = self.state
         async with self.lock:
             late_before = state.late
-            for event in in_offset_order(events):
+            for event in await admit(self.input, events):
                 m = event.message
                 if m.offset <= state.offset:
                     continue

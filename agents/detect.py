@@ -17,7 +17,8 @@ from pipeline.alerting.rules import Incident
 from pipeline.names import AGENT_DETECT
 from pipeline.runtime import wire
 from pipeline.runtime.context import Context
-from pipeline.runtime.streams import in_offset_order, take_batches
+from pipeline.runtime.ordered_input import OrderedInput, admit
+from pipeline.runtime.streams import take_batches
 
 WARMUP_INDEX_BASE = 1 << 19
 
@@ -48,12 +49,13 @@ def alerts_message(events: list[tuple[str, Incident]], offset: int, base: int) -
 
 def register(app: faust.App, ctx: Context) -> Any:
     stage = Detect(ctx)
+    ordered_input = OrderedInput(app, AGENT_DETECT, ctx.metrics)
 
     @app.agent(ctx.topics.rollups, name=AGENT_DETECT)
     async def detect(stream: faust.StreamT) -> None:
         settings = ctx.settings
         async for events in take_batches(stream, settings.take_max, settings.take_within):
-            ordered = in_offset_order(events)
+            ordered = await admit(ordered_input, events)
             if not stage.warmed and ordered:
                 missing = stage.warm_up()
                 if missing:

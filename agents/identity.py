@@ -18,20 +18,22 @@ from pipeline.identity.graph import Link
 from pipeline.names import AGENT_IDENTITY
 from pipeline.runtime import wire
 from pipeline.runtime.context import Context
-from pipeline.runtime.streams import in_offset_order, take_batches
+from pipeline.runtime.ordered_input import OrderedInput, admit
+from pipeline.runtime.streams import take_batches
 
 
 def register(app: faust.App, ctx: Context) -> Any:
     graph = ctx.domain.graph
     metrics = ctx.metrics
     settings = ctx.settings
+    ordered = OrderedInput(app, AGENT_IDENTITY, metrics)
 
     @app.agent(ctx.topics.links, name=AGENT_IDENTITY)
     async def identity(stream: faust.StreamT) -> None:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
             applied: list[tuple[int, list[Link]]] = []
             pending = []
-            for event in in_offset_order(events):
+            for event in await admit(ordered, events):
                 m = event.message
                 try:
                     links = wire.decode_links(m.value)

@@ -45,6 +45,7 @@ from pipeline.names import (
 )
 from pipeline.runtime import wire
 from pipeline.runtime.context import Context
+from pipeline.runtime.ordered_input import OrderedInput
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,18 @@ class Sink:
         self.decode = decode
         self.stream: faust.StreamT | None = None
         self.lock = asyncio.Lock()
+        self.input: OrderedInput | None = None
 
-    async def consume(self, stream: Any) -> None:
+    async def consume(self, app: faust.App, stream: Any) -> None:
         self.stream = stream
+        self.input = self.input or OrderedInput(app, self.name, self.ctx.metrics)
         settings = self.ctx.settings
         async for event in stream.noack().events():
+            admitted = await self.input.admit([event])
+            if admitted.already:
+                await stream.ack(event)  # read before (a seek back): already written
+            if not admitted.process:
+                continue  # past a hole: not acked, read again after the seek
             m = event.message
             tables = self.decode(m.value)
             async with self.lock:
@@ -199,23 +207,23 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
 
     @app.agent(events_topic, name=AGENT_SINK_EVENTS)
     async def sink_events(stream: faust.StreamT) -> None:
-        await events_sink.consume(stream)
+        await events_sink.consume(app, stream)
 
     @app.agent(ctx.topics.dlq, name=AGENT_SINK_DLQ)
     async def sink_dlq(stream: faust.StreamT) -> None:
-        await dlq_sink.consume(stream)
+        await dlq_sink.consume(app, stream)
 
     @app.agent(ctx.topics.rollups, name=AGENT_SINK_ROLLUPS)
     async def sink_rollups(stream: faust.StreamT) -> None:
-        await rollups_sink.consume(stream)
+        await rollups_sink.consume(app, stream)
 
     @app.agent(ctx.topics.alerts, name=AGENT_SINK_ALERTS)
     async def sink_alerts(stream: faust.StreamT) -> None:
-        await alerts_sink.consume(stream)
+        await alerts_sink.consume(app, stream)
 
     @app.agent(ctx.topics.changes, name=AGENT_SINK_IDENTITY)
     async def sink_identity(stream: faust.StreamT) -> None:
-        await identity_sink.consume(stream)
+        await identity_sink.consume(app, stream)
 
     @app.timer(interval=0.25)
     async def flush_sinks() -> None:

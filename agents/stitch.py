@@ -9,7 +9,8 @@ import faust
 from pipeline.names import AGENT_STITCH
 from pipeline.runtime import wire
 from pipeline.runtime.context import Context
-from pipeline.runtime.streams import in_offset_order, take_batches
+from pipeline.runtime.ordered_input import OrderedInput, admit
+from pipeline.runtime.streams import take_batches
 from tables.identity import PARTITION
 
 
@@ -17,12 +18,13 @@ def register(app: faust.App, ctx: Context) -> Any:
     stitcher = ctx.domain.stitcher
     metrics = ctx.metrics
     settings = ctx.settings
+    ordered = OrderedInput(app, AGENT_STITCH, metrics)
 
     @app.agent(ctx.topics.valid, name=AGENT_STITCH)
     async def stitch(stream: faust.StreamT) -> None:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
             links = []
-            for event in in_offset_order(events):
+            for event in await admit(ordered, events):
                 m = event.message
                 table, new_links = stitcher.stitch(wire.decode_events(m.value))
                 links.extend(new_links)

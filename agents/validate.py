@@ -22,16 +22,12 @@ from pipeline.ingest.quality import missing_counts
 from pipeline.names import AGENT_VALIDATE, TOPIC_RAW
 from pipeline.runtime import wire
 from pipeline.runtime.context import Context
-from pipeline.runtime.offset_guard import OffsetGuard
-from pipeline.runtime.streams import Take, in_offset_order, take_batches
+from pipeline.runtime.ordered_input import OrderedInput, admit
+from pipeline.runtime.streams import Take, take_batches
 
 
 def register(app: faust.App, ctx: Context) -> Any:
     stage = Validate(app, ctx)
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def forget_offsets(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        stage.guard.forget()
 
     @app.agent(ctx.topics.raw, name=AGENT_VALIDATE)
     async def validate(stream: faust.StreamT) -> None:
@@ -68,22 +64,16 @@ class Validate:
             TOPIC_RAW,
             max_payload_bytes=ctx.settings.dlq_max_payload_bytes,
         )
-        self.guard = OffsetGuard()
+        self.input = OrderedInput(app, AGENT_VALIDATE, ctx.metrics)
 
     async def process(self, events: Take) -> None:
-        by_partition: dict[int, list[Any]] = defaultdict(list)
-        for event in in_offset_order(events):
-            by_partition[event.message.partition].append(event)
         self.metrics.messages_received.labels(TOPIC_RAW).inc(len(events))
+        by_partition: dict[int, list[RawMessage]] = defaultdict(list)
+        for m in (e.message for e in await admit(self.input, events)):
+            timestamp = int(m.timestamp * 1000) if m.timestamp else None
+            by_partition[m.partition].append(RawMessage(m.offset, m.value, timestamp))
         now_ms = int(time.time() * 1000)
-        for partition, partition_events in by_partition.items():
-            admitted = await self.admit(partition, partition_events, events)
-            messages = [
-                RawMessage(m.offset, m.value, int(m.timestamp * 1000) if m.timestamp else None)
-                for m in (e.message for e in admitted)
-            ]
-            if not messages:
-                continue
+        for partition, messages in by_partition.items():
             out = self.prepare(partition, messages, now_ms)
             await self.emit(partition, messages, out)
             self.observe(messages, out.result)
@@ -123,28 +113,6 @@ class Validate:
         rejected = Rejected(ErrorCode.PROCESSING_ERROR, "the message could not be processed")
         self.ingestor.reject_later(partition, msg, None, rejected, now_ms, result)
         return Outputs(result, None, [], wire.encode_dead_letters(partition, result.dlq))
-
-    async def admit(self, partition: int, events: list[Any], take: Take) -> list[Any]:
-        """The events to process now: in order, none past a hole (see offset_guard)."""
-        admission = self.guard.admit(partition, [e.message for e in events])
-        for i in admission.hold:
-            take.hold(events[i])
-        if admission.seek_to is not None:
-            self.app.log.warning(
-                "validate: offset %s of partition %s has not arrived before later ones; "
-                "reading the partition again from there",
-                admission.seek_to,
-                partition,
-            )
-            await self.app.consumer.seek(events[0].message.tp, admission.seek_to)
-        if admission.accepted_gap:
-            self.metrics.offset_gaps.labels(str(partition)).inc(admission.accepted_gap)
-            self.app.log.error(
-                "validate: %s offsets of partition %s never arrived after repeated reads",
-                admission.accepted_gap,
-                partition,
-            )
-        return [events[i] for i in admission.process]
 
     async def emit(self, partition: int, messages: list[RawMessage], out: Outputs) -> None:
         # The dedup record goes first: Faust flushes the producer before committing offsets,

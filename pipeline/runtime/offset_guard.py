@@ -1,4 +1,4 @@
-"""Input in log order without holes, per partition, for the validate stage.
+"""Input in log order without holes, per partition: the pure rule behind ``OrderedInput``.
 
 Faust acks offsets it never received as a "gap" (meant for compacted topics and
 transaction markers). The embedded broker has been seen to hand a worker restarted after a
@@ -13,7 +13,7 @@ seconds is accepted as real, counted and logged.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,36 +32,52 @@ class Admission:
 
 
 class OffsetGuard:
+    """Per key (a partition): the next offset expected, and holes waiting to be filled."""
+
     def __init__(self, patience: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.patience = patience
         self.clock = clock
-        self.expected: dict[int, int] = {}
-        self.since: dict[tuple[int, int], float] = {}  # hole -> when first seen
+        self.expected: dict[Hashable, int] = {}
+        self.since: dict[tuple[Hashable, int], float] = {}  # hole -> when first seen
 
-    def forget(self) -> None:
+    def forget(self, keys: Iterable[Hashable] | None = None) -> None:
         """After a rebalance the stream restarts from committed offsets."""
-        self.expected.clear()
-        self.since.clear()
+        if keys is None:
+            self.expected.clear()
+            self.since.clear()
+            return
+        for key in keys:
+            self.expected.pop(key, None)
+        for hole in [h for h in self.since if h[0] not in self.expected]:
+            del self.since[hole]
 
-    def admit(self, partition: int, messages: Sequence[HasOffset]) -> Admission:
+    def knows(self, key: Hashable) -> bool:
+        return key in self.expected
+
+    def start(self, key: Hashable, offset: int) -> None:
+        """The first offset to expect after an assignment: the committed one. Without it a
+        hole right at the committed offset would pass unseen (Faust commits past it)."""
+        self.expected[key] = offset
+
+    def admit(self, key: Hashable, messages: Sequence[HasOffset]) -> Admission:
         """``messages`` sorted by offset, each once."""
         out = Admission()
-        exp = self.expected.get(partition)
+        exp = self.expected.get(key)
         for i, m in enumerate(messages):
             if exp is not None and m.offset < exp:
                 out.already.append(i)
                 continue
             if exp is not None and m.offset > exp:
-                key = (partition, exp)
-                first = self.since.setdefault(key, self.clock())
+                hole = (key, exp)
+                first = self.since.setdefault(hole, self.clock())
                 if self.clock() - first < self.patience:
                     out.hold = list(range(i, len(messages)))
                     out.seek_to = exp
                     break
-                del self.since[key]
+                del self.since[hole]
                 out.accepted_gap += m.offset - exp
             out.process.append(i)
             exp = m.offset + 1
         if exp is not None:
-            self.expected[partition] = exp
+            self.expected[key] = exp
         return out

@@ -236,9 +236,10 @@ class PipelineMetrics:
         )
         self.offset_gaps = Counter(
             "trackflow_offset_gaps_total",
-            "Offsets of events.raw that never arrived after repeated reads, given up on "
-            "(input lost). Should stay 0; see docs/architecture.md, Holes in the input.",
-            ["partition"],
+            "Input offsets that never arrived after repeated reads, given up on (input "
+            "lost), per stage and topic partition. Should stay 0; see docs/architecture.md, "
+            "Holes in the input.",
+            ["stage", "topic", "partition"],
             registry=r,
         )
 

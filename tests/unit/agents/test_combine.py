@@ -47,7 +47,11 @@ def take(*messages: tuple[int, dict[str, Any]]) -> Take:
     """A take of metrics.partials messages given as (topic offset, partial)."""
     return Take(
         [
-            SimpleNamespace(message=SimpleNamespace(partition=0, offset=o, value=orjson.dumps(p)))
+            SimpleNamespace(
+                message=SimpleNamespace(
+                    partition=0, offset=o, value=orjson.dumps(p), tp=TP("x.metrics.partials", 0)
+                )
+            )
             for o, p in messages
         ]
     )

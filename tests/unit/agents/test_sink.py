@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
+from faust.types import TP
 
 from agents.sink import Sink, decode_changes, decode_events
 from pipeline import names
@@ -35,7 +36,9 @@ class FakeStream:
         return self
 
     async def events(self) -> Any:
-        for e in self._events:
+        for offset, e in enumerate(self._events):  # one partition's log, in order
+            e.message.offset = offset
+            e.message.tp = TP("x", e.message.partition)
             yield e
 
     async def ack(self, event: FakeEvent) -> bool:
@@ -76,13 +79,13 @@ def events_sink(ctx: Any) -> Sink:
 
 def test_acks_only_after_flush_and_replays_are_dropped(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=3600)
-    _, ctx = create_app(settings, ensure_topics=False)
+    app, ctx = create_app(settings, ensure_topics=False)
     sink = events_sink(ctx)
     events = [
         FakeEvent(batch(ctx, [1, 2, 3])),
         FakeEvent(batch(ctx, [2, 3, 4, 5])),
     ]  # second overlaps
-    asyncio.run(sink.consume(FakeStream(events)))  # type: ignore[arg-type]
+    asyncio.run(sink.consume(app, FakeStream(events)))  # type: ignore[arg-type]
     assert not any(e.acked for e in events), "acked before the rows were written"
     asyncio.run(sink.flush_partitions({2}))
     assert all(e.acked for e in events)
@@ -94,10 +97,10 @@ def test_acks_only_after_flush_and_replays_are_dropped(tmp_path: Path) -> None:
 
 def test_flush_due_by_age(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=0.01)
-    _, ctx = create_app(settings, ensure_topics=False)
+    app, ctx = create_app(settings, ensure_topics=False)
     sink = events_sink(ctx)
     event = FakeEvent(batch(ctx, [7]))
-    asyncio.run(sink.consume(FakeStream([event])))  # type: ignore[arg-type]
+    asyncio.run(sink.consume(app, FakeStream([event])))  # type: ignore[arg-type]
 
     async def later() -> None:
         await asyncio.sleep(0.05)
@@ -137,13 +140,13 @@ def changes(offset: int, n_ids: int, n_merges: int) -> bytes:
 
 def test_identity_changes_fill_two_tables_once_each(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=3600)
-    _, ctx = create_app(settings, ensure_topics=False)
+    app, ctx = create_app(settings, ensure_topics=False)
     writers = {t: ctx.domain.lake[t] for t in (names.LAKE_IDENTITIES, names.LAKE_MERGES)}
     sink = Sink(ctx, names.AGENT_SINK_IDENTITY, names.TOPIC_LINKS, writers, decode_changes)
     events = [FakeEvent(changes(3, 2, 1)), FakeEvent(changes(3, 2, 1)), FakeEvent(changes(4, 1, 0))]
     for e in events:
         e.message.partition = 0
-    asyncio.run(sink.consume(FakeStream(events)))  # type: ignore[arg-type]
+    asyncio.run(sink.consume(app, FakeStream(events)))  # type: ignore[arg-type]
     assert not any(e.acked for e in events)
     asyncio.run(sink.flush_partitions({0}))
     assert all(e.acked for e in events)
