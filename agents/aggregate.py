@@ -58,6 +58,6 @@ def register(app: faust.App, ctx: Context) -> Any:
             for fut in pending:
                 await fut  # partials delivered before the progress says they were sent
             for partition, (offset, watermark) in done.items():
-                progress.record(partition, offset, watermark)
+                await progress.record(partition, offset, watermark)
 
     return aggregate

@@ -122,7 +122,7 @@ class Combine:
                 self.metrics.windows_closed.labels(window[0], reason).inc()
         record = self.state.take_record()
         if record is not None:
-            self.table.append(0, f"combine:{offset}:{base}", record)
+            await self.table.append(0, f"combine:{offset}:{base}", record)
 
     def upstream_pending(self) -> bool:
         """Input this worker has not yet consumed: the pipeline is catching up, not idle."""

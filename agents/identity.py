@@ -62,6 +62,6 @@ def register(app: faust.App, ctx: Context) -> Any:
             for fut in pending:
                 await fut  # delivered before the changelog says these links are applied
             for offset, links in applied:
-                ctx.tables.identity.record(f"links:{offset}", links)
+                await ctx.tables.identity.record(f"links:{offset}", links)
 
     return identity

@@ -25,7 +25,7 @@ from pipeline.lake.schema import (
     dlq_table,
     positioned_table,
 )
-from pipeline.lake.writer import TableWriter
+from pipeline.lake.writer import Fenced, TableWriter
 from pipeline.names import (
     AGENT_SINK_ALERTS,
     AGENT_SINK_DLQ,
@@ -96,6 +96,7 @@ class Sink:
             m = event.message
             tables = self.decode(m.value)
             async with self.lock:
+                await self._claim(m.partition)
                 for table, rows in tables.items():
                     self.ctx.metrics.stage_in.labels(self.name).inc(rows.num_rows)
                     self.writers[table].add(self.source_topic, m.partition, rows)
@@ -119,11 +120,26 @@ class Sink:
                     for writer in self.writers.values():
                         writer.forget(topic, partition)
 
+    async def _claim(self, partition: int) -> None:
+        """Own the partition's lake files before the first rows after an assignment (in a
+        thread: the claim waits for a flush of the previous owner)."""
+        for writer in self.writers.values():
+            if not writer.claimed(self.source_topic, partition):
+                await asyncio.to_thread(writer.claim, self.source_topic, partition)
+
     async def _flush(self, topic: str, partition: int) -> None:
         metrics = self.ctx.metrics
         tokens: list[Any] = []
         for table, writer in self.writers.items():
-            result, got = writer.flush(topic, partition)
+            try:
+                result, got = await asyncio.to_thread(writer.flush, topic, partition)
+            except Fenced as exc:
+                # A zombie: another worker owns the partition now and re-reads these rows.
+                log.warning("%s: %s", self.name, exc)
+                metrics.lake_fenced.labels(table).inc()
+                for other in self.writers.values():
+                    other.forget(topic, partition)
+                return
             tokens.extend(got)
             if result.files:
                 metrics.lake_files.labels(table).inc(result.files)

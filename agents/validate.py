@@ -118,7 +118,7 @@ class Validate:
         # The dedup record goes first: Faust flushes the producer before committing offsets,
         # so outputs and dedup memory are durable before the input is marked consumed.
         ctx, metrics, result = self.ctx, self.metrics, out.result
-        ctx.tables.dedup.record(partition, messages[0].offset, result.generation, result.seen)
+        await ctx.tables.dedup.record(partition, messages[0].offset, result.generation, result.seen)
         for value in out.valid:
             await ctx.topics.valid.send(value=value, partition=partition)
         if out.table is not None:

@@ -25,9 +25,21 @@ class BatchLogTable(faust.Table):
     def forget_partition(self, partition: int) -> None:
         raise NotImplementedError
 
-    def append(self, partition: int, key: str, value: Any) -> None:
-        """Append one batch record to the changelog partition of ``partition``."""
-        self.send_changelog(partition, key, value)
+    async def append(self, partition: int, key: str, value: Any) -> None:
+        """Append one batch record to the changelog partition of ``partition``.
+
+        Sent straight to the producer, not through Faust's ``send_soon`` buffer: Faust
+        flushes the producer before it commits input offsets, but its buffer flush gives up
+        after 0.1 s, so a buffered record could still be unsent when the input that made
+        it is committed. Awaiting this before acking makes state durable first.
+        """
+        await self.changelog_topic.send(
+            key=key,
+            value=value,
+            partition=partition,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+        )
 
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
         for event in batch:

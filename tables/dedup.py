@@ -31,10 +31,10 @@ class DedupTable(BatchLogTable):
     def forget_partition(self, partition: int) -> None:
         self.seen.forget(partition)
 
-    def record(self, partition: int, first_offset: int, gen: int, entries: list[Any]) -> None:
+    async def record(self, partition: int, first_offset: int, gen: int, entries: list[Any]) -> None:
         # Chunked: one take may hold a 20,000-event message, and a changelog record must fit
         # in one Kafka message (ids are at most 64 characters).
         for start in range(0, len(entries), RECORD_IDS):
             chunk = entries[start : start + RECORD_IDS]
             key = f"{partition}:{first_offset}" + (f":{start}" if start else "")
-            self.append(partition, key, {"g": gen, "ids": chunk})
+            await self.append(partition, key, {"g": gen, "ids": chunk})

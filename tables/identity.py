@@ -69,5 +69,13 @@ class IdentityTable(faust.GlobalTable):
         finally:
             await consumer.stop()
 
-    def record(self, key: str, links: list[Link]) -> Any:
-        return self.send_changelog(PARTITION, key, {"links": [list(link) for link in links]})
+    async def record(self, key: str, links: list[Link]) -> None:
+        """Straight to the producer, awaited before the input is acked (see
+        ``BatchLogTable.append`` for why not Faust's buffered ``send_changelog``)."""
+        await self.changelog_topic.send(
+            key=key,
+            value={"links": [list(link) for link in links]},
+            partition=PARTITION,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+        )

@@ -32,10 +32,10 @@ class AggregateProgress(BatchLogTable):
     def forget_partition(self, partition: int) -> None:
         self.progress.pop(partition, None)
 
-    def record(self, partition: int, position: int, watermark: int) -> None:
+    async def record(self, partition: int, position: int, watermark: int) -> None:
         self.progress[partition] = (position, watermark)
         # One key per partition: compaction keeps only the latest progress.
-        self.append(partition, str(partition), {"pos": position, "wm": watermark})
+        await self.append(partition, str(partition), {"pos": position, "wm": watermark})
 
 
 class CombineWindows(BatchLogTable):

@@ -13,7 +13,9 @@ Exactly-once without Kafka transactions (DESIGN section 12):
   again;
 * rows at or below the checkpoint are skipped, so input replayed after a crash is not
   stored twice. Positions, not offsets: the events of one big producer batch may be split
-  over several internal messages and so over several flushes.
+  over several internal messages and so over several flushes;
+* files, renames and checkpoints are fsynced before a flush counts (``durable.py``), and
+  only the current owner of a partition may change it (``fence.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.contract.positions import INDEX_BITS, pack, unpack
+from pipeline.lake.durable import atomic_write_bytes, fsync_dir, fsync_file
+from pipeline.lake.fence import Fence, Fenced
+
+__all__ = ["Fenced", "TableWriter", "atomic_write_bytes", "file_name", "positions"]
 
 # A flush's rows -> (hive directory relative to the table root, rows of that directory).
 Splitter = Callable[[pa.Table], Iterable[tuple[str, pa.Table]]]
@@ -54,15 +60,6 @@ def _pos_text(pos: int) -> str:
 def file_name(topic: str, partition: int, first: int, last: int) -> str:
     """Name of a file holding positions ``first`` .. ``last`` (packed ints)."""
     return f"{topic}-p{partition}-{_pos_text(first)}-{_pos_text(last)}.parquet"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -90,6 +87,7 @@ class TableWriter:
         self.table = table
         self.checkpoints = lake_dir / "_checkpoints" / table
         self.splitter = splitter
+        self.fence = Fence(self.checkpoints, table)
         self._hw: dict[tuple[str, int], int] = {}
         self._buffers: dict[tuple[str, int], _Buffer] = {}
 
@@ -99,14 +97,20 @@ class TableWriter:
         return self.checkpoints / f"{topic}-p{partition}.json"
 
     def high_water(self, topic: str, partition: int) -> int:
-        """Highest source offset stored; on first use, deletes uncommitted files."""
+        """Highest source position stored; the first use claims the partition."""
+        hw = self._hw.get((topic, partition))
+        return self.claim(topic, partition) if hw is None else hw
+
+    def claim(self, topic: str, partition: int) -> int:
+        """Become the partition's writer (after an assignment): read its checkpoint and
+        delete files a crashed flush renamed but never committed. May wait for a flush of
+        the previous owner to finish."""
         key = (topic, partition)
-        hw = self._hw.get(key)
-        if hw is None:
+        with self.fence.claim(key):
             path = self._checkpoint_path(topic, partition)
             hw = orjson.loads(path.read_bytes())["position"] if path.exists() else -1
             self._remove_uncommitted(topic, partition, hw)
-            self._hw[key] = hw
+        self._hw[key] = hw
         return hw
 
     def _remove_uncommitted(self, topic: str, partition: int, hw: int) -> None:
@@ -124,10 +128,14 @@ class TableWriter:
                 if first > hw:
                     path.unlink(missing_ok=True)
 
+    def claimed(self, topic: str, partition: int) -> bool:
+        return (topic, partition) in self._hw
+
     def forget(self, topic: str, partition: int) -> None:
         """Drop cached state (partition revoked); buffered rows must be flushed first."""
         self._hw.pop((topic, partition), None)
         self._buffers.pop((topic, partition), None)
+        self.fence.release((topic, partition))
 
     # -- buffering ---------------------------------------------------------------------
 
@@ -172,36 +180,51 @@ class TableWriter:
         return list(self._buffers)
 
     def flush(self, topic: str, partition: int) -> tuple[FlushResult, list[Any]]:
-        """Write the buffered rows; returns the result and the tokens now safe to ack."""
-        buf = self._buffers.get((topic, partition))
+        """Write the buffered rows; returns the result and the tokens now safe to ack.
+
+        Raises ``Fenced`` (and drops this partition's buffer) when another writer took the
+        partition over: nothing is written and nothing may be acked.
+        """
+        key = (topic, partition)
+        buf = self._buffers.get(key)
         if buf is None:
             return FlushResult(), []
         result = FlushResult()
         if buf.rows:
-            assert buf.first is not None
-            name = file_name(topic, partition, buf.first, buf.last)
-            staged: list[tuple[Path, Path]] = []
-            rows = pa.concat_tables(buf.tables, promote_options="permissive")
-            for rel_dir, table in self.splitter(rows):
-                directory = self.root / rel_dir
-                directory.mkdir(parents=True, exist_ok=True)
-                final = directory / name
-                tmp = directory / f".{name}.tmp"
-                pq.write_table(table, tmp, compression="zstd")
-                staged.append((tmp, final))
-                result.files += 1
-                result.rows += table.num_rows
-                result.bytes += tmp.stat().st_size
-            for tmp, final in staged:
-                os.replace(tmp, final)
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(
-                self._checkpoint_path(topic, partition),
-                orjson.dumps(
-                    dict(zip(("offset", "index"), unpack(buf.last), strict=True), position=buf.last)
-                ),
-            )
-            self._hw[(topic, partition)] = buf.last
+            try:
+                with self.fence.owned(key):
+                    result = self._write(topic, partition, buf)
+            except Fenced:
+                self.forget(topic, partition)
+                raise
+            self._hw[key] = buf.last
         tokens = buf.tokens
-        self._buffers[(topic, partition)] = _Buffer(last=buf.last, since=time.monotonic())
+        self._buffers[key] = _Buffer(last=buf.last, since=time.monotonic())
         return result, tokens
+
+    def _write(self, topic: str, partition: int, buf: _Buffer) -> FlushResult:
+        assert buf.first is not None
+        result = FlushResult()
+        name = file_name(topic, partition, buf.first, buf.last)
+        staged: list[tuple[Path, Path]] = []
+        rows = pa.concat_tables(buf.tables, promote_options="permissive")
+        for rel_dir, table in self.splitter(rows):
+            directory = self.root / rel_dir
+            directory.mkdir(parents=True, exist_ok=True)
+            final = directory / name
+            tmp = directory / f".{name}.tmp"
+            pq.write_table(table, tmp, compression="zstd")
+            fsync_file(tmp)
+            staged.append((tmp, final))
+            result.files += 1
+            result.rows += table.num_rows
+            result.bytes += tmp.stat().st_size
+        for tmp, final in staged:
+            os.replace(tmp, final)
+        for directory in {final.parent for _, final in staged}:
+            fsync_dir(directory)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        offset, index = unpack(buf.last)
+        checkpoint = {"offset": offset, "index": index, "position": buf.last}
+        atomic_write_bytes(self._checkpoint_path(topic, partition), orjson.dumps(checkpoint))
+        return result

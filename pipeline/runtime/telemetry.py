@@ -121,6 +121,13 @@ class PipelineMetrics:
             ["table"],
             registry=r,
         )
+        self.lake_fenced = Counter(
+            "trackflow_lake_fenced_flushes_total",
+            "Flushes refused because another worker took the partition over (this worker "
+            "was a zombie: paused past its session timeout); its rows are re-read there.",
+            ["table"],
+            registry=r,
+        )
 
     def _declare_progress(self, r: CollectorRegistry) -> None:
         """Process: latency per stage, consumer lag, dedup memory."""

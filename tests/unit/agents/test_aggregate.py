@@ -98,7 +98,7 @@ class Harness:
         self.deliveries.append(delivered)
         return delivered
 
-    def _append(self, partition: int, key: str, value: dict[str, int]) -> None:
+    async def _append(self, partition: int, key: str, value: dict[str, int]) -> None:
         delivered = all(f.done() for f in self.deliveries)
         self.records.append((partition, key, value, delivered))
 

@@ -90,7 +90,7 @@ class Harness:
         self.deliveries.append(delivered)
         return delivered
 
-    def _append(self, partition: int, key: str, record: dict[str, Any]) -> None:
+    async def _append(self, partition: int, key: str, record: dict[str, Any]) -> None:
         assert partition == 0
         self.log.append(f"record {key}")
         self.records.append((key, record, all(f.done() for f in self.deliveries)))

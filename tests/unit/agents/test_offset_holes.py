@@ -6,7 +6,7 @@ consumer (never started) reports the input partition as assigned, with a committ
 and records the seeks asked of it. Agents that read takes get them from a stand-in for
 ``take_batches`` that acks like the real one: every event of the take except those the body
 held (``Take.hold``). The sinks read a fake stream that records ``stream.ack``. Outputs are
-recorded instead of sent; changelog records instead of written; the sinks write the lake.
+recorded instead of sent; changelog records recorded instead of sent; the sinks write the lake.
 
 Three holes per stage: at the committed offset, the first one read after an assignment
 (Faust commits past it: ``min(acked) - committed > 1`` is false for committed + 1); at the
@@ -100,7 +100,7 @@ class Harness:
         for topic_ in vars(self.ctx.topics).values():
             monkeypatch.setattr(topic_, "send", self._sender(topic_.get_topic_name()))
         for table in self.app.tables.values():
-            monkeypatch.setattr(table, "send_changelog", self._recorder(table.name))
+            monkeypatch.setattr(table.changelog_topic, "send", self._recorder(table.name))
         for writer in self.ctx.domain.lake.values():
             monkeypatch.setattr(writer, "add", self._adder(writer.add))
         if stage.module is not None:
@@ -132,11 +132,11 @@ class Harness:
 
         return send
 
-    def _recorder(self, table: str) -> Callable[..., None]:
-        def send_changelog(partition: int, key: Any, value: Any, *args: Any, **kw: Any) -> None:
+    def _recorder(self, table: str) -> Callable[..., Any]:
+        async def send(*, key: Any, value: Any, partition: int, **kw: Any) -> None:
             self.changelog.append((table, key))
 
-        return send_changelog
+        return send
 
     def _adder(self, add: Callable[..., int]) -> Callable[..., int]:
         def traced(topic: str, partition: int, table: pa.Table, token: Any = None) -> int:

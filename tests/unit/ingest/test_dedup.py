@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -181,9 +182,13 @@ def test_changelog_replay_rebuilds_the_same_memory() -> None:
 
 def test_a_huge_take_is_logged_in_records_that_fit_in_a_kafka_message() -> None:
     sent: list[tuple[int, str, Any]] = []
-    fake = SimpleNamespace(append=lambda p, k, v: sent.append((p, k, v)))
+
+    async def append(p: int, k: str, v: Any) -> None:
+        sent.append((p, k, v))
+
+    fake = SimpleNamespace(append=append)
     entries = [[f"{'x' * 60}{i:04d}", (i << 20) << 1] for i in range(20_000)]
-    DedupTable.record(fake, 3, 100, 7, entries)  # type: ignore[arg-type]
+    asyncio.run(DedupTable.record(fake, 3, 100, 7, entries))  # type: ignore[arg-type]
     assert [v["ids"] for _, _, v in sent] == [
         entries[i : i + RECORD_IDS] for i in range(0, 20_000, RECORD_IDS)
     ]

@@ -54,6 +54,7 @@ EXPECTED: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "events_by_name": ("trackflow_events_valid_by_event", "counter", ("event_name",)),
     "dlq_by_event": ("trackflow_dlq_events_by_event", "counter", ("event_name",)),
     "property_missing": ("trackflow_property_missing", "counter", ("event_name", "property")),
+    "lake_fenced": ("trackflow_lake_fenced_flushes", "counter", ("table",)),
     "offset_gaps": ("trackflow_offset_gaps", "counter", ("stage", "topic", "partition")),
 }
 
