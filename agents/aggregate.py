@@ -29,7 +29,7 @@ def register(app: faust.App, ctx: Context) -> Any:
     metrics = ctx.metrics
     progress = ctx.tables.aggregate_progress
     defs = ctx.domain.metric_defs
-    ordered = OrderedInput(app, AGENT_AGGREGATE, metrics)
+    ordered = OrderedInput(app, AGENT_AGGREGATE, metrics, ctx.start_offsets)
 
     @app.agent(ctx.topics.stitched, name=AGENT_AGGREGATE)
     async def aggregate(stream: faust.StreamT) -> None:

@@ -68,7 +68,7 @@ class Combine:
         self.state = ctx.domain.combine
         self.table = ctx.tables.combine_windows
         self.lock = asyncio.Lock()
-        self.input = OrderedInput(app, AGENT_COMBINE, ctx.metrics)
+        self.input = OrderedInput(app, AGENT_COMBINE, ctx.metrics, ctx.start_offsets)
         self.ready = False
         self.last_input = time.monotonic()
         self.finals: dict[SeriesId, tuple[int, float | None]] = {}

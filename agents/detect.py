@@ -49,7 +49,7 @@ def alerts_message(events: list[tuple[str, Incident]], offset: int, base: int) -
 
 def register(app: faust.App, ctx: Context) -> Any:
     stage = Detect(ctx)
-    ordered_input = OrderedInput(app, AGENT_DETECT, ctx.metrics)
+    ordered_input = OrderedInput(app, AGENT_DETECT, ctx.metrics, ctx.start_offsets)
 
     @app.agent(ctx.topics.rollups, name=AGENT_DETECT)
     async def detect(stream: faust.StreamT) -> None:

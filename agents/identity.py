@@ -26,7 +26,7 @@ def register(app: faust.App, ctx: Context) -> Any:
     graph = ctx.domain.graph
     metrics = ctx.metrics
     settings = ctx.settings
-    ordered = OrderedInput(app, AGENT_IDENTITY, metrics)
+    ordered = OrderedInput(app, AGENT_IDENTITY, metrics, ctx.start_offsets)
 
     @app.agent(ctx.topics.links, name=AGENT_IDENTITY)
     async def identity(stream: faust.StreamT) -> None:

@@ -85,7 +85,9 @@ class Sink:
 
     async def consume(self, app: faust.App, stream: Any) -> None:
         self.stream = stream
-        self.input = self.input or OrderedInput(app, self.name, self.ctx.metrics)
+        self.input = self.input or OrderedInput(
+            app, self.name, self.ctx.metrics, self.ctx.start_offsets
+        )
         settings = self.ctx.settings
         async for event in stream.noack().events():
             admitted = await self.input.admit([event])

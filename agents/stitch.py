@@ -18,7 +18,7 @@ def register(app: faust.App, ctx: Context) -> Any:
     stitcher = ctx.domain.stitcher
     metrics = ctx.metrics
     settings = ctx.settings
-    ordered = OrderedInput(app, AGENT_STITCH, metrics)
+    ordered = OrderedInput(app, AGENT_STITCH, metrics, ctx.start_offsets)
 
     @app.agent(ctx.topics.valid, name=AGENT_STITCH)
     async def stitch(stream: faust.StreamT) -> None:

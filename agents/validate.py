@@ -64,7 +64,7 @@ class Validate:
             TOPIC_RAW,
             max_payload_bytes=ctx.settings.dlq_max_payload_bytes,
         )
-        self.input = OrderedInput(app, AGENT_VALIDATE, ctx.metrics)
+        self.input = OrderedInput(app, AGENT_VALIDATE, ctx.metrics, ctx.start_offsets)
 
     async def process(self, events: Take) -> None:
         self.metrics.messages_received.labels(TOPIC_RAW).inc(len(events))

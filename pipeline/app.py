@@ -16,6 +16,7 @@ import faust
 from agents import aggregate, combine, detect, identity, sink, stitch, validate
 from pipeline.runtime.context import Context, Domain
 from pipeline.runtime.observability import register_observability
+from pipeline.runtime.start_offsets import BrokerStartOffsets, close_on_shutdown
 from pipeline.runtime.telemetry import PipelineMetrics
 from pipeline.runtime.topology import declare_tables, declare_topics, new_app, partition_count
 from pipeline.settings import Settings
@@ -50,7 +51,9 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         topics=declare_topics(app, settings, partitions),
         tables=declare_tables(app, settings, domain, partitions),
         metrics=PipelineMetrics(),
+        start_offsets=BrokerStartOffsets(settings.bootstrap_servers, settings.app_id),
     )
+    close_on_shutdown(app, ctx.start_offsets)
     for register in STAGES[settings.stages]:
         register(app, ctx)
     register_observability(app, ctx)

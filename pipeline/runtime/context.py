@@ -24,6 +24,7 @@ from pipeline.lake.schema import EventBatches, EventsSplitter, split_by_day, spl
 from pipeline.lake.writer import TableWriter
 from pipeline.metrics.combine import CombineState
 from pipeline.metrics.definitions import MetricDef, load_metrics
+from pipeline.runtime.start_offsets import StartOffsets
 from pipeline.runtime.telemetry import PipelineMetrics
 from pipeline.settings import Settings
 from tables.dedup import DedupTable
@@ -122,3 +123,4 @@ class Context:
     topics: Topics
     tables: Tables
     metrics: PipelineMetrics
+    start_offsets: StartOffsets  # where each input partition starts after an assignment

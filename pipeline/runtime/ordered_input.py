@@ -22,6 +22,7 @@ from typing import Any
 from faust.types import EventT
 
 from pipeline.runtime.offset_guard import OffsetGuard
+from pipeline.runtime.start_offsets import StartOffsets
 from pipeline.runtime.streams import Take, in_offset_order
 from pipeline.runtime.telemetry import PipelineMetrics
 
@@ -43,12 +44,14 @@ class OrderedInput:
         app: Any,
         stage: str,
         metrics: PipelineMetrics,
+        offsets: StartOffsets,
         patience: float = PATIENCE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.stage = stage
         self.metrics = metrics
+        self.offsets = offsets
         self.guard = OffsetGuard(patience, clock)
         app.on_partitions_revoked.connect(self._revoked)
 
@@ -93,25 +96,22 @@ class OrderedInput:
         return out
 
     async def _start_offset(self, tp: Any) -> int | None:
-        """Where reading starts after an assignment: the committed offset, else the log
-        start (Faust keeps a committed 0 as None)."""
-        consumer = self.app.consumer
+        """Where reading starts after an assignment: the group's committed offset on the
+        broker, else the log start. None (the first offset read is taken) for events not
+        read through the group, or when the broker cannot say."""
         try:
-            assigned = tp in consumer.assignment()
+            assigned = tp in self.app.consumer.assignment()
         except Exception:  # no assignment yet
             assigned = False
         if not assigned:
-            return None  # not read through the group (a test feeding events directly)
-        committed = getattr(consumer, "_committed_offset", {}).get(tp)
-        if committed is not None:
-            return int(committed)
-        try:
-            earliest = await consumer.earliest_offsets(tp)
-        except Exception:  # unknown: the first offset seen is taken as the start
-            log.warning("%s: no start offset for %s; the first one read is taken", self.stage, tp)
             return None
-        start = earliest.get(tp)
-        return None if start is None else int(start)
+        try:
+            return await self.offsets.start(tp)
+        except Exception as exc:
+            log.warning(
+                "%s: no start offset for %s (%s); the first one read is taken", self.stage, tp, exc
+            )
+            return None
 
 
 async def admit(ordered: OrderedInput, take: Take) -> list[EventT]:

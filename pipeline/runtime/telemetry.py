@@ -7,6 +7,7 @@ import urllib.request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from pipeline import __version__
+from pipeline.ingest.validation import shown_name
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
 MAX_DRIFT_SERIES = 200  # (event, property) pairs exported before folding into "_other"
@@ -251,6 +252,11 @@ class PipelineMetrics:
         )
 
     def count_unknown_property(self, event_name: str, prop: str) -> None:
+        # Label values are bounded and never carry a value sent in the wrong place: a
+        # property "name" that does not look like one (a phone number, an e-mail) is counted
+        # as _invalid_name.
+        if shown_name(prop) != prop:
+            prop = "_invalid_name"
         key = (event_name, prop)
         if key not in self._drift_seen:
             if len(self._drift_seen) >= MAX_DRIFT_SERIES:

@@ -90,11 +90,10 @@ class Harness:
 
         # The real (unstarted) Faust consumer: its committed offsets, its assignment, seek.
         consumer = self.app.consumer
-        if committed is not None:
-            consumer._committed_offset[self.tp] = committed
+        self.committed = committed
         monkeypatch.setattr(consumer, "assignment", lambda: {self.tp})
         monkeypatch.setattr(consumer, "seek", self._seek)
-        monkeypatch.setattr(consumer, "earliest_offsets", self._earliest_offsets)
+        monkeypatch.setattr(self.ctx.start_offsets, "start", self._start)
         monkeypatch.setattr(consumer, "highwater", lambda tp: None)  # no lag known (combine)
 
         for topic_ in vars(self.ctx.topics).values():
@@ -112,8 +111,10 @@ class Harness:
     async def _seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp, offset))
 
-    async def _earliest_offsets(self, *tps: TP) -> dict[TP, int]:
-        return {tp: self.log_start for tp in tps if tp == self.tp}
+    async def _start(self, tp: TP) -> int | None:
+        """The broker's answer: the group's committed offset, else the log start."""
+        assert tp == self.tp
+        return self.committed if self.committed is not None else self.log_start
 
     def _admit(self, admit: Callable[..., Any]) -> Callable[..., Any]:
         async def traced(ordered: Any, take: Take) -> list[Any]:

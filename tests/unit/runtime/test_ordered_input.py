@@ -27,17 +27,25 @@ class FakeSignal:
             await fun(None, *args)
 
 
-class FakeConsumer:
+class FakeBroker:
+    """The group's committed offsets and the log starts, as the broker would answer."""
+
     def __init__(self, committed: dict[TP, int | None], earliest: dict[TP, int]) -> None:
-        self._committed_offset = committed
+        self.committed = committed
         self.earliest = earliest
+
+    async def start(self, tp: TP) -> int | None:
+        committed = self.committed.get(tp)
+        return committed if committed is not None else self.earliest.get(tp)
+
+
+class FakeConsumer:
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
         self.seeks: list[tuple[TP, int]] = []
 
     def assignment(self) -> set[TP]:
-        return set(self._committed_offset) | set(self.earliest)
-
-    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
-        return {tp: self.earliest[tp] for tp in tps if tp in self.earliest}
+        return set(self.broker.committed) | set(self.broker.earliest)
 
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp, offset))
@@ -45,10 +53,10 @@ class FakeConsumer:
 
 def make(committed: int | None = None, earliest: int = 0, patience: float = 10.0) -> Any:
     now = [0.0]
-    consumer = FakeConsumer({T: committed}, {T: earliest})
-    app = SimpleNamespace(consumer=consumer, on_partitions_revoked=FakeSignal())
+    broker = FakeBroker({T: committed}, {T: earliest})
+    app = SimpleNamespace(consumer=FakeConsumer(broker), on_partitions_revoked=FakeSignal())
     metrics = PipelineMetrics()
-    ordered = OrderedInput(app, "stitch", metrics, patience=patience, clock=lambda: now[0])
+    ordered = OrderedInput(app, "stitch", metrics, broker, patience=patience, clock=lambda: now[0])
     return ordered, app, metrics, now
 
 
@@ -108,11 +116,11 @@ def test_a_hole_that_never_fills_is_given_up_counted_and_labelled() -> None:
 def test_partitions_are_independent_and_a_revoke_restarts_from_the_commit() -> None:
     other = TP("events.stitched", 4)
     ordered, app, _, _ = make(committed=10)
-    app.consumer._committed_offset[other] = 0
+    app.consumer.broker.committed[other] = 0
     got = admit(ordered, events(10, 11) + events(0, tp=other))
     assert offsets(got.process) == [10, 11, 0]
     asyncio.run(app.on_partitions_revoked.send({T}))
-    app.consumer._committed_offset[T] = 11  # the new owner's committed offset
+    app.consumer.broker.committed[T] = 11  # the new owner's committed offset
     got = admit(ordered, events(11, 12))
     assert offsets(got.process) == [11, 12]
     got = admit(ordered, events(2, tp=other))  # not revoked: still expects 1

@@ -97,3 +97,18 @@ def test_unknown_properties_fold_into_other_past_the_series_cap(
         for prop in ("a", "b", "c", "d", "_other")
     }
     assert counts == {"a": 2.0, "b": 1.0, "c": None, "d": None, "_other": 2.0}
+
+
+def test_unknown_property_labels_never_carry_values() -> None:
+    from pipeline.runtime.telemetry import PipelineMetrics
+
+    m = PipelineMetrics()
+    for name in ("13812345678", "alice@example.com", "has space", "ok_name"):
+        m.count_unknown_property("page_view", name)
+    labels = {
+        s.labels["property"]
+        for metric in m.unknown_properties.collect()
+        for s in metric.samples
+        if s.name.endswith("_total")
+    }
+    assert labels == {"_invalid_name", "ok_name"}
