@@ -5,15 +5,28 @@ message (DESIGN section 3). State that changes for many keys per input batch (se
 ids, window partials) instead logs one record per batch and rebuilds its in-memory
 structure from those records on recovery. Faust still does the hard parts: changelog topic
 creation, co-partitioned assignment and replay of the changelog on rebalance.
+
+Recovery ends at the end offset the broker reports. The embedded broker (Tansu) reports
+the base offset of the last record batch plus one, not the last offset plus one, so the
+tail of a multi-record batch was never replayed: a worker that took a partition over lost
+the newest dedup ids, progress and window deltas. After Faust's recovery each table
+therefore reads its changelog partitions on from the last record applied until a read
+comes back empty (``catch_up``); on a correct broker it finds nothing.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 import faust
+import orjson
 from faust.types import TP, EventT
+
+log = logging.getLogger(__name__)
+
+CATCH_UP_POLL_MS = 300
 
 
 class BatchLogTable(faust.Table):
@@ -41,13 +54,54 @@ class BatchLogTable(faust.Table):
             value_serializer=self.value_serializer,
         )
 
+    bootstrap_servers: str | None = None  # set by the topology; None: no catch-up
+
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
         for event in batch:
             message = event.message
+            self._mark_applied(message.partition, message.offset)
             value = event.value
             if value is None:
                 continue
             self.apply_record(message.partition, event.key, value)
+
+    def _mark_applied(self, partition: int, offset: int) -> None:
+        applied = self.__dict__.setdefault("_applied", {})
+        applied[partition] = max(applied.get(partition, -1), offset)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        if self.bootstrap_servers and active_tps:
+            await self.catch_up(active_tps)
+
+    async def catch_up(self, tps: set[TP]) -> int:
+        """Apply changelog records past where recovery stopped; returns how many."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        applied: dict[int, int] = self.__dict__.setdefault("_applied", {})
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        n = 0
+        try:
+            parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+            consumer.assign(parts)
+            for part in parts:
+                consumer.seek(part, applied.get(part.partition, -1) + 1)
+            while batches := await consumer.getmany(timeout_ms=CATCH_UP_POLL_MS):
+                for records in batches.values():
+                    for record in records:
+                        self._mark_applied(record.partition, record.offset)
+                        if record.value is not None:
+                            key = orjson.loads(record.key) if record.key else None
+                            self.apply_record(record.partition, key, orjson.loads(record.value))
+                            n += 1
+        finally:
+            await consumer.stop()
+        if n:
+            log.warning("%s: applied %s changelog records past the reported end", self.name, n)
+        return n
 
     async def on_rebalance(
         self,
@@ -57,6 +111,8 @@ class BatchLogTable(faust.Table):
         generation_id: int = 0,
     ) -> None:
         # A partition read again after assignment is replayed from its changelog: start clean.
+        applied: dict[int, int] = self.__dict__.setdefault("_applied", {})
         for tp in revoked | newly_assigned:
             self.forget_partition(tp.partition)
+            applied.pop(tp.partition, None)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)

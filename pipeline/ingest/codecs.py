@@ -32,6 +32,8 @@ class Item:
 
 def decode_message(value: bytes | None, plan: TrackingPlan) -> list[Item]:
     """Split a producer message into items; never raises."""
+    if value is None:
+        return [Item(0, error=Rejected(ErrorCode.MALFORMED_PAYLOAD, "null message (a tombstone)"))]
     if not value:
         return [Item(0, error=Rejected(ErrorCode.MALFORMED_PAYLOAD, "empty message"))]
     if value[:2] == AVRO_MAGIC:

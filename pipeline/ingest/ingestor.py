@@ -110,6 +110,11 @@ class Ingestor:
             # A retry of a rejected event (same id) or message (same bytes, no usable id)
             # is dropped like any duplicate: one DLQ record per bad event, not per send.
             retry_key = self._valid_id(item.obj) or self._content_key(item, msg)
+            if not msg.value and retry_key.startswith("~"):
+                # No bytes to tell a retry from another empty message or tombstone: each
+                # is dead-lettered.
+                self._reject(partition, msg, item, rejected, now_ms, result)
+                return
             first = self.seen.lookup(partition, retry_key, now_ms)
             if first is not None and first[0] != pos:
                 result.duplicates += 1

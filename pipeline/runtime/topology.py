@@ -110,6 +110,8 @@ def declare_tables(app: faust.App, settings: Settings, domain: Domain, partition
     )
     for table in (tables.dedup, tables.identity, tables.aggregate_progress, tables.combine_windows):
         app.tables.add(table)
+    for batchlog in (tables.dedup, tables.aggregate_progress, tables.combine_windows):
+        batchlog.bootstrap_servers = settings.bootstrap_servers
     tables.dedup.attach(domain.seen)
     tables.identity.attach(domain.graph)
     tables.aggregate_progress.attach()

@@ -99,35 +99,41 @@ def resume(worker: Worker) -> None:
 
 def test_a_paused_worker_cannot_touch_the_lake_after_a_takeover(deployment: Deployment) -> None:
     t = traffic.build(1200)
-    chunks = [t.lines[i::3] for i in range(3)]
+    chunks = [t.lines[i::4] for i in range(4)]
     # The zombie-to-be buffers for long, so it still holds rows when it wakes up.
-    deployment.env["TRACKFLOW_SINK_FLUSH_SECONDS"] = "20"
+    deployment.env["TRACKFLOW_SINK_FLUSH_SECONDS"] = "15"
     zombie = deployment.start_worker()
     deployment.env["TRACKFLOW_SINK_FLUSH_SECONDS"] = "0.3"
-    deployment.produce(chunks[0])
-    wait_for(
-        lambda: zombie.metric('trackflow_stage_events_in_total{stage="sink_events"}') > 0,
-        timeout=60,
-        what="rows buffered in the zombie's sink",
-    )
-    assert deployment.count("events") == 0, "flushed before the pause: nothing to fence"
+    deployment.produce(chunks[0])  # first let the group settle: start-up rebalances flush
+    wait_for(lambda: deployment.count("events") > 0, timeout=90, what="a first flush")
+    wait_for(lambda: buffered(zombie) == 0, timeout=60, what="the zombie idle")
+    deployment.produce(chunks[1])
+    wait_for(lambda: buffered(zombie) > 0, timeout=60, what="rows buffered in the zombie's sink")
     pause(zombie)
     try:
         owner = deployment.start_worker()
-        deployment.produce(chunks[1])
-        # The session timeout (6 s) evicts the paused worker; the owner re-reads chunk 0.
+        deployment.produce(chunks[2])
+        # The session timeout (6 s) evicts the paused worker; the owner re-reads chunk 1.
+        stored = deployment.count("events")
         wait_for(
-            lambda: deployment.count("events") > 0,
+            lambda: deployment.count("events") > stored,
             timeout=90,
             what="the new owner writing the lake",
         )
     finally:
         resume(zombie)
-    time.sleep(3)  # the zombie's flush timer fires with its stale buffers
-    deployment.produce(chunks[2])
+    time.sleep(3)  # the zombie wakes up with stale buffers and a stale claim
+    deployment.produce(chunks[3])
     exact(deployment, t)
     assert fenced(owner) == 0
     assert fenced(zombie) > 0, "the zombie's stale flush was not fenced"
+
+
+def buffered(worker: Worker) -> float:
+    """Rows the events sink took in but has not written (a rebalance flushes early)."""
+    m = worker.metrics()
+    taken = m.get('trackflow_stage_events_in_total{stage="sink_events"}', 0.0)
+    return taken - m.get('trackflow_lake_rows_written_total{table="events"}', 0.0)
 
 
 def fenced(worker: Worker) -> float:

@@ -194,7 +194,7 @@ def test_rows_at_or_below_the_recorded_position_are_skipped_after_a_restart(
     h.progress.apply_changelog_batch(
         [
             SimpleNamespace(
-                message=SimpleNamespace(partition=3, tp=TP("x.events.stitched", 3)),
+                message=SimpleNamespace(partition=3, offset=0, tp=TP("x.events.stitched", 3)),
                 key="3",
                 value={"pos": pack(100, 1), "wm": T0 + 70_000},
             )

@@ -292,3 +292,17 @@ def test_details_and_columns_never_echo_identifiers(stage: Validate, over: dict[
         assert EMAIL not in text, column
     assert PHONE.encode() not in letter["payload"]  # masked by the PII hasher
     assert EMAIL.encode() not in letter["payload"]
+
+
+def test_every_empty_message_and_tombstone_is_dead_lettered(stage: Validate) -> None:
+    """No bytes, so nothing to tell a retry by: none of them is dropped as a duplicate."""
+    messages = [RawMessage(o, v) for o, v in enumerate([b"", None, b"", None])]
+    out = stage.prepare(PART, messages, int(time.time() * 1000))
+    letters = [r for v in out.dlq for r in wire.decode_dead_letters(v)]
+    assert [r["error_detail"] for r in letters] == [
+        "empty message",
+        "null message (a tombstone)",
+        "empty message",
+        "null message (a tombstone)",
+    ]
+    assert out.result.duplicates == 0

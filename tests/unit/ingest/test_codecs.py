@@ -72,7 +72,7 @@ def test_single_object(plan: TrackingPlan) -> None:
     ("value", "word"),
     [
         pytest.param(b"", "empty", id="empty_bytes"),
-        pytest.param(None, "empty", id="none"),
+        pytest.param(None, "tombstone", id="none"),
         pytest.param(b'{"event_id": "e1", "event_na', "JSON", id="truncated_object"),
         pytest.param(b'[{"event_id": "e1"}, {"event_', "JSON", id="truncated_batch"),
         pytest.param(b"\xff\xfe{}", "JSON", id="non_utf8_prefix"),
