@@ -228,10 +228,10 @@ def breakdown(n: int = 20_000) -> dict[str, float]:
     wire = timed("arrow_ipc_encode_us", lambda: [v for t in tables for v in encode_arrow(t)])
     decoded = timed("arrow_ipc_decode_us", lambda: [decode_arrow(v) for v in wire])
     from pipeline.identity.graph import IdentityGraph
-    from pipeline.identity.rules import load_rules
+    from pipeline.identity.rules import load_identity_rules
     from pipeline.identity.stitching import Stitcher
 
-    rules = load_rules()
+    rules = load_identity_rules()
     stitcher = Stitcher(rules, IdentityGraph(rules), 3_600_000)
     first = timed(
         "stitch_us (first sight: every link new)", lambda: [stitcher.stitch(t) for t in decoded]
@@ -261,9 +261,9 @@ def identity_writer(persons: int = 50_000, batch: int = 500) -> dict[str, Any]:
     import random
 
     from pipeline.identity.graph import IdentityGraph
-    from pipeline.identity.rules import load_rules
+    from pipeline.identity.rules import load_identity_rules
 
-    rules = load_rules()
+    rules = load_identity_rules()
     rng = random.Random(1)
     links: list[tuple[str, str, int]] = []
     for p in range(persons):

@@ -66,7 +66,11 @@ class AlertRule(BaseModel):
         return self.dimensions is None or all(dims.get(k) == v for k, v in self.dimensions.items())
 
 
-def load_rules(root: Path | None = None, metrics: set[str] | None = None) -> dict[str, AlertRule]:
+def load_alert_rules(
+    root: Path | None = None, metrics: set[str] | None = None
+) -> dict[str, AlertRule]:
+    root: Path | None = None, metrics: set[str] | None = None
+) -> dict[str, AlertRule]:
     root = (root or default_schemas_dir()) / "alerts"
     rules: dict[str, AlertRule] = {}
     if not root.exists():

@@ -31,7 +31,7 @@ def anomaly_score(
     """Score a recorded series with the detect stage's own code: timestamp,value,score,alert."""
     import orjson
 
-    from pipeline.alerting.rules import RuleError, load_rules
+    from pipeline.alerting.rules import RuleError, load_alert_rules
     from pipeline.alerting.scoring import ad_hoc_rule, score_csv
 
     if (rule is None) == (detector is None):
@@ -39,7 +39,7 @@ def anomaly_score(
         raise typer.Exit(2)
     try:
         if rule is not None:
-            rules = load_rules(schemas_dir)
+            rules = load_alert_rules(schemas_dir)
             if rule not in rules:
                 raise RuleError(f"unknown rule {rule!r}; known: {', '.join(sorted(rules))}")
             chosen = rules[rule]

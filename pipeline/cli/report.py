@@ -75,7 +75,7 @@ def report_trail(
 ) -> None:
     """A person's identifiers, merges and time-ordered events across all of them."""
     from pipeline.contract.pii import PiiHasher
-    from pipeline.identity.rules import load_rules
+    from pipeline.identity.rules import load_identity_rules
     from pipeline.identity.trail import PersonNotFound, build_trail
     from pipeline.lake import views as q
 
@@ -83,7 +83,7 @@ def report_trail(
         typer.echo("trackflow report trail: --format must be table or json", err=True)
         raise typer.Exit(2)
     settings = settings_from(data_dir=data_dir)
-    rules = load_rules(settings.identity_rules)
+    rules = load_identity_rules(settings.identity_rules)
     if type is not None and type not in rules.types:
         typer.echo(
             f"trackflow report trail: --type must be one of {', '.join(rules.types)}", err=True

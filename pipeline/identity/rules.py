@@ -84,7 +84,7 @@ def default_rules_path() -> Path:
     return default_schemas_dir() / "identity" / "rules.v1.json"
 
 
-def load_rules(path: Path | None = None) -> IdentityRules:
+def load_identity_rules(path: Path | None = None) -> IdentityRules:
     """Load and check a rules file; the latest version when given a directory."""
     path = path or default_rules_path()
     if path.is_dir():

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import names
-from pipeline.alerting.rules import AlertRule
-from pipeline.alerting.rules import load_rules as load_alert_rules
+from pipeline.alerting.rules import AlertRule, load_alert_rules
 from pipeline.contract.pii import PiiHasher
 from pipeline.contract.plan import TrackingPlan, load_plan
 from pipeline.identity.graph import IdentityGraph
-from pipeline.identity.rules import IdentityRules, load_rules
+from pipeline.identity.rules import IdentityRules, load_identity_rules
 from pipeline.identity.stitching import Stitcher
 from pipeline.ingest.dedup import SeenIds
 from pipeline.ingest.validation import Validator
@@ -29,7 +28,7 @@ from pipeline.runtime.telemetry import PipelineMetrics
 from pipeline.settings import Settings
 from tables.dedup import DedupTable
 from tables.identity import IdentityTable
-from tables.windows import AggregateProgress, CombineWindows
+from tables.rollup_state import AggregateProgress, CombineWindows
 
 
 @dataclass
@@ -53,7 +52,7 @@ class Domain:
     def build(cls, settings: Settings, partitions: int) -> Domain:
         plan = load_plan(settings.schemas_dir)
         hasher = PiiHasher(settings.pii_key())
-        rules = load_rules(settings.identity_rules)
+        rules = load_identity_rules(settings.identity_rules)
         graph = IdentityGraph(rules)
         metric_defs = load_metrics(plan, settings.schemas_dir)
         combine = CombineState(metric_defs, partitions, settings.lateness_seconds)

@@ -17,7 +17,7 @@ from pipeline.runtime.kafka_admin import ensure_topic
 from pipeline.settings import Settings
 from tables.dedup import DedupTable
 from tables.identity import IdentityTable
-from tables.windows import AggregateProgress, CombineWindows
+from tables.rollup_state import AggregateProgress, CombineWindows
 
 
 def _json() -> faust.Schema:

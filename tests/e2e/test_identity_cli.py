@@ -6,7 +6,7 @@ import orjson
 
 from pipeline.contract.pii import PiiHasher
 from pipeline.identity.graph import IdentityGraph
-from pipeline.identity.rules import load_rules
+from pipeline.identity.rules import load_identity_rules
 from pipeline.identity.stitching import Stitcher
 from tests import population
 from tests.support import Deployment, wait_for
@@ -14,7 +14,7 @@ from tests.support import Deployment, wait_for
 
 def reference_persons(pop: population.Population, secret: str) -> dict[str, str | None]:
     """What one in-memory graph, fed every link at once, says about each event."""
-    rules, hasher = load_rules(), PiiHasher(secret)
+    rules, hasher = load_identity_rules(), PiiHasher(secret)
     graph = IdentityGraph(rules)
     links = []
     for e in pop.events:
@@ -55,7 +55,7 @@ def test_two_workers_give_the_same_persons_as_one(deployment: Deployment) -> Non
     member, phone = sorted(pop.phones.items())[0]
     out = deployment.run("report", "trail", phone, "--type", "phone", "--format", "json").stdout
     trail = orjson.loads(out)
-    assert trail["person_id"] == load_rules().person_id(f"user_id:{member}")
+    assert trail["person_id"] == load_identity_rules().person_id(f"user_id:{member}")
     mine = sorted(i for i, who in pop.truth.items() if who == member)
     assert sorted(e["event_id"] for e in trail["events"]) == mine
     times = [e["event_time"] for e in trail["events"]]

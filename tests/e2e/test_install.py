@@ -60,9 +60,9 @@ if _log:
 PROBE = """
 import json, sys
 import pipeline
-from pipeline.alerting.rules import load_rules as load_alert_rules
+from pipeline.alerting.rules import load_alert_rules
 from pipeline.contract.plan import default_schemas_dir, load_plan
-from pipeline.identity.rules import load_rules as load_identity_rules
+from pipeline.identity.rules import load_identity_rules
 from pipeline.metrics.definitions import load_metrics
 
 plan = load_plan()

@@ -7,7 +7,7 @@ from pathlib import Path
 from agents.detect import alerts_message
 from pipeline import names
 from pipeline.alerting.detection import Detection
-from pipeline.alerting.rules import load_rules
+from pipeline.alerting.rules import load_alert_rules
 from pipeline.app import create_app
 from pipeline.runtime import wire
 from pipeline.settings import Settings
@@ -24,7 +24,7 @@ def test_detect_reads_rollups_and_writes_alerts(tmp_path: Path) -> None:
 def test_alerts_message_positions_incident_rows_by_the_rollups_message() -> None:
     from tests.unit.alerting.test_detection import window
 
-    rules = load_rules()
+    rules = load_alert_rules()
     d = Detection({"payment_success_rate_drop": rules["payment_success_rate_drop"]})
     found = []
     for i in range(60):

@@ -6,11 +6,11 @@ import random
 from typing import Any
 
 from pipeline.alerting.detection import Detection, alert_rows
-from pipeline.alerting.rules import load_rules
+from pipeline.alerting.rules import load_alert_rules
 
 M = 60_000
 T0 = 1_795_400_000_000 - 1_795_400_000_000 % M
-RULES = load_rules()
+RULES = load_alert_rules()
 
 
 def window(i: int, rate: float, requests: float) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.alerting.detectors import Adaptive, RelativeDrop, Threshold, make
-from pipeline.alerting.rules import load_rules
+from pipeline.alerting.rules import load_alert_rules
 from pipeline.alerting.scoring import ad_hoc_rule, score_rows
 from pipeline.contract.plan import load_plan
 from pipeline.metrics.definitions import load_metrics
@@ -128,7 +128,7 @@ def test_lifecycle_fires_once_resolves_and_does_not_flap() -> None:
 
 def test_shipped_rules_load_and_name_known_metrics() -> None:
     metrics = set(load_metrics(load_plan()))
-    rules = load_rules(metrics=metrics)
+    rules = load_alert_rules(metrics=metrics)
     pay = rules["payment_success_rate_drop"]
     assert pay.volume is not None
     assert pay.volume.metric == "pay_requests"

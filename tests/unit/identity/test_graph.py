@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.identity.graph import IdentityGraph, Link
-from pipeline.identity.rules import load_rules, node
+from pipeline.identity.rules import load_identity_rules, node
 
-RULES = load_rules()
+RULES = load_identity_rules()
 U = lambda v: node("user_id", v)  # noqa: E731
 D = lambda v: node("anonymous_id", v)  # noqa: E731
 O = lambda v: node("openid", v)  # noqa: E731, E741
@@ -43,7 +43,7 @@ def test_rules_are_data(tmp_path: Path) -> None:
     data["version"] = 2
     (tmp_path / "rules.v1.json").write_text("{}")
     (tmp_path / "rules.v2.json").write_text(json.dumps(data))
-    assert load_rules(tmp_path).limits == {"user_id": 2}
+    assert load_identity_rules(tmp_path).limits == {"user_id": 2}
 
 
 def test_rules_without_descriptions_are_refused(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_rules_without_descriptions_are_refused(tmp_path: Path) -> None:
     del data["identifier_types"][1]["description"]
     (tmp_path / "rules.v1.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="description"):
-        load_rules(tmp_path)
+        load_identity_rules(tmp_path)
 
 
 def test_event_links_are_a_star_from_the_top_identifier() -> None:

@@ -7,10 +7,10 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.identity.graph import IdentityGraph
-from pipeline.identity.rules import load_rules
+from pipeline.identity.rules import load_identity_rules
 from pipeline.lake.schema import EVENT_COLUMNS, TS
 
-RULES = load_rules()
+RULES = load_identity_rules()
 HOUR = 3_600_000
 
 
