@@ -69,8 +69,6 @@ class AlertRule(BaseModel):
 def load_alert_rules(
     root: Path | None = None, metrics: set[str] | None = None
 ) -> dict[str, AlertRule]:
-    root: Path | None = None, metrics: set[str] | None = None
-) -> dict[str, AlertRule]:
     root = (root or default_schemas_dir()) / "alerts"
     rules: dict[str, AlertRule] = {}
     if not root.exists():
