@@ -25,6 +25,7 @@ from pipeline.runtime import wire
 from pipeline.runtime.context import Context
 from pipeline.runtime.streams import Take
 from pipeline.settings import Settings
+from tests.records import event_row
 
 T0 = 1_795_420_000_000 - 1_795_420_000_000 % 3_600_000  # an hour boundary, epoch ms
 MIN = 60_000
@@ -38,25 +39,7 @@ def make(tmp_path: Path) -> tuple[Any, Context]:
 
 def event(partition: int, offset: int, index: int, t: int) -> dict[str, Any]:
     """A stitched page_view of events.raw ``partition`` at position (offset, index)."""
-    return {
-        "event_id": f"e{partition}-{offset}-{index}",
-        "event_name": "page_view",
-        "event_time": t,
-        "received_at": t,
-        "anonymous_id": "d1",
-        "user_id": None,
-        "person_id": "p_1",
-        "platform": "web",
-        "app_version": None,
-        "channel": None,
-        "identities": None,
-        "consent_marketing": None,
-        "schema_version": 1,
-        "properties": {"page": "home"},
-        "source_partition": partition,
-        "source_offset": offset,
-        "source_index": index,
-    }
+    return event_row(partition=partition, offset=offset, index=index, t=t, person_id="p_1")
 
 
 def message(ctx: Context, partition: int, offset: int, rows: list[dict[str, Any]]) -> Any:

@@ -49,6 +49,7 @@ from pipeline.runtime import wire
 from pipeline.runtime.context import Context
 from pipeline.runtime.streams import Take
 from pipeline.settings import Settings
+from tests.records import event_row
 
 UP = 500  # a message's upstream position: its topic offset + UP (they are not the same)
 M = 60_000
@@ -212,31 +213,20 @@ class FakeStream:
 # -- realistic input per stage --------------------------------------------------------
 
 
-def event_row(offset: int, person_id: str | None) -> dict[str, Any]:
+def stored_row(offset: int, person_id: str | None) -> dict[str, Any]:
     """A validated page_view from events.raw partition 2, at upstream position offset+UP."""
-    return {
-        "event_id": f"e{offset}",
-        "event_name": "page_view",
-        "event_time": T0 + offset * M,
-        "received_at": T0 + offset * M + 500,
-        "anonymous_id": f"d{offset}",
-        "user_id": f"u{offset}",
-        "person_id": person_id,
-        "platform": "web",
-        "app_version": None,
-        "channel": None,
-        "identities": None,
-        "consent_marketing": None,
-        "schema_version": 1,
-        "properties": {"page": "home"},
-        "source_partition": 2,
-        "source_offset": offset + UP,
-        "source_index": 0,
-    }
+    return event_row(
+        offset=offset + UP,
+        t=T0 + offset * M,
+        event_id=f"e{offset}",
+        anonymous_id=f"d{offset}",
+        user_id=f"u{offset}",
+        person_id=person_id,
+    )
 
 
 def events_message(ctx: Context, offset: int, person_id: str | None) -> bytes:
-    (value,) = wire.encode_events(ctx.domain.batches.build([event_row(offset, person_id)]))
+    (value,) = wire.encode_events(ctx.domain.batches.build([stored_row(offset, person_id)]))
     return value
 
 
@@ -268,7 +258,7 @@ def changes(ctx: Context, offset: int) -> bytes:
 
 def partials_message(ctx: Context, offset: int) -> bytes:
     """aggregate's partial of the events.stitched message at offset+UP."""
-    table = ctx.domain.batches.build([event_row(offset, "p_1")])
+    table = ctx.domain.batches.build([stored_row(offset, "p_1")])
     defs = ctx.domain.metric_defs
     got = partials(table, defs.values(), ctx.settings.lateness_seconds, -1)
     return wire.encode_partials(2, offset + UP, got.max_time, got, defs)

@@ -16,6 +16,7 @@ from pipeline import names
 from pipeline.app import create_app
 from pipeline.runtime.wire import encode_events
 from pipeline.settings import Settings
+from tests.records import event_row
 
 
 class FakeEvent:
@@ -46,25 +47,7 @@ class FakeStream:
 
 
 def record(offset: int, index: int = 0) -> dict[str, Any]:
-    return {
-        "event_id": f"e{offset}-{index}",
-        "event_name": "page_view",
-        "event_time": 1795420000000,
-        "received_at": 1795420000500,
-        "anonymous_id": "d1",
-        "user_id": None,
-        "person_id": None,
-        "platform": "web",
-        "app_version": None,
-        "channel": None,
-        "identities": None,
-        "consent_marketing": None,
-        "schema_version": 1,
-        "properties": {"page": "home"},
-        "source_partition": 2,
-        "source_offset": offset,
-        "source_index": index,
-    }
+    return event_row(offset=offset, index=index, event_id=f"e{offset}-{index}")
 
 
 def batch(ctx: Any, offsets: list[int]) -> bytes:
