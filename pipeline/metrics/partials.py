@@ -51,6 +51,21 @@ def _mask(table: pa.Table, d: MetricDef) -> pa.ChunkedArray | None:
     return mask
 
 
+def _watermark_times(table: pa.Table, event_time: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Event time, but never past the time trackflow received the event.
+
+    A client whose clock runs ahead (accepted up to +10 minutes) would otherwise push the
+    partition's watermark minutes into the future and make every other client's on-time
+    events of those minutes late. Receive time is monotonic per worker and honest; for a
+    replay or backfill of old events it is later than their event time, so the watermark
+    still follows event time there.
+    """
+    if "received_at" not in table.column_names:
+        return event_time
+    received = pc.cast(table["received_at"], pa.int64())
+    return pc.min_element_wise(event_time, received)
+
+
 def partials(
     table: pa.Table, defs: Iterable[MetricDef], lateness_s: int, watermark_before: int
 ) -> Partials:
@@ -58,7 +73,7 @@ def partials(
     if table.num_rows == 0:
         return out
     t = pc.cast(table["event_time"], pa.int64())
-    out.max_time = int(pc.max(t).as_py())
+    out.max_time = int(pc.max(_watermark_times(table, t)).as_py())
     defs = list(defs)
     for d in defs:
         if d.type == "funnel":

@@ -154,6 +154,27 @@ def test_late_events_are_dropped_and_counted() -> None:
     assert any(k[1] == 3600 for k in late.series)
 
 
+def test_a_client_clock_ahead_cannot_make_other_events_late() -> None:
+    """One event 9 minutes ahead (accepted: the limit is +10) among on-time traffic."""
+    skewed = {**row(0, 0, T0 + 9 * 60_000, 1), "received_at": T0}
+    on_time = [row(i, i % 4, T0 + i * 10_000, i % 5) for i in range(1, 40)]
+    rows = [skewed, *on_time]
+    combine = CombineState(DEFS, 1, lateness_s=60)
+    wm, late = NO_WATERMARK, 0
+    for offset, r in enumerate(rows):  # one event per message, in arrival order
+        got = partials(BATCHES.build([r]), DEFS.values(), 60, wm)
+        late += sum(got.late.values())
+        wm = max(wm, got.max_time)
+        assert combine.apply(orjson.loads(encode_partials(0, offset, wm, got, DEFS)))
+    assert late == 0
+    assert wm == on_time[-1]["event_time"]  # not the skewed clock's T0 + 9 min
+    finals = combine.close_all()
+    got = {
+        (r["metric"], r["window"], r["window_start"], r["dimensions"]): r["value"] for r in finals
+    }
+    assert got == one_pass(rows)
+
+
 def test_windows_close_when_every_partition_passed_them() -> None:
     combine = CombineState(DEFS, 2, lateness_s=60)
     t = T0 + 5_000
