@@ -120,9 +120,8 @@ class Combine:
                     self.finals[key] = (row["window_start"], row["value"])
             for window in {(r["window"], r["window_start"]) for r in rows}:
                 self.metrics.windows_closed.labels(window[0], reason).inc()
-        record = self.state.take_record()
-        if record is not None:
-            await self.table.append(0, f"combine:{offset}:{base}", record)
+        for i, record in enumerate(self.state.take_records()):
+            await self.table.append(0, f"combine:{offset}:{base}:{i}", record)
 
     def upstream_pending(self) -> bool:
         """Input this worker has not yet consumed: the pipeline is catching up, not idle."""

@@ -5,7 +5,7 @@ HyperLogLog unions) and finalises a window once every partition's watermark has 
 computing ratios from their parts. Funnels keep their step events per identifier until
 their hour closes, then group identifiers into persons through the identity map and run
 ``pipeline.metrics.funnel.entries``. Its changes are logged as changelog records
-(``take_record``) that rebuild it after a restart (``apply_record``).
+(``take_records``) that rebuild it after a restart (``apply_record``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from pipeline.metrics.definitions import MetricDef, seconds
 from pipeline.metrics.funnel import entries
 from pipeline.metrics.series import SeriesKey, decode, dims_json, encode, kind_of, merge, result
 from pipeline.metrics.windows import NO_WATERMARK, closable, window_end, window_label
+
+SET_KINDS = ("set", "persons")
+MAX_RECORD_BYTES = 256 * 1024  # a changelog record must fit in one Kafka message (1 MB)
+ADD_CHUNK = 2000  # set elements per "add" entry (identifiers are at most a few 100 bytes)
 
 
 class CombineState:
@@ -47,6 +51,7 @@ class CombineState:
         self.resolve: Any = lambda n: n
         self._fdirty: set[tuple[str, str]] = set()
         self._dirty: set[SeriesKey] = set()
+        self._added: dict[SeriesKey, set[Any]] = {}  # set kinds: elements new since a record
         self._deleted: set[SeriesKey] = set()
         self._progress_dirty = False
 
@@ -65,8 +70,13 @@ class CombineState:
                 continue
             key = (m, int(size), int(start), dims)
             kind = kind_of(d)
-            self.open[key] = merge(kind, self.open.get(key), decode(kind, raw))
-            self._dirty.add(key)
+            value = decode(kind, raw)
+            if kind in SET_KINDS:  # logged as what was added: a record stays batch-sized
+                self._added.setdefault(key, set()).update(value)
+                value = set(value)  # merge() updates in place; keep the logged copy apart
+            else:
+                self._dirty.add(key)
+            self.open[key] = merge(kind, self.open.get(key), value)
             self._deleted.discard(key)
         for m, events in (message.get("f") or {}).items():
             if m not in self.defs:
@@ -170,6 +180,7 @@ class CombineState:
             for key in [k for k in self.open if k[1] == size and k[2] == start]:
                 del self.open[key]
                 self._dirty.discard(key)
+                self._added.pop(key, None)
                 self._deleted.add(key)
             end = window_end(start, size)
             self.closed[size] = max(self.closed.get(size, NO_WATERMARK), end)
@@ -203,41 +214,56 @@ class CombineState:
 
     # -- changelog ------------------------------------------------------------------
 
-    def take_record(self) -> dict[str, Any] | None:
-        """What changed since the last record (None when nothing did)."""
-        if not (self._dirty or self._deleted or self._progress_dirty or self._fdirty):
-            return None
-        funnel = [
-            [m, n, self.fevents.get(m, {}).get(n), self.flast.get(m, {}).get(n)]
+    def take_records(self, max_bytes: int = MAX_RECORD_BYTES) -> list[dict[str, Any]]:
+        """What changed since the last records, as changelog records of at most about
+        ``max_bytes`` each (none when nothing changed).
+
+        Bounded by the input since the last call, never by the state: counts, sums and
+        sketches are logged whole (a sketch has a fixed size), exact sets as the elements
+        added. The last record carries the progress (applied offsets, watermarks, closed
+        windows), so a replay stopped between records re-applies what it lacks.
+        """
+        if not (
+            self._dirty or self._added or self._deleted or self._fdirty or self._progress_dirty
+        ):
+            return []
+        parts: list[tuple[str, Any]] = [
+            ("set", [*k, encode(kind_of(self.defs[k[0]]), self.open[k])])
+            for k in sorted(self._dirty)
+        ]
+        for k in sorted(self._added):
+            elements = sorted(self._added[k])
+            for i in range(0, len(elements), ADD_CHUNK):
+                parts.append(("add", [*k, elements[i : i + ADD_CHUNK]]))
+        parts += [("del", list(k)) for k in sorted(self._deleted)]
+        parts += [
+            ("funnel", [m, n, self.fevents.get(m, {}).get(n), self.flast.get(m, {}).get(n)])
             for m, n in sorted(self._fdirty)
         ]
-        record = {
-            "applied": self.applied,
-            "wm": self.wm,
-            "closed": self.closed,
-            "late": self.late,
-            "offset": self.offset,
-            "set": [
-                [*k, encode(kind_of(self.defs[k[0]]), self.open[k])] for k in sorted(self._dirty)
-            ],
-            "del": [list(k) for k in sorted(self._deleted)],
-            "funnel": funnel,
-            "fclosed": self.fclosed,
-        }
-        data = orjson.loads(orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS))
+        records = _pack(parts, max_bytes)
+        records[-1].update(
+            applied=self.applied,
+            wm=self.wm,
+            closed=self.closed,
+            late=self.late,
+            offset=self.offset,
+            fclosed=self.fclosed,
+        )
         self._dirty.clear()
+        self._added.clear()
         self._deleted.clear()
         self._fdirty.clear()
         self._progress_dirty = False
-        return data
+        return [orjson.loads(orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS)) for r in records]
 
     def apply_record(self, record: dict[str, Any]) -> None:
-        self.applied = {int(k): int(v) for k, v in record["applied"].items()}
-        self.wm = {int(k): int(v) for k, v in record["wm"].items()}
-        self.closed = {int(k): int(v) for k, v in record["closed"].items()}
-        self.late = int(record.get("late", 0))
-        self.offset = int(record.get("offset", -1))
-        self.fclosed = {k: int(v) for k, v in record.get("fclosed", {}).items()}
+        if "applied" in record:
+            self.applied = {int(k): int(v) for k, v in record["applied"].items()}
+            self.wm = {int(k): int(v) for k, v in record["wm"].items()}
+            self.closed = {int(k): int(v) for k, v in record["closed"].items()}
+            self.late = int(record.get("late", 0))
+            self.offset = int(record.get("offset", -1))
+            self.fclosed = {k: int(v) for k, v in record.get("fclosed", {}).items()}
         for m, n, evs, last in record.get("funnel", []):
             if evs:
                 self.fevents.setdefault(m, {})[n] = evs
@@ -245,12 +271,16 @@ class CombineState:
                 self.fevents.get(m, {}).pop(n, None)
             if last is not None:
                 self.flast.setdefault(m, {})[n] = int(last)
-        for m, size, start, dims in record["del"]:
+        for m, size, start, dims in record.get("del", []):
             self.open.pop((m, int(size), int(start), dims), None)
-        for m, size, start, dims, raw in record["set"]:
+        for m, size, start, dims, raw in record.get("set", []):
             d = self.defs.get(m)
             if d is not None:
                 self.open[(m, int(size), int(start), dims)] = decode(kind_of(d), raw)
+        for m, size, start, dims, elements in record.get("add", []):
+            if m in self.defs:
+                key = (m, int(size), int(start), dims)
+                self.open.setdefault(key, set()).update(elements)
 
     def reset(self) -> None:
         resolve = self.resolve
@@ -278,3 +308,17 @@ def _row(
         "numerator": num,
         "denominator": den,
     }
+
+
+def _pack(parts: list[tuple[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
+    """Group record parts into records of at most about ``max_bytes`` (at least one)."""
+    records: list[dict[str, Any]] = [{}]
+    size = 0
+    for kind, part in parts:
+        n = len(orjson.dumps(part, option=orjson.OPT_NON_STR_KEYS))
+        if size and size + n > max_bytes:
+            records.append({})
+            size = 0
+        records[-1].setdefault(kind, []).append(part)
+        size += n
+    return records

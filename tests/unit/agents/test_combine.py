@@ -165,9 +165,9 @@ def test_state_delta_is_recorded_after_the_finals_were_delivered(
         (0, partial(0, 1, T0, pv_events(60, T0, 1))),
         (1, partial(1, 1, T0 + 2 * MIN, pv_events(60, T0, 1))),
     )
-    assert h.log == ["record combine:1:0"]  # nothing closable: only the merged state
+    assert h.log == ["record combine:1:0:0"]  # nothing closable: only the merged state
     h.process((2, partial(0, 2, T0 + 2 * MIN)))
-    assert h.log == ["record combine:1:0", "send 2:0", "record combine:2:0"]
+    assert h.log == ["record combine:1:0:0", "send 2:0", "record combine:2:0:0"]
     assert [delivered for _, _, delivered in h.records] == [True, True]
     _, record, _ = h.records[-1]
     assert record["applied"] == {"0": 2, "1": 1}
@@ -303,7 +303,7 @@ def test_idle_input_closes_every_open_window_after_the_idle_time(
         ("pv", "1h", T0, HOME): 3.0,
     }
     assert h.state.open == {}
-    assert h.log[-2:] == ["send 8:524288", f"record combine:8:{IDLE_INDEX_BASE}"]
+    assert h.log[-2:] == ["send 8:524288", f"record combine:8:{IDLE_INDEX_BASE}:0"]
     assert h.records[-1][2], "state recorded before the finals were delivered"
     assert h.sample("trackflow_metric_windows_closed_total", window="1h", reason="idle") == 1
 

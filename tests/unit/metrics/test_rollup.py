@@ -200,9 +200,10 @@ def test_changelog_records_rebuild_the_state() -> None:
         p = partials(BATCHES.build([row(i, i % 3, t, i)]), DEFS.values(), 60, NO_WATERMARK)
         combine.apply(orjson.loads(encode_partials(0, i, t, p, DEFS)))
         combine.close_ready()
-        record = combine.take_record()
-        assert record is not None
-        replica.apply_record(orjson.loads(orjson.dumps(record)))
+        records = combine.take_records()
+        assert records
+        for record in records:
+            replica.apply_record(orjson.loads(orjson.dumps(record)))
     assert replica.applied == combine.applied
     assert replica.closed == combine.closed
     assert replica.provisional() == combine.provisional()
@@ -245,3 +246,33 @@ def test_funnel_merges_the_states_of_two_identifiers_of_one_person() -> None:
         '{"step":4}': 0.0,
         '{"step":5}': 0.0,
     }
+
+
+def test_changelog_records_stay_batch_sized_with_a_million_identifiers_an_hour() -> None:
+    """Exact sets are logged as what each batch added, split to fit in a Kafka message."""
+    combine = CombineState(DEFS, 1, lateness_s=60)
+    replica = CombineState(DEFS, 1, lateness_s=60)
+    people = 1_000_000
+    batch = 50_000
+    biggest = 0
+    hour = T0 - T0 % 3_600_000
+    for b in range(people // batch):
+        ids = [f"anonymous_id:d{b}-{i}" for i in range(batch)]
+        orders = [f"o{b}-{i}" for i in range(batch)]
+        msg = {
+            "p": 0,
+            "o": b,
+            "wm": T0 + 1_000 + b,  # all within one hour
+            "s": [["uv", 3600, hour, "{}", ids], ["orders", 3600, hour, "{}", orders]],
+            "f": {},
+        }
+        assert combine.apply(msg)
+        for record in combine.take_records():
+            size = len(orjson.dumps(record))
+            biggest = max(biggest, size)
+            replica.apply_record(orjson.loads(orjson.dumps(record)))
+    assert biggest < 1_000_000 / 2  # never the whole set
+    key_uv = ("uv", 3600, hour, "{}")
+    assert len(combine.open[key_uv]) == people
+    assert replica.open[key_uv] == combine.open[key_uv]
+    assert replica.applied == combine.applied
