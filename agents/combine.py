@@ -112,8 +112,8 @@ class Combine:
         self, rows: list[dict[str, Any]], offset: int, base: int, reason: str
     ) -> None:
         if rows:
-            value = wire.PositionedRows(0, offset, base, rows).encode()
-            await (await self.ctx.topics.rollups.send(value=value, partition=0))
+            for value in wire.PositionedRows(0, offset, base, rows).encode_all():
+                await (await self.ctx.topics.rollups.send(value=value, partition=0))
             for row in rows:
                 key = (row["metric"], row["window"], row["dimensions"])
                 if row["window_start"] >= self.finals.get(key, (-1, None))[0]:

@@ -49,14 +49,15 @@ def register(app: faust.App, ctx: Context) -> Any:
                 for merge in changes.merges:
                     metrics.merges.labels(str(merge["accepted"]).lower(), merge["reason"]).inc()
                 if changes.identities or changes.merges:
-                    value = wire.IdentityChanges(
+                    message = wire.IdentityChanges(
                         m.partition,
                         m.offset,
                         int(time.time() * 1000),
                         changes.identities,
                         changes.merges,
-                    ).encode()
-                    pending.append(await ctx.topics.changes.send(value=value, partition=0))
+                    )
+                    for value in message.encode_all():
+                        pending.append(await ctx.topics.changes.send(value=value, partition=0))
                 if m.timestamp:
                     metrics.writer_lag.set(max(0.0, time.time() - m.timestamp))
             for fut in pending:

@@ -193,9 +193,11 @@ def decode_changes(value: bytes) -> dict[str, pa.Table]:
         row["decided_at"] = msg.decided_at
     return {
         LAKE_IDENTITIES: positioned_table(
-            msg.identities, IDENTITY_SCHEMA, msg.partition, msg.offset
+            msg.identities, IDENTITY_SCHEMA, msg.partition, msg.offset, msg.base
         ),
-        LAKE_MERGES: positioned_table(msg.merges, MERGE_SCHEMA, msg.partition, msg.offset),
+        LAKE_MERGES: positioned_table(
+            msg.merges, MERGE_SCHEMA, msg.partition, msg.offset, msg.base
+        ),
     }
 
 

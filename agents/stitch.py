@@ -34,7 +34,8 @@ def register(app: faust.App, ctx: Context) -> Any:
                 metrics.stage_out.labels(AGENT_STITCH).inc(table.num_rows)
             if links:
                 # One message per take: the writer's cost is per message, like every agent's.
-                await ctx.topics.links.send(value=wire.encode_links(links), partition=PARTITION)
+                for value in wire.encode_links(links):
+                    await ctx.topics.links.send(value=value, partition=PARTITION)
                 metrics.links_sent.inc(len(links))
 
     return stitch

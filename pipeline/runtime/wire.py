@@ -96,8 +96,15 @@ def decode_dead_letters(value: bytes | None) -> list[dict[str, Any]]:
 # -- identity.links -------------------------------------------------------------------
 
 
-def encode_links(links: list[Link]) -> bytes:
-    return orjson.dumps([list(link) for link in links])
+def encode_links(links: list[Link], max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
+    """Link messages, none over ``max_bytes`` (links are a set: any split is fine)."""
+    if not links:
+        return []
+    value = orjson.dumps([list(link) for link in links])
+    if len(value) <= max_bytes or len(links) == 1:
+        return [value]
+    half = len(links) // 2
+    return encode_links(links[:half], max_bytes) + encode_links(links[half:], max_bytes)
 
 
 def decode_links(value: bytes | None) -> list[Link]:
@@ -117,9 +124,28 @@ class IdentityChanges:
     decided_at: int  # epoch ms
     identities: list[dict[str, Any]]
     merges: list[dict[str, Any]]
+    base: int = 0  # rows are positioned (offset, base + i): the parts of a split message
 
     def encode(self) -> bytes:
         return orjson.dumps(self.__dict__)
+
+    def encode_all(self, max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
+        """This message, split into parts of at most ``max_bytes`` whose row positions
+        stay those of the whole (identity rows first, then merges)."""
+        value = self.encode()
+        rows = len(self.identities) + len(self.merges)
+        if len(value) <= max_bytes or rows <= 1:
+            return [value]
+        half = rows // 2
+        ids, merges = self.identities, self.merges
+        cut = max(0, half - len(ids))  # merges in the first half
+        first = IdentityChanges(
+            self.partition, self.offset, self.decided_at, ids[:half], merges[:cut], self.base
+        )
+        rest = IdentityChanges(
+            self.partition, self.offset, self.decided_at, ids[half:], merges[cut:], self.base + half
+        )
+        return first.encode_all(max_bytes) + rest.encode_all(max_bytes)
 
     @classmethod
     def decode(cls, value: bytes | None) -> IdentityChanges:
@@ -130,6 +156,7 @@ class IdentityChanges:
             int(msg["decided_at"]),
             msg["identities"],
             msg["merges"],
+            int(msg.get("base", 0)),
         )
 
 
@@ -179,6 +206,17 @@ class PositionedRows:
         return orjson.dumps(
             {"p": self.partition, "o": self.offset, "base": self.base, "rows": self.rows}
         )
+
+    def encode_all(self, max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
+        """This message, split into parts of at most ``max_bytes``; a part starts at
+        ``base`` + its first row's index, so every row keeps its position."""
+        value = self.encode()
+        if len(value) <= max_bytes or len(self.rows) <= 1:
+            return [value]
+        half = len(self.rows) // 2
+        first = PositionedRows(self.partition, self.offset, self.base, self.rows[:half])
+        rest = PositionedRows(self.partition, self.offset, self.base + half, self.rows[half:])
+        return first.encode_all(max_bytes) + rest.encode_all(max_bytes)
 
     @classmethod
     def decode(cls, value: bytes | None) -> PositionedRows:

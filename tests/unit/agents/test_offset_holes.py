@@ -245,7 +245,8 @@ def raw(ctx: Context, offset: int) -> bytes:
 
 
 def links(ctx: Context, offset: int) -> bytes:
-    return wire.encode_links([(f"user_id:u{offset}", f"anonymous_id:d{offset}", T0 + offset)])
+    (value,) = wire.encode_links([(f"user_id:u{offset}", f"anonymous_id:d{offset}", T0 + offset)])
+    return value
 
 
 def changes(ctx: Context, offset: int) -> bytes:

@@ -48,7 +48,13 @@ def test_dead_letters_carry_payload_bytes_and_split_in_order() -> None:
 
 def test_links_round_trip_and_reject_foreign_messages() -> None:
     links = [("user_id:u1", "anonymous_id:d1", 1_700_000_000_000)]
-    assert wire.decode_links(wire.encode_links(links)) == links
+    (value,) = wire.encode_links(links)
+    assert wire.decode_links(value) == links
+    many = [(f"user_id:u{i}", f"anonymous_id:d{i}", i) for i in range(5000)]
+    parts = wire.encode_links(many, max_bytes=16_384)
+    assert len(parts) > 1
+    assert all(len(v) <= 16_384 for v in parts)
+    assert [link for v in parts for link in wire.decode_links(v)] == many
     with pytest.raises((ValueError, TypeError)):
         wire.decode_links(b'{"not": "links"}')
     with pytest.raises(orjson.JSONDecodeError):
@@ -77,3 +83,27 @@ def test_partials_are_what_combine_applies() -> None:
     assert state.wm == {2: t0 + 1}
     assert state.open[("events", 60, t0, '{"event_name":"page_view"}')] == 3
     assert not state.apply(wire.decode_partials(value))  # a replay is skipped
+
+
+def test_split_identity_changes_keep_every_row_position() -> None:
+    ids = [{"identifier": f"d{i}", "pad": "x" * 100} for i in range(300)]
+    merges = [{"from_person_id": f"p{i}", "pad": "y" * 100} for i in range(50)]
+    whole = wire.IdentityChanges(0, 42, 1_700_000_000_000, ids, merges)
+    parts = [wire.IdentityChanges.decode(v) for v in whole.encode_all(max_bytes=4096)]
+    assert len(parts) > 1
+    id_pos = [(p.offset, p.base + i) for p in parts for i in range(len(p.identities))]
+    merge_pos = [(p.offset, p.base + i) for p in parts for i in range(len(p.merges))]
+    assert [r for p in parts for r in p.identities] == ids
+    assert [r for p in parts for r in p.merges] == merges
+    assert len(set(id_pos)) == len(ids)  # no two rows of one table share a position
+    assert len(set(merge_pos)) == len(merges)
+
+
+def test_split_positioned_rows_keep_every_row_position() -> None:
+    rows = [{"metric": "pv", "dimensions": f'{{"page":"p{i}"}}', "value": i} for i in range(2000)]
+    whole = wire.PositionedRows(0, 9, 1 << 19, rows)
+    parts = [wire.PositionedRows.decode(v) for v in whole.encode_all(max_bytes=8192)]
+    assert len(parts) > 1
+    positions = [(p.offset, p.base + i) for p in parts for i in range(len(p.rows))]
+    assert positions == [(9, (1 << 19) + i) for i in range(2000)]
+    assert [r for p in parts for r in p.rows] == rows
