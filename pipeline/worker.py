@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 
 from pipeline.app import create_app
+from pipeline.runtime import task_dump
 from pipeline.settings import Settings
 
 
@@ -18,4 +19,5 @@ def run_worker(settings: Settings) -> None:
         redirect_stdouts=False,
         override_logging=True,
     )
+    task_dump.install(worker.loop)  # kill -USR1: log every task's stack (a stuck worker)
     worker.execute_from_commandline()

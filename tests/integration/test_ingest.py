@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import Any
 
 import orjson
 import pytest
@@ -149,10 +150,22 @@ def test_workers_share_the_work_and_agree_with_one(deployment: Deployment, worke
             }
             for w in started
         }
+        stacks = "".join(stack_dump(w) for w in started)
         raise AssertionError(
             f"{exc}; stored {deployment.count('events')} events, "
-            f"{deployment.count('dlq')} dlq of {total}; workers: {seen}"
+            f"{deployment.count('dlq')} dlq of {total}; workers: {seen}{stacks}"
         ) from None
     expect_exact(deployment, t)
     busy = [w.metric("trackflow_events_received_total") for w in started]
     assert all(n > 0 for n in busy), f"a worker got no partitions: {busy}"
+
+
+def stack_dump(worker: Any) -> str:
+    """Where a stuck worker's asyncio tasks wait (SIGUSR1 makes it log them)."""
+    import signal
+    import time
+
+    before = len(worker.log_text())
+    worker.proc.send_signal(signal.SIGUSR1)
+    time.sleep(2)
+    return f"\n--- tasks of worker {worker.proc.pid} ---\n{worker.log_text()[before:][-30000:]}"
