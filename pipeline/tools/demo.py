@@ -100,6 +100,8 @@ def run_demo(settings: Settings, duration: float, rate: float, port: int | None 
         console.print(f"[red]{exc}[/]")
         code = 1
     finally:
+        if traffic.done.is_set():  # else its thread still sends; the process exits anyway
+            producer.close()
         _stop(worker, broker, log)
     if code == 0:
         print_summary(console, data_dir, watch.metrics)

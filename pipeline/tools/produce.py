@@ -109,6 +109,12 @@ class RawProducer:
         """Serve delivery callbacks without blocking (pacing loops call this while idle)."""
         self._producer.poll(0)
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued and release the client, so that it does not keep
+        reconnecting (and logging) once the broker is gone."""
+        self.flush(timeout)
+        self._producer = None  # type: ignore[assignment]  # the last reference: destroyed
+
     def flush(self, timeout: float = 60.0) -> int:
         remaining = int(self._producer.flush(timeout))
         if remaining:
