@@ -88,14 +88,15 @@ class Combine:
                 m = event.message
                 if m.offset <= state.offset:
                     continue
-                state.apply(wire.decode_partials(m.value))
+                state.apply(wire.decode_partials(m.value), now_ms=_monotonic_ms())
                 state.offset = m.offset
             self.last_input = time.monotonic()
             if state.late > late_before:
                 self.metrics.late_events.labels("any", AGENT_COMBINE).inc(state.late - late_before)
             # Funnels and uv count persons: windows wait until the identity writer has
             # applied every link sent so far.
-            rows = [] if self.pending_in(self.links_topics) else state.close_ready()
+            pending = self.pending_in(self.links_topics)
+            rows = [] if pending else state.close_ready(now_ms=_monotonic_ms())
             await self.publish(rows, state.offset, 0, "watermark")
 
     async def close_if_idle(self) -> None:
@@ -141,3 +142,8 @@ class Combine:
             if value is not None:
                 self.metrics.metric_value.labels(metric, window, dims).set(value)
         self.metrics.open_windows.set(len({(k[1], k[2]) for k in self.state.open}))
+
+
+def _monotonic_ms() -> int:
+    """Processing time for partition idleness: immune to wall-clock jumps."""
+    return int(time.monotonic() * 1000)

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         3600, ge=1, description="Resend a known link after this much event time (last_seen)."
     )
     lateness_seconds: int = Field(60, ge=0, description="Allowed lateness of metric windows.")
+    partition_idle_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A source partition without input for this long stops holding metric "
+        "windows open (its later events are late, and counted).",
+    )
     idle_close_seconds: float = Field(
         30.0, gt=0, description="Close every open metric window after this long without input."
     )

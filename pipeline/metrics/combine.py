@@ -49,6 +49,12 @@ class CombineState:
         self.flast: dict[str, dict[str, int]] = {}
         self.fclosed: dict[str, int] = {}
         self.resolve: Any = lambda n: n
+        # Quiet partitions (as Flink's idle sources): one that sent no partial for
+        # ``idle_ms`` of processing time stops holding windows open. Not logged: after a
+        # restart every partition counts as active until it has been quiet that long.
+        self.idle_ms: int | None = None
+        self.heard: dict[int, int] = {}  # partition -> processing time of its last partial
+        self.started_ms: int | None = None
         self._fdirty: set[tuple[str, str]] = set()
         self._dirty: set[SeriesKey] = set()
         self._added: dict[SeriesKey, set[Any]] = {}  # set kinds: elements new since a record
@@ -57,8 +63,11 @@ class CombineState:
 
     # -- applying partials ----------------------------------------------------------
 
-    def apply(self, message: dict[str, Any]) -> bool:
+    def apply(self, message: dict[str, Any], now_ms: int | None = None) -> bool:
         p, offset = int(message["p"]), int(message["o"])
+        if now_ms is not None:
+            self.heard[p] = now_ms
+            self.started_ms = now_ms if self.started_ms is None else self.started_ms
         if offset <= self.applied.get(p, -1):
             return False
         for m, size, start, dims, raw in message["s"]:
@@ -102,8 +111,21 @@ class CombineState:
             key=lambda w: (w[1] + w[0] * 1000, w[0]),
         )
 
-    def close_ready(self, funnels: bool = True) -> list[dict[str, Any]]:
-        marks = [self.wm.get(p, NO_WATERMARK) for p in range(self.partitions)]
+    def _marks(self, now_ms: int | None) -> list[int]:
+        """Watermarks of the partitions that count: all, or those heard from lately."""
+        counted = list(range(self.partitions))
+        if self.idle_ms is not None and now_ms is not None:
+            since = self.started_ms if self.started_ms is not None else now_ms
+            counted = [p for p in counted if now_ms - self.heard.get(p, since) < self.idle_ms]
+        return [self.wm.get(p, NO_WATERMARK) for p in counted]
+
+    def close_ready(self, funnels: bool = True, now_ms: int | None = None) -> list[dict[str, Any]]:
+        """Windows every counted partition's watermark has passed (end + lateness).
+
+        With ``now_ms``, partitions quiet for ``idle_ms`` do not count; their later
+        partials for closed windows are late, and counted.
+        """
+        marks = self._marks(now_ms)
         ready = [
             w for w in self._windows() if closable(window_end(w[1], w[0]), self.lateness_s, marks)
         ]
@@ -283,9 +305,9 @@ class CombineState:
                 self.open.setdefault(key, set()).update(elements)
 
     def reset(self) -> None:
-        resolve = self.resolve
+        resolve, idle_ms = self.resolve, self.idle_ms
         self.__init__(self.defs, self.partitions, self.lateness_s)  # type: ignore[misc]
-        self.resolve = resolve
+        self.resolve, self.idle_ms = resolve, idle_ms
 
 
 def _row(

@@ -59,6 +59,7 @@ class Domain:
         # Funnels follow persons: an identifier's person is read from the map when an hour
         # closes.
         combine.resolve = lambda n: graph.lookup(n) or rules.person_id(n)
+        combine.idle_ms = int(settings.partition_idle_seconds * 1000)
         return cls(
             plan=plan,
             hasher=hasher,

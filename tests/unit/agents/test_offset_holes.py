@@ -325,9 +325,9 @@ def trace_applied(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     state = h.ctx.domain.combine
     apply = state.apply
 
-    def traced(partial: dict[str, Any]) -> Any:
+    def traced(partial: dict[str, Any], **kw: Any) -> Any:
         h.trace.append((partial["o"] - UP, 1))
-        return apply(partial)
+        return apply(partial, **kw)
 
     monkeypatch.setattr(state, "apply", traced)
 

@@ -175,6 +175,35 @@ def test_a_client_clock_ahead_cannot_make_other_events_late() -> None:
     assert got == one_pass(rows)
 
 
+def test_a_quiet_partition_stops_holding_windows_open_after_the_idle_time() -> None:
+    combine = CombineState(DEFS, 2, lateness_s=60)
+    combine.idle_ms = 60_000
+    minute = T0 - T0 % 60_000
+    p0 = partials(BATCHES.build([row(0, 0, minute + 5_000, 1)]), DEFS.values(), 60, NO_WATERMARK)
+    far = minute + 10 * 60_000  # partition 0 is ten minutes further on
+    combine.apply(orjson.loads(encode_partials(0, 1, far, p0, DEFS)), now_ms=1_000)
+    # Partition 1 never sent anything: it holds the window while it may still be busy.
+    assert combine.close_ready(now_ms=30_000) == []
+    again = partials(BATCHES.build([row(2, 0, far, 1)]), DEFS.values(), 60, far)
+    combine.apply(orjson.loads(encode_partials(0, 2, far, again, DEFS)), now_ms=61_000)
+    closed = combine.close_ready(now_ms=61_001)  # partition 1 quiet for 60 s now
+    assert ("pv", "1m", minute) in {(r["metric"], r["window"], r["window_start"]) for r in closed}
+    # It wakes up with an event of that closed minute: late, counted, not a new final.
+    p1 = partials(BATCHES.build([row(1, 0, minute + 6_000, 2)]), DEFS.values(), 60, NO_WATERMARK)
+    late_msg = orjson.loads(encode_partials(1, 1, minute + 6_000, p1, DEFS))
+    assert combine.apply(late_msg, now_ms=62_000)
+    assert combine.late >= 1
+    assert not any(r["window_start"] == minute for r in combine.close_ready(now_ms=62_000))
+
+
+def test_without_processing_time_every_partition_counts() -> None:
+    combine = CombineState(DEFS, 2, lateness_s=60)
+    combine.idle_ms = 60_000
+    p0 = partials(BATCHES.build([row(0, 0, T0, 1)]), DEFS.values(), 60, NO_WATERMARK)
+    combine.apply(orjson.loads(encode_partials(0, 1, T0 + 3_600_000, p0, DEFS)))
+    assert combine.close_ready() == []  # partition 1 has no watermark yet
+
+
 def test_windows_close_when_every_partition_passed_them() -> None:
     combine = CombineState(DEFS, 2, lateness_s=60)
     t = T0 + 5_000
