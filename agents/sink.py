@@ -82,6 +82,10 @@ class Sink:
         self.stream: faust.StreamT | None = None
         self.lock = asyncio.Lock()
         self.input: OrderedInput | None = None
+        # Partitions this worker was fenced out of: nothing more of them is processed or
+        # acked until they are revoked (a zombie) or assigned again, when reading restarts
+        # from the committed offset. Going on would write later rows past ones it dropped.
+        self.fenced: set[int] = set()
 
     async def consume(self, app: faust.App, stream: Any) -> None:
         self.stream = stream
@@ -96,6 +100,8 @@ class Sink:
             if not admitted.process:
                 continue  # past a hole: not acked, read again after the seek
             m = event.message
+            if m.partition in self.fenced:
+                continue
             tables = self.decode(m.value)
             async with self.lock:
                 await self._claim(m.partition)
@@ -141,6 +147,7 @@ class Sink:
                 metrics.lake_fenced.labels(table).inc()
                 for other in self.writers.values():
                     other.forget(topic, partition)
+                self.fenced.add(partition)
                 return
             tokens.extend(got)
             if result.files:
@@ -265,5 +272,6 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
             parts = {tp.partition for tp in revoked if tp.topic in names}
             if parts:
                 await sink.flush_partitions(parts)
+                sink.fenced -= parts  # read again from the committed offset if assigned
 
     return [sink_events, sink_dlq, sink_identity, sink_rollups, sink_alerts]

@@ -30,14 +30,15 @@ class FakeEvent:
 
 
 class FakeStream:
-    def __init__(self, events: list[FakeEvent]) -> None:
+    def __init__(self, events: list[FakeEvent], first_offset: int = 0) -> None:
         self._events = events
+        self._first = first_offset
 
     def noack(self) -> FakeStream:
         return self
 
     async def events(self) -> Any:
-        for offset, e in enumerate(self._events):  # one partition's log, in order
+        for offset, e in enumerate(self._events, self._first):  # one partition's log
             e.message.offset = offset
             e.message.tp = TP("x", e.message.partition)
             yield e
@@ -140,3 +141,33 @@ def test_identity_changes_fill_two_tables_once_each(tmp_path: Path) -> None:
 
     assert rows("identities") == 3  # the replayed offset 3 is stored once
     assert rows("identity_merges") == 1
+
+
+def test_a_fenced_sink_touches_nothing_more_of_that_partition(tmp_path: Path) -> None:
+    """A zombie's flush is refused; its later messages of the partition are neither
+    written (they would skip the rows it dropped) nor acked, until the partition moves."""
+    settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=3600)
+    zombie_app, zombie_ctx = create_app(settings, ensure_topics=False)
+    owner_app, owner_ctx = create_app(settings, ensure_topics=False)
+    zombie, owner = events_sink(zombie_ctx), events_sink(owner_ctx)
+    held = [FakeEvent(batch(zombie_ctx, [1, 2]))]
+    asyncio.run(zombie.consume(zombie_app, FakeStream(held)))  # buffered, then paused
+    taken = [FakeEvent(batch(owner_ctx, [1, 2, 3]))]
+    asyncio.run(owner.consume(owner_app, FakeStream(taken)))  # the new owner claims
+    asyncio.run(owner.flush_partitions({2}))
+    asyncio.run(zombie.flush_partitions({2}))  # wakes up: refused
+    assert not held[0].acked
+    assert zombie.fenced == {2}
+    later = FakeEvent(batch(zombie_ctx, [4]))
+    asyncio.run(zombie.consume(zombie_app, FakeStream([later], first_offset=1)))
+    asyncio.run(zombie.flush_due())
+    assert not later.acked
+    files = list((tmp_path / "lake" / "events").rglob("*.parquet"))
+    offsets = sorted(o for f in files for o in pq.read_table(f).column("source_offset").to_pylist())
+    assert offsets == [1, 2, 3]
+    assert (
+        zombie_ctx.metrics.registry.get_sample_value(
+            "trackflow_lake_fenced_flushes_total", {"table": "events"}
+        )
+        == 1
+    )
