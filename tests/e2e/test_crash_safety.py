@@ -98,7 +98,7 @@ def resume(worker: Worker) -> None:
     os.kill(worker.proc.pid, signal.SIGCONT)
 
 
-@pytest.mark.slow  # make test-slow: 4 of 6 runs passed; see the note in docs/architecture.md
+@pytest.mark.slow  # make test-slow: 6 of 8 runs passed; see the note in docs/architecture.md
 def test_a_paused_worker_cannot_touch_the_lake_after_a_takeover(deployment: Deployment) -> None:
     t = traffic.build(1200)
     chunks = [t.lines[i::4] for i in range(4)]
