@@ -33,6 +33,7 @@ def reference_persons(pop: population.Population, secret: str) -> dict[str, str 
 def test_two_workers_give_the_same_persons_as_one(deployment: Deployment) -> None:
     pop = population.build(members=20, visitors=6, shared=2, borrowed_openids=2, seed=11)
     workers = [deployment.start_worker(), deployment.start_worker()]
+    deployment.wait_assigned(workers)
     deployment.produce(pop.lines(seed=9, batch=3))
     expected = reference_persons(pop, deployment.env["TRACKFLOW_PII_SECRET"])
 

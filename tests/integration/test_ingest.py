@@ -133,16 +133,7 @@ def test_dedup_survives_worker_restart(deployment: Deployment) -> None:
 def test_workers_share_the_work_and_agree_with_one(deployment: Deployment, workers: int) -> None:
     t = traffic.build(600)
     started = [deployment.start_worker() for _ in range(workers)]
-    # Produce once every worker holds input partitions, or the first may do it all alone.
-    raw = deployment.env["TRACKFLOW_TOPIC_PREFIX"] + "events.raw"
-    wait_for(
-        lambda: all(
-            any(k.startswith("trackflow_consumer_lag") and raw in k for k in w.metrics())
-            for w in started
-        ),
-        timeout=90,
-        what="every worker assigned events.raw partitions",
-    )
+    deployment.wait_assigned(started)  # else the first worker may do it all alone
     deployment.produce(t.lines)
     total = len(t.valid) + len(t.rejected)
     try:
