@@ -134,6 +134,7 @@ def run_trackflow(
         "TRACKFLOW_WEB_PORT": str(port),
         "TRACKFLOW_LOG_LEVEL": "warning",
         "TRACKFLOW_STAGES": stages,
+        "TRACKFLOW_DEV": "1",  # a PII key generated for this throwaway data directory
     }
     log = open(tmp / f"{prefix}worker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([str(BIN), "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -141,6 +142,8 @@ def run_trackflow(
     deadline = time.monotonic() + 900
     try:
         while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"trackflow worker exited {proc.returncode}; see its log")
             m = scrape(port)
             now = time.perf_counter()
             if first is None and m.get("trackflow_events_received_total", 0) > 0:
