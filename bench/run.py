@@ -197,11 +197,12 @@ def breakdown(n: int = 20_000) -> dict[str, float]:
 
     from pipeline.contract.pii import PiiHasher
     from pipeline.contract.plan import load_plan
-    from pipeline.ingest.codecs import decode_arrow, decode_message, encode_arrow
+    from pipeline.ingest.codecs import decode_message
     from pipeline.ingest.dedup import SeenIds
     from pipeline.ingest.ingestor import Ingestor, RawMessage
     from pipeline.ingest.validation import Validator
     from pipeline.lake.schema import EventBatches, EventsSplitter
+    from pipeline.runtime.wire import decode_events, encode_events
 
     plan = load_plan()
     now = int(time.time() * 1000)
@@ -228,8 +229,8 @@ def breakdown(n: int = 20_000) -> dict[str, float]:
         "arrow_build_us",
         lambda: [batches.build(result.valid[i : i + 10_000]) for i in range(0, n, 10_000)],
     )
-    wire = timed("arrow_ipc_encode_us", lambda: [v for t in tables for v in encode_arrow(t)])
-    decoded = timed("arrow_ipc_decode_us", lambda: [decode_arrow(v) for v in wire])
+    wire = timed("arrow_ipc_encode_us", lambda: [v for t in tables for v in encode_events(t)])
+    decoded = timed("arrow_ipc_decode_us", lambda: [decode_events(v) for v in wire])
     from pipeline.identity.graph import IdentityGraph
     from pipeline.identity.rules import load_identity_rules
     from pipeline.identity.stitching import Stitcher
