@@ -24,6 +24,7 @@ docs/decisions.md for the measurements.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,23 +40,30 @@ from pipeline.metrics.series import kind_of
 MAX_BATCH_BYTES = 512 * 1024
 
 
+def _split(encode: Callable[[int, int], bytes], lo: int, hi: int, max_bytes: int) -> list[bytes]:
+    """``encode(lo, hi)`` of items lo..hi, halved until every part fits in ``max_bytes``
+    (a single item is sent as it is). Parts stay in order."""
+    value = encode(lo, hi)
+    if len(value) <= max_bytes or hi - lo <= 1:
+        return [value]
+    mid = lo + (hi - lo) // 2
+    return _split(encode, lo, mid, max_bytes) + _split(encode, mid, hi, max_bytes)
+
+
 # -- events.valid, events.stitched ----------------------------------------------------
 
 
 def encode_events(table: pa.Table, max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
     """Arrow IPC messages of ``table``, split by rows so that none exceeds ``max_bytes``."""
-    if table.num_rows == 0:
-        return []
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    value = sink.getvalue().to_pybytes()
-    if len(value) <= max_bytes or table.num_rows == 1:
-        return [value]
-    half = table.num_rows // 2
-    return encode_events(table.slice(0, half), max_bytes) + encode_events(
-        table.slice(half), max_bytes
-    )
+
+    def ipc(lo: int, hi: int) -> bytes:
+        sink = pa.BufferOutputStream()
+        part = table.slice(lo, hi - lo)
+        with pa.ipc.new_stream(sink, part.schema) as writer:
+            writer.write_table(part)
+        return bytes(sink.getvalue().to_pybytes())
+
+    return _split(ipc, 0, table.num_rows, max_bytes) if table.num_rows else []
 
 
 def decode_events(value: bytes | None) -> pa.Table:
@@ -76,12 +84,11 @@ def encode_dead_letters(
     """
     if not records:
         return []
-    value = orjson.dumps({"p": partition, "records": records})
-    if len(value) <= max_bytes or len(records) == 1:
-        return [value]
-    half = len(records) // 2
-    return encode_dead_letters(partition, records[:half], max_bytes) + encode_dead_letters(
-        partition, records[half:], max_bytes
+    return _split(
+        lambda lo, hi: orjson.dumps({"p": partition, "records": records[lo:hi]}),
+        0,
+        len(records),
+        max_bytes,
     )
 
 
@@ -100,11 +107,9 @@ def encode_links(links: list[Link], max_bytes: int = MAX_BATCH_BYTES) -> list[by
     """Link messages, none over ``max_bytes`` (links are a set: any split is fine)."""
     if not links:
         return []
-    value = orjson.dumps([list(link) for link in links])
-    if len(value) <= max_bytes or len(links) == 1:
-        return [value]
-    half = len(links) // 2
-    return encode_links(links[:half], max_bytes) + encode_links(links[half:], max_bytes)
+    return _split(
+        lambda lo, hi: orjson.dumps([list(link) for link in links[lo:hi]]), 0, len(links), max_bytes
+    )
 
 
 def decode_links(value: bytes | None) -> list[Link]:
@@ -132,20 +137,19 @@ class IdentityChanges:
     def encode_all(self, max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
         """This message, split into parts of at most ``max_bytes`` whose row positions
         stay those of the whole (identity rows first, then merges)."""
-        value = self.encode()
-        rows = len(self.identities) + len(self.merges)
-        if len(value) <= max_bytes or rows <= 1:
-            return [value]
-        half = rows // 2
-        ids, merges = self.identities, self.merges
-        cut = max(0, half - len(ids))  # merges in the first half
-        first = IdentityChanges(
-            self.partition, self.offset, self.decided_at, ids[:half], merges[:cut], self.base
-        )
-        rest = IdentityChanges(
-            self.partition, self.offset, self.decided_at, ids[half:], merges[cut:], self.base + half
-        )
-        return first.encode_all(max_bytes) + rest.encode_all(max_bytes)
+        n_ids = len(self.identities)
+
+        def part(lo: int, hi: int) -> bytes:  # rows lo..hi of identities, then merges
+            return IdentityChanges(
+                self.partition,
+                self.offset,
+                self.decided_at,
+                self.identities[lo:hi],
+                self.merges[max(0, lo - n_ids) : max(0, hi - n_ids)],
+                self.base + lo,
+            ).encode()
+
+        return _split(part, 0, n_ids + len(self.merges), max_bytes)
 
     @classmethod
     def decode(cls, value: bytes | None) -> IdentityChanges:
@@ -210,13 +214,13 @@ class PositionedRows:
     def encode_all(self, max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
         """This message, split into parts of at most ``max_bytes``; a part starts at
         ``base`` + its first row's index, so every row keeps its position."""
-        value = self.encode()
-        if len(value) <= max_bytes or len(self.rows) <= 1:
-            return [value]
-        half = len(self.rows) // 2
-        first = PositionedRows(self.partition, self.offset, self.base, self.rows[:half])
-        rest = PositionedRows(self.partition, self.offset, self.base + half, self.rows[half:])
-        return first.encode_all(max_bytes) + rest.encode_all(max_bytes)
+
+        def part(lo: int, hi: int) -> bytes:
+            return PositionedRows(
+                self.partition, self.offset, self.base + lo, self.rows[lo:hi]
+            ).encode()
+
+        return _split(part, 0, len(self.rows), max_bytes)
 
     @classmethod
     def decode(cls, value: bytes | None) -> PositionedRows:
