@@ -11,6 +11,7 @@ them, so a replay after a crash is stored once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -21,6 +22,8 @@ from pipeline.runtime import wire
 from pipeline.runtime.context import Context
 from pipeline.runtime.ordered_input import OrderedInput, admit
 from pipeline.runtime.streams import Take, consumer_lag, take_batches
+
+log = logging.getLogger(__name__)
 
 IDLE_INDEX_BASE = 1 << 19  # positions of idle-closed rows, after those of the same offset
 GAUGE_SECONDS = 5.0  # provisional metric values refresh at least this often
@@ -83,6 +86,7 @@ class Combine:
     async def process(self, events: Take) -> None:
         state = self.state
         async with self.lock:
+            await self.send_unsent()
             late_before = state.late
             for event in await admit(self.input, events):
                 m = event.message
@@ -104,6 +108,7 @@ class Combine:
             self.last_input = time.monotonic()
             return
         async with self.lock:
+            await self.send_unsent()
             state = self.state
             idle = time.monotonic() - self.last_input >= self.ctx.settings.idle_close_seconds
             if state.open and idle and state.offset >= 0:
@@ -112,17 +117,31 @@ class Combine:
     async def publish(
         self, rows: list[dict[str, Any]], offset: int, base: int, reason: str
     ) -> None:
+        """Log the state change with ``rows`` as its outbox, then deliver the rows."""
+        outbox = (offset, base, rows) if rows else None
+        records = self.state.take_records(outbox=outbox)
+        for i, record in enumerate(records):
+            await self.table.append(0, f"combine:{offset}:{base}:{i}", record)
         if rows:
-            for value in wire.PositionedRows(0, offset, base, rows).encode_all():
-                await (await self.ctx.topics.rollups.send(value=value, partition=0))
+            await self.send(offset, base, rows)
             for row in rows:
                 key = (row["metric"], row["window"], row["dimensions"])
                 if row["window_start"] >= self.finals.get(key, (-1, None))[0]:
                     self.finals[key] = (row["window_start"], row["value"])
             for window in {(r["window"], r["window_start"]) for r in rows}:
                 self.metrics.windows_closed.labels(window[0], reason).inc()
-        for i, record in enumerate(self.state.take_records()):
-            await self.table.append(0, f"combine:{offset}:{base}:{i}", record)
+
+    async def send(self, offset: int, base: int, rows: list[dict[str, Any]]) -> None:
+        for value in wire.PositionedRows(0, offset, base, rows).encode_all():
+            await (await self.ctx.topics.rollups.send(value=value, partition=0))
+
+    async def send_unsent(self) -> None:
+        """After a recovery: the last outbox may never have been sent (a crash between
+        logging and sending); sending it again is harmless, it keeps its position."""
+        unsent, self.state.unsent = self.state.unsent, None
+        if unsent is not None and unsent[2]:
+            log.info("combine: re-sending %s final rows of the last outbox", len(unsent[2]))
+            await self.send(*unsent)
 
     def upstream_pending(self) -> bool:
         """Input this worker has not yet consumed: the pipeline is catching up, not idle."""

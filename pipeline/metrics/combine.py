@@ -6,6 +6,11 @@ computing ratios from their parts. Funnels keep their step events per identifier
 their hour closes, then group identifiers into persons through the identity map and run
 ``pipeline.metrics.funnel.entries``. Its changes are logged as changelog records
 (``take_records``) that rebuild it after a restart (``apply_record``).
+
+The records of one take form a group that is applied whole or not at all, and a group
+that closed windows carries their final rows (the outbox): the rows are logged before
+they are sent, so a crash between the two re-sends them at the same position after the
+restart instead of closing the windows again at another one (stored twice).
 """
 
 from __future__ import annotations
@@ -60,6 +65,10 @@ class CombineState:
         self._added: dict[SeriesKey, set[Any]] = {}  # set kinds: elements new since a record
         self._deleted: set[SeriesKey] = set()
         self._progress_dirty = False
+        # Outbox: final rows logged but maybe not sent, (offset, base, rows); set by
+        # recovery from the last group, cleared once the rows were delivered.
+        self.unsent: tuple[int, int, list[dict[str, Any]]] | None = None
+        self._group: list[dict[str, Any]] = []  # records of a group whose end is unread
 
     # -- applying partials ----------------------------------------------------------
 
@@ -236,20 +245,32 @@ class CombineState:
 
     # -- changelog ------------------------------------------------------------------
 
-    def take_records(self, max_bytes: int = MAX_RECORD_BYTES) -> list[dict[str, Any]]:
+    def take_records(
+        self,
+        max_bytes: int = MAX_RECORD_BYTES,
+        outbox: tuple[int, int, list[dict[str, Any]]] | None = None,
+    ) -> list[dict[str, Any]]:
         """What changed since the last records, as changelog records of at most about
-        ``max_bytes`` each (none when nothing changed).
+        ``max_bytes`` each (none when nothing changed), plus the ``outbox``: final rows
+        about to be sent at position (offset, base).
 
         Bounded by the input since the last call, never by the state: counts, sums and
         sketches are logged whole (a sketch has a fixed size), exact sets as the elements
         added. The last record carries the progress (applied offsets, watermarks, closed
-        windows), so a replay stopped between records re-applies what it lacks.
+        windows) and ends the group: recovery applies a group only once its last record
+        is read, so a crash between records leaves the state as it was before the take.
         """
         if not (
-            self._dirty or self._added or self._deleted or self._fdirty or self._progress_dirty
+            self._dirty
+            or self._added
+            or self._deleted
+            or self._fdirty
+            or self._progress_dirty
+            or outbox
         ):
             return []
-        parts: list[tuple[str, Any]] = [
+        parts: list[tuple[str, Any]] = [("out", row) for row in (outbox[2] if outbox else [])]
+        parts += [
             ("set", [*k, encode(kind_of(self.defs[k[0]]), self.open[k])])
             for k in sorted(self._dirty)
         ]
@@ -270,6 +291,7 @@ class CombineState:
             late=self.late,
             offset=self.offset,
             fclosed=self.fclosed,
+            out_at=[outbox[0], outbox[1]] if outbox else None,
         )
         self._dirty.clear()
         self._added.clear()
@@ -279,6 +301,18 @@ class CombineState:
         return [orjson.loads(orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS)) for r in records]
 
     def apply_record(self, record: dict[str, Any]) -> None:
+        """Recovery: buffer the records of a group until its last one, then apply them."""
+        self._group.append(record)
+        if "applied" not in record:
+            return
+        group, self._group = self._group, []
+        for r in group:
+            self._apply(r)
+        at = record.get("out_at")
+        rows = [row for r in group for row in r.get("out", [])]
+        self.unsent = (int(at[0]), int(at[1]), rows) if at else None
+
+    def _apply(self, record: dict[str, Any]) -> None:
         if "applied" in record:
             self.applied = {int(k): int(v) for k, v in record["applied"].items()}
             self.wm = {int(k): int(v) for k, v in record["wm"].items()}

@@ -238,6 +238,48 @@ def test_changelog_records_rebuild_the_state() -> None:
     assert replica.provisional() == combine.provisional()
 
 
+def test_a_group_of_records_cut_short_by_a_crash_is_not_applied() -> None:
+    """A take logged as several records: the state after a crash between them is the
+    state before the take, so its replay counts each event once."""
+    combine = CombineState(DEFS, 1, lateness_s=60)
+    for i in range(2):
+        p = partials(BATCHES.build([row(i, 0, T0 + i, 1)]), DEFS.values(), 60, NO_WATERMARK)
+        combine.apply(orjson.loads(encode_partials(0, i, T0 + i, p, DEFS)))
+    first = combine.take_records()
+    p = partials(BATCHES.build([row(2, 0, T0 + 2, 1)]), DEFS.values(), 60, NO_WATERMARK)
+    combine.apply(orjson.loads(encode_partials(0, 2, T0 + 2, p, DEFS)))
+    second = combine.take_records(max_bytes=10)  # forced into one record per part
+    assert len(second) > 2
+    replica = CombineState(DEFS, 1, lateness_s=60)
+    for record in [*first, *second[:-1]]:
+        replica.apply_record(orjson.loads(orjson.dumps(record)))
+    assert replica.applied == {0: 1}
+    assert replica.open[("events", 60, T0, '{"event_name":"page_view"}')] == 2
+    replica.apply_record(orjson.loads(orjson.dumps(second[-1])))
+    assert replica.applied == {0: 2}
+    assert replica.open == combine.open
+
+
+def test_the_outbox_of_the_last_group_is_recovered_as_unsent() -> None:
+    combine = CombineState(DEFS, 1, lateness_s=60)
+    p = partials(BATCHES.build([row(1, 0, T0, 1)]), DEFS.values(), 60, NO_WATERMARK)
+    combine.apply(orjson.loads(encode_partials(0, 1, T0 + 5 * 60_000, p, DEFS)))
+    rows = combine.close_ready()
+    assert rows
+    records = combine.take_records(max_bytes=200, outbox=(7, 0, rows))
+    assert len(records) > 1
+    replica = CombineState(DEFS, 1, lateness_s=60)
+    for record in records:
+        replica.apply_record(orjson.loads(orjson.dumps(record)))
+    assert replica.unsent == (7, 0, rows)
+    # A later group without finals means the outbox was delivered (publish awaits it).
+    p = partials(BATCHES.build([row(2, 0, T0 + 6 * 60_000, 1)]), DEFS.values(), 60, NO_WATERMARK)
+    combine.apply(orjson.loads(encode_partials(0, 2, T0 + 6 * 60_000, p, DEFS)))
+    for record in combine.take_records():
+        replica.apply_record(orjson.loads(orjson.dumps(record)))
+    assert replica.unsent is None
+
+
 def test_uv_sketch_error_is_within_two_percent_after_merging_partitions() -> None:
     from pipeline.metrics.series import merge, new_hll, result
 
