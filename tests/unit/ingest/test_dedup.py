@@ -6,6 +6,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -13,10 +14,11 @@ from pipeline.contract.pii import PiiHasher
 from pipeline.contract.plan import load_plan
 from pipeline.contract.positions import INDEX_BITS
 from pipeline.contract.positions import pack as position
+from pipeline.ingest import dedup
 from pipeline.ingest.dedup import SeenIds
 from pipeline.ingest.ingestor import Ingestor, RawMessage
 from pipeline.ingest.validation import Validator
-from tables.dedup import RECORD_IDS, DedupTable
+from tables.dedup import RECORD_IDS, DedupTable, encode_record
 
 H = 1_000  # horizon, ms
 P = 0
@@ -167,7 +169,8 @@ def test_changelog_replay_rebuilds_the_same_memory() -> None:
 
     restored = SeenIds(horizon)
     table = SimpleNamespace(seen=restored)
-    DedupTable.apply_record(table, P, f"{P}:9", {"g": result.generation, "ids": result.seen})  # type: ignore[arg-type]
+    record = orjson.loads(orjson.dumps(encode_record(result.generation, result.seen)))
+    DedupTable.apply_record(table, P, f"{P}:9", record)  # type: ignore[arg-type]
     for event_id in ("e1", "e2", "e3"):
         assert restored.lookup(P, event_id, now) == live.lookup(P, event_id, now)
     assert restored.lookup(P, "e1", now) == (position(9, 0), False)
@@ -189,8 +192,70 @@ def test_a_huge_take_is_logged_in_records_that_fit_in_a_kafka_message() -> None:
     fake = SimpleNamespace(append=append)
     entries = [[f"{'x' * 60}{i:04d}", (i << 20) << 1] for i in range(20_000)]
     asyncio.run(DedupTable.record(fake, 3, 100, 7, entries))  # type: ignore[arg-type]
-    assert [v["ids"] for _, _, v in sent] == [
-        entries[i : i + RECORD_IDS] for i in range(0, 20_000, RECORD_IDS)
-    ]
+    assert len(sent) == -(-20_000 // RECORD_IDS)
     assert len({k for _, k, _ in sent}) == len(sent)  # distinct keys
-    assert all(len(orjson.dumps(v)) < 1_000_000 for _, _, v in sent)
+    assert all(len(orjson.dumps(v)) < 300_000 for _, _, v in sent)
+    restored = SeenIds(H)
+    for p, k, v in sent:
+        DedupTable.apply_record(SimpleNamespace(seen=restored), p, k, v)  # type: ignore[arg-type]
+    assert restored.size() == 20_000
+    assert restored.lookup(3, entries[12_345][0], 7 * H) == (12_345 << 20, False)
+
+
+def test_records_of_the_old_format_still_apply() -> None:
+    """Changelogs written before fingerprints (ids as strings) are read after an upgrade."""
+    restored = SeenIds(H)
+    value = {"g": 2, "ids": [["a", position(4, 0) << 1], ["b", (position(4, 1) << 1) | 1]]}
+    DedupTable.apply_record(SimpleNamespace(seen=restored), P, "0:4", value)  # type: ignore[arg-type]
+    assert restored.lookup(P, "a", 2 * H) == (position(4, 0), False)
+    assert restored.lookup(P, "b", 2 * H) == (position(4, 1), True)
+
+
+# -- the compact memory: frozen runs of fingerprints ---------------------------------
+
+
+def test_ids_frozen_into_runs_and_merged_keep_the_sighting_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dedup, "RUN_IDS", 4)  # a run every 4 ids: many runs and merges
+    seen = SeenIds(H)
+    for i in range(100):
+        seen.add(P, 0, f"e{i}", i, i % 3 == 0)  # every third one rejected
+    for i in range(100):  # second sightings, all in later runs
+        seen.add(P, 0, f"e{i}", 1000 + i, False)
+    ids = seen._parts[P][0]
+    assert len(ids.runs) <= 6, [len(k) for k, _ in ids.runs]
+    assert 100 <= seen.size() <= 134  # a superseded entry counts until its runs merge
+    for i in range(100):
+        want = (1000 + i, False) if i % 3 == 0 else (i, False)  # accepted supersedes rejected
+        assert seen.lookup(P, f"e{i}", 0) == want, i
+    assert seen.lookup(P, "e100", 0) is None
+
+
+def test_a_merge_keeps_the_older_entry_unless_only_the_newer_was_accepted() -> None:
+    def run(*entries: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.array([k for k, _ in entries], np.uint64),
+            np.array([v for _, v in entries], np.int64),
+        )
+
+    older = run((1, 10 << 1), (2, (20 << 1) | 1), (3, (30 << 1) | 1), (5, 50 << 1))
+    newer = run((2, 21 << 1), (3, (31 << 1) | 1), (4, 40 << 1), (5, 51 << 1))
+    keys, values = dedup._merge(older, newer)
+    assert keys.tolist() == [1, 2, 3, 4, 5]
+    assert (values >> 1).tolist() == [10, 21, 30, 40, 50]
+    # The same rule for an unsorted chunk logged by one take, ids repeated within it.
+    keys, values = dedup._sorted_unique(
+        *run((9, (1 << 1) | 1), (7, 2 << 1), (9, 3 << 1), (9, 4 << 1))
+    )
+    assert keys.tolist() == [7, 9]
+    assert (values >> 1).tolist() == [2, 3]
+
+
+def test_memory_is_sixteen_bytes_an_id_once_frozen() -> None:
+    seen = SeenIds(H)
+    keys = np.arange(1_000_000, dtype=np.uint64) * np.uint64(2_654_435_761)
+    seen.add_run(P, 0, keys, np.arange(1_000_000, dtype=np.int64) << 1)
+    ids = seen._parts[P][0]
+    assert ids.nbytes() == 16 * 1_000_000
+    assert seen.lookup(P, "not there", 0) is None
