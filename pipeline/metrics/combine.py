@@ -187,6 +187,11 @@ class CombineState:
                 for n in nodes:
                     last[n] = found[-1][0]
                     self._fdirty.add((m, n))
+        for n in [n for n, t in last.items() if t + within <= end]:
+            # Events after ``end`` are at least ``within`` after this entry: it no longer
+            # matters, so funnel state lasts as long as the conversion window, not forever.
+            del last[n]
+            self._fdirty.add((m, n))
         for n in list(events):
             kept = [e for e in events[n] if e[0] >= end]
             if kept != events[n]:
@@ -327,6 +332,8 @@ class CombineState:
                 self.fevents.get(m, {}).pop(n, None)
             if last is not None:
                 self.flast.setdefault(m, {})[n] = int(last)
+            else:
+                self.flast.get(m, {}).pop(n, None)
         for m, size, start, dims in record.get("del", []):
             self.open.pop((m, int(size), int(start), dims), None)
         for m, size, start, dims, raw in record.get("set", []):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pipeline.contract.plan import load_plan
 from pipeline.lake.schema import EventBatches
 from pipeline.metrics.combine import CombineState
-from pipeline.metrics.definitions import load_metrics
+from pipeline.metrics.definitions import load_metrics, seconds
 from pipeline.metrics.funnel import counts_by_hour, entries, step_mask
 from pipeline.metrics.partials import partials
 from pipeline.metrics.windows import NO_WATERMARK, window_start
@@ -317,6 +317,35 @@ def test_funnel_merges_the_states_of_two_identifiers_of_one_person() -> None:
         '{"step":4}': 0.0,
         '{"step":5}': 0.0,
     }
+
+
+def test_funnel_state_is_dropped_after_its_conversion_window() -> None:
+    """An identifier's last entry is kept only while a later event could fall within
+    ``within`` of it; the replica rebuilt from the records forgets it as well."""
+    within = seconds(DEFS["purchase_funnel"].funnel.within) * 1000  # type: ignore[union-attr]
+    combine = CombineState(DEFS, 1, lateness_s=60)
+    replica = CombineState(DEFS, 1, lateness_s=60)
+
+    def feed(offset: int, rows: list[dict[str, Any]]) -> None:
+        wm = max(r["event_time"] for r in rows)
+        p = partials(BATCHES.build(rows), DEFS.values(), 60, NO_WATERMARK)
+        combine.apply(orjson.loads(encode_partials(0, offset, wm, p, DEFS)))
+
+    home = [row(3 * i, 0, T0 + i * 36_000, i) for i in range(100)]  # every 36 s, 1 hour
+    feed(1, home)
+    combine.close_all()
+    last = combine.flast["purchase_funnel"]
+    late_entries = range(100)
+    late_entries = [i for i in late_entries if T0 + i * 36_000 + within > T0 + 3_600_000]
+    assert set(last) == {f"anonymous_id:d{i}" for i in late_entries}
+    assert last  # the hour's last entries still matter to the next hour
+    feed(2, [row(3 * 200, 0, T0 + 4 * 3_600_000 - 60_000, 200)])  # hours later
+    combine.close_all()
+    assert set(combine.flast["purchase_funnel"]) == {"anonymous_id:d200"}
+    assert combine.fevents["purchase_funnel"] == {}
+    for record in combine.take_records():
+        replica.apply_record(orjson.loads(orjson.dumps(record)))
+    assert replica.flast == combine.flast
 
 
 def test_changelog_records_stay_batch_sized_with_a_million_identifiers_an_hour() -> None:
