@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     idle_close_seconds: float = Field(
         30.0, gt=0, description="Close every open metric window after this long without input."
     )
+    stall_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Report an owned input partition with messages waiting and nothing read "
+        "for this long (trackflow_input_stalls_total and a WARNING log).",
+    )
     sink_flush_seconds: float = Field(2.5, gt=0, description="Max age of buffered lake rows.")
     sink_flush_rows: int = Field(50_000, ge=1, description="Flush a partition at this many rows.")
     take_max: int = Field(500, ge=1, description="Max messages an agent takes per batch.")
