@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     idle_close_seconds: float = Field(
         30.0, gt=0, description="Close every open metric window after this long without input."
     )
+    combine_partitions: int = Field(
+        4,
+        ge=1,
+        description="Partitions of metrics.partials (when trackflow creates it): the combine "
+        "stage is spread over them, metrics placed by name.",
+    )
     stall_seconds: float = Field(
         30.0,
         gt=0,
