@@ -41,6 +41,7 @@ def release_free_memory() -> None:
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
 
+
 CATCH_UP_POLL_MS = 300
 
 
