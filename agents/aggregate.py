@@ -1,10 +1,13 @@
-"""aggregate: events.stitched -> metrics.partials, one partial message per input message.
+"""aggregate: events.stitched -> metrics.partials, one partial message per input message
+and combine partition.
 
 Per input message (a batch of one partition), one value per (metric, window, dimensions),
-and the partition's watermark after it. Exactly once without transactions, twice over:
-rows at or below the recorded events.raw position were counted before a crash (upstream
-re-sends them in new messages), and a partial message re-sent for the same input message
-carries the same (partition, offset), which the combine stage has applied and skips.
+and the partition's watermark after it, split by the combine partition of each metric
+(``pipeline.metrics.routing``); every combine partition gets the watermark. Exactly once
+without transactions, twice over: rows at or below the recorded events.raw position were
+counted before a crash (upstream re-sends them in new messages), and a partial message
+re-sent for the same input message carries the same (partition, offset), which the
+combine stage has applied and skips.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def register(app: faust.App, ctx: Context) -> Any:
     metrics = ctx.metrics
     progress = ctx.tables.aggregate_progress
     defs = ctx.domain.metric_defs
+    place = ctx.domain.combine_place
     ordered = OrderedInput(app, AGENT_AGGREGATE, metrics, ctx.start_offsets)
 
     @app.agent(ctx.topics.stitched, name=AGENT_AGGREGATE)
@@ -48,8 +52,11 @@ def register(app: faust.App, ctx: Context) -> Any:
                     continue
                 got = partials(table, defs.values(), settings.lateness_seconds, watermark)
                 watermark = max(watermark, got.max_time)
-                value = wire.encode_partials(m.partition, m.offset, watermark, got, defs)
-                pending.append(await ctx.topics.partials.send(value=value, partition=0))
+                values = wire.split_partials(
+                    m.partition, m.offset, watermark, got, defs, place, settings.combine_partitions
+                )
+                for c, value in enumerate(values):
+                    pending.append(await ctx.topics.partials.send(value=value, partition=c))
                 done[m.partition] = (max(high, pc.max(pos).as_py()), watermark)
                 metrics.stage_in.labels(AGENT_AGGREGATE).inc(table.num_rows)
                 for size, n in got.late.items():

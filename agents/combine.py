@@ -1,11 +1,14 @@
 """combine: metrics.partials -> metrics.rollups (final windows) and the metric gauges.
 
-One partition, so one worker merges every source partition's partials and sees every
-watermark. A window is finalised when all partitions' watermarks have passed its end plus
-the allowed lateness, or, after ``TRACKFLOW_IDLE_CLOSE_SECONDS`` without input, every open
-window is (the last windows of a replay). Finals are delivered before the state record
-that drops them is written, and carry the position of the partial message that closed
-them, so a replay after a crash is stored once.
+Spread over the partitions of metrics.partials (``TRACKFLOW_COMBINE_PARTITIONS``): each
+metric's series go to one of them (``pipeline.metrics.routing``), and every partition sees
+every source partition's watermark. A window is finalised when all source partitions'
+watermarks have passed its end plus the allowed lateness, or, after
+``TRACKFLOW_IDLE_CLOSE_SECONDS`` without input, every open window is (the last windows of
+a replay). Finals are written to the state's changelog (its outbox) together with the
+state change that drops their windows, then sent; a worker that recovers the state
+re-sends the last outbox at the same position, which the lake writer and the detectors
+skip if it arrived before. So a crash anywhere is stored once.
 """
 
 from __future__ import annotations
@@ -62,13 +65,17 @@ def register(app: faust.App, ctx: Context) -> Any:
 
 
 class Combine:
-    """The combine stage of this worker: merging, closing, publishing, and its gauges."""
+    """The combine stage of this worker: merging, closing, publishing, and its gauges.
+
+    One ``CombineState`` per combine partition it holds (``states``); a take may hold
+    messages of several, each merged, closed and logged on its own.
+    """
 
     def __init__(self, app: faust.App, ctx: Context) -> None:
         self.app = app
         self.ctx = ctx
         self.metrics = ctx.metrics
-        self.state = ctx.domain.combine
+        self.states = ctx.domain.combine
         self.table = ctx.tables.combine_windows
         self.lock = asyncio.Lock()
         self.input = OrderedInput(app, AGENT_COMBINE, ctx.metrics, ctx.start_offsets)
@@ -84,24 +91,28 @@ class Combine:
         }
 
     async def process(self, events: Take) -> None:
-        state = self.state
         async with self.lock:
             await self.send_unsent()
-            late_before = state.late
+            by_partition: dict[int, list[Any]] = {}
             for event in await admit(self.input, events):
-                m = event.message
-                if m.offset <= state.offset:
-                    continue
-                state.apply(wire.decode_partials(m.value), now_ms=_monotonic_ms())
-                state.offset = m.offset
+                by_partition.setdefault(event.message.partition, []).append(event.message)
             self.last_input = time.monotonic()
-            if state.late > late_before:
-                self.metrics.late_events.labels("any", AGENT_COMBINE).inc(state.late - late_before)
             # Funnels and uv count persons: windows wait until the identity writer has
             # applied every link sent so far.
             pending = self.pending_in(self.links_topics)
-            rows = [] if pending else state.close_ready(now_ms=_monotonic_ms())
-            await self.publish(rows, state.offset, 0, "watermark")
+            for c, messages in sorted(by_partition.items()):
+                state = self.states[c]
+                late_before = state.late
+                for m in messages:
+                    if m.offset <= state.offset:
+                        continue
+                    state.apply(wire.decode_partials(m.value), now_ms=_monotonic_ms())
+                    state.offset = m.offset
+                if state.late > late_before:
+                    late = state.late - late_before
+                    self.metrics.late_events.labels("any", AGENT_COMBINE).inc(late)
+                rows = [] if pending else state.close_ready(now_ms=_monotonic_ms())
+                await self.publish(c, rows, state.offset, 0, "watermark")
 
     async def close_if_idle(self) -> None:
         if self.app.rebalancing or not self.ready or self.upstream_pending():
@@ -109,21 +120,21 @@ class Combine:
             return
         async with self.lock:
             await self.send_unsent()
-            state = self.state
             idle = time.monotonic() - self.last_input >= self.ctx.settings.idle_close_seconds
-            if state.open and idle and state.offset >= 0:
-                await self.publish(state.close_all(), state.offset, IDLE_INDEX_BASE, "idle")
+            for c, state in self.states.items():
+                if state.open and idle and state.offset >= 0:
+                    await self.publish(c, state.close_all(), state.offset, IDLE_INDEX_BASE, "idle")
 
     async def publish(
-        self, rows: list[dict[str, Any]], offset: int, base: int, reason: str
+        self, c: int, rows: list[dict[str, Any]], offset: int, base: int, reason: str
     ) -> None:
-        """Log the state change with ``rows`` as its outbox, then deliver the rows."""
+        """Log partition ``c``'s state change with ``rows`` as its outbox, then deliver."""
         outbox = (offset, base, rows) if rows else None
-        records = self.state.take_records(outbox=outbox)
+        records = self.states[c].take_records(outbox=outbox)
         for i, record in enumerate(records):
-            await self.table.append(0, f"combine:{offset}:{base}:{i}", record)
+            await self.table.append(c, f"combine:{offset}:{base}:{i}", record)
         if rows:
-            await self.send(offset, base, rows)
+            await self.send(c, offset, base, rows)
             for row in rows:
                 key = (row["metric"], row["window"], row["dimensions"])
                 if row["window_start"] >= self.finals.get(key, (-1, None))[0]:
@@ -131,17 +142,20 @@ class Combine:
             for window in {(r["window"], r["window_start"]) for r in rows}:
                 self.metrics.windows_closed.labels(window[0], reason).inc()
 
-    async def send(self, offset: int, base: int, rows: list[dict[str, Any]]) -> None:
-        for value in wire.PositionedRows(0, offset, base, rows).encode_all():
+    async def send(self, c: int, offset: int, base: int, rows: list[dict[str, Any]]) -> None:
+        """Finals of every combine partition go to the one rollups partition, positioned
+        by (combine partition, offset, base)."""
+        for value in wire.PositionedRows(c, offset, base, rows).encode_all():
             await (await self.ctx.topics.rollups.send(value=value, partition=0))
 
     async def send_unsent(self) -> None:
         """After a recovery: the last outbox may never have been sent (a crash between
         logging and sending); sending it again is harmless, it keeps its position."""
-        unsent, self.state.unsent = self.state.unsent, None
-        if unsent is not None and unsent[2]:
-            log.info("combine: re-sending %s final rows of the last outbox", len(unsent[2]))
-            await self.send(*unsent)
+        for c, state in self.states.items():
+            unsent, state.unsent = state.unsent, None
+            if unsent is not None and unsent[2]:
+                log.info("combine: re-sending %s final rows of partition %s", len(unsent[2]), c)
+                await self.send(c, *unsent)
 
     def upstream_pending(self) -> bool:
         """Input this worker has not yet consumed: the pipeline is catching up, not idle."""
@@ -153,14 +167,17 @@ class Combine:
 
     def show_values(self) -> None:
         shown: dict[SeriesId, tuple[int, float | None]] = dict(self.finals)
-        for row in self.state.provisional():
-            key = (row["metric"], row["window"], row["dimensions"])
-            if row["window_start"] >= shown.get(key, (-1, None))[0]:
-                shown[key] = (row["window_start"], row["value"])
+        windows = set()
+        for _, state in self.states.items():
+            windows |= {(k[1], k[2]) for k in state.open}
+            for row in state.provisional():
+                key = (row["metric"], row["window"], row["dimensions"])
+                if row["window_start"] >= shown.get(key, (-1, None))[0]:
+                    shown[key] = (row["window_start"], row["value"])
         for (metric, window, dims), (_, value) in shown.items():
             if value is not None:
                 self.metrics.metric_value.labels(metric, window, dims).set(value)
-        self.metrics.open_windows.set(len({(k[1], k[2]) for k in self.state.open}))
+        self.metrics.open_windows.set(len(windows))
 
 
 def _monotonic_ms() -> int:

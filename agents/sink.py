@@ -55,6 +55,10 @@ _EMPTY = pa.table(
 
 
 Decoder = Callable[[bytes], dict[str, pa.Table]]
+# The partition the rows' positions count in (their checkpoint), from the message and its
+# value; the input partition itself, except for rollups (one topic partition holds the
+# finals of every combine partition, each positioned in its own).
+Positioned = Callable[[Any], int]
 
 
 class Sink:
@@ -72,6 +76,7 @@ class Sink:
         source_topic: str,
         writers: dict[str, TableWriter],
         decode: Decoder,
+        positioned_in: Positioned = lambda m: int(m.partition),
     ) -> None:
         self.ctx = ctx
         self.name = name
@@ -79,6 +84,8 @@ class Sink:
         self.writers = writers
         self.primary = next(iter(writers.values()))
         self.decode = decode
+        self.positioned_in = positioned_in
+        self.owner: dict[int, int] = {}  # checkpoint partition -> input partition
         self.stream: faust.StreamT | None = None
         self.lock = asyncio.Lock()
         self.input: OrderedInput | None = None
@@ -103,12 +110,15 @@ class Sink:
             if m.partition in self.fenced:
                 continue
             tables = self.decode(m.value)
+            part = self.positioned_in(m)
+            self.owner[part] = m.partition
             async with self.lock:
-                await self._claim(m.partition)
+                await self._claim(part)
                 for table, rows in tables.items():
                     self.ctx.metrics.stage_in.labels(self.name).inc(rows.num_rows)
-                    self.writers[table].add(self.source_topic, m.partition, rows)
-                self.primary.add(self.source_topic, m.partition, _EMPTY, token=event)
+                    self.writers[table].add(self.source_topic, part, rows)
+                # The ack waits for the flush of the rows' own partition.
+                self.primary.add(self.source_topic, part, _EMPTY, token=event)
                 due = set(self.primary.due(settings.sink_flush_seconds, settings.sink_flush_rows))
                 for writer in self.writers.values():
                     due.update(writer.due(settings.sink_flush_seconds, settings.sink_flush_rows))
@@ -121,9 +131,10 @@ class Sink:
                 await self._flush(*key)
 
     async def flush_partitions(self, partitions: set[int]) -> None:
+        """Flush what came from the input ``partitions`` (revoked) and let it go."""
         async with self.lock:
             for topic, partition in self.primary.partitions():
-                if partition in partitions:
+                if self.owner.get(partition, partition) in partitions:
                     await self._flush(topic, partition)
                     for writer in self.writers.values():
                         writer.forget(topic, partition)
@@ -147,7 +158,7 @@ class Sink:
                 metrics.lake_fenced.labels(table).inc()
                 for other in self.writers.values():
                     other.forget(topic, partition)
-                self.fenced.add(partition)
+                self.fenced.add(self.owner.get(partition, partition))
                 return
             tokens.extend(got)
             if result.files:
@@ -222,7 +233,12 @@ def register(app: faust.App, ctx: Context) -> list[Any]:
         decode_changes,
     )
     rollups_sink = Sink(
-        ctx, AGENT_SINK_ROLLUPS, TOPIC_PARTIALS, {LAKE_ROLLUPS: lake[LAKE_ROLLUPS]}, decode_rollups
+        ctx,
+        AGENT_SINK_ROLLUPS,
+        TOPIC_PARTIALS,
+        {LAKE_ROLLUPS: lake[LAKE_ROLLUPS]},
+        decode_rollups,
+        positioned_in=lambda m: wire.PositionedRows.decode(m.value).partition,
     )
     alerts_sink = Sink(
         ctx, AGENT_SINK_ALERTS, TOPIC_ROLLUPS, {LAKE_ALERTS: lake[LAKE_ALERTS]}, decode_alerts

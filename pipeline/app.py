@@ -14,11 +14,18 @@ from typing import Any
 import faust
 
 from agents import aggregate, combine, detect, identity, sink, stitch, validate
+from pipeline.runtime import rewind
 from pipeline.runtime.context import Context, Domain
 from pipeline.runtime.observability import register_observability
 from pipeline.runtime.start_offsets import BrokerStartOffsets, close_on_shutdown
 from pipeline.runtime.telemetry import PipelineMetrics
-from pipeline.runtime.topology import declare_tables, declare_topics, new_app, partition_count
+from pipeline.runtime.topology import (
+    combine_partition_count,
+    declare_tables,
+    declare_topics,
+    new_app,
+    partition_count,
+)
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,8 @@ STAGES: dict[str, tuple[Register, ...]] = {
 
 def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust.App, Context]:
     partitions = partition_count(settings, ensure_topics)
+    combine = combine_partition_count(settings, ensure_topics)
+    settings = settings.model_copy(update={"combine_partitions": combine})
     domain = Domain.build(settings, partitions)
     app = new_app(settings, partitions)
     ctx = Context(
@@ -54,6 +63,7 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         start_offsets=BrokerStartOffsets(settings.bootstrap_servers, settings.app_id),
     )
     close_on_shutdown(app, ctx.start_offsets)
+    rewind.install(app, ctx.start_offsets)
     for register in STAGES[settings.stages]:
         register(app, ctx)
     register_observability(app, ctx)

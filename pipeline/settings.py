@@ -71,6 +71,18 @@ class Settings(BaseSettings):
     idle_close_seconds: float = Field(
         30.0, gt=0, description="Close every open metric window after this long without input."
     )
+    combine_partitions: int = Field(
+        4,
+        ge=1,
+        description="Partitions of metrics.partials (when trackflow creates it): the combine "
+        "stage is spread over them, metrics placed by name.",
+    )
+    stall_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Report an owned input partition with messages waiting and nothing read "
+        "for this long (trackflow_input_stalls_total and a WARNING log).",
+    )
     sink_flush_seconds: float = Field(2.5, gt=0, description="Max age of buffered lake rows.")
     sink_flush_rows: int = Field(50_000, ge=1, description="Flush a partition at this many rows.")
     take_max: int = Field(500, ge=1, description="Max messages an agent takes per batch.")

@@ -26,6 +26,22 @@ from faust.types import TP, EventT
 
 log = logging.getLogger(__name__)
 
+
+def release_free_memory() -> None:
+    """Hand the heap freed by a recovery back to the OS (glibc keeps it otherwise).
+
+    Replaying a changelog decodes hundreds of MB of records that are dropped once applied;
+    measured (bench/state_scale.py), a worker that rebuilt 10 million dedup ids held 48
+    bytes an id of RSS, of which 16 are the ids: the rest was free heap glibc kept.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 CATCH_UP_POLL_MS = 300
 
 
@@ -73,6 +89,7 @@ class BatchLogTable(faust.Table):
         await super().on_recovery_completed(active_tps, standby_tps)
         if self.bootstrap_servers and active_tps:
             await self.catch_up(active_tps)
+        release_free_memory()
 
     async def catch_up(self, tps: set[TP]) -> int:
         """Apply changelog records past where recovery stopped; returns how many."""

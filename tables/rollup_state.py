@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.metrics.combine import CombineState
+from pipeline.metrics.combine import CombineStates
 from pipeline.metrics.windows import NO_WATERMARK
 from tables.batchlog import BatchLogTable
 
@@ -39,15 +39,16 @@ class AggregateProgress(BatchLogTable):
 
 
 class CombineWindows(BatchLogTable):
-    """The combine stage's open windows and progress; records are ``CombineState`` deltas."""
+    """The combine stage's open windows and progress, per combine partition; records are
+    ``CombineState`` deltas."""
 
-    windows: CombineState
+    windows: CombineStates
 
-    def attach(self, windows: CombineState) -> None:
+    def attach(self, windows: CombineStates) -> None:
         self.windows = windows
 
     def apply_record(self, partition: int, key: Any, value: Any) -> None:
-        self.windows.apply_record(value)
+        self.windows[partition].apply_record(value)
 
     def forget_partition(self, partition: int) -> None:
-        self.windows.reset()
+        self.windows.forget(partition)

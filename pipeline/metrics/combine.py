@@ -15,6 +15,7 @@ restart instead of closing the windows again at another one (stored twice).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -385,3 +386,24 @@ def _pack(parts: list[tuple[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
         records[-1].setdefault(kind, []).append(part)
         size += n
     return records
+
+
+class CombineStates:
+    """The ``CombineState`` of each combine partition (metrics.partials partition) this
+    worker holds, made on first use; a partition's state goes when it is revoked."""
+
+    def __init__(self, factory: Callable[[], CombineState]) -> None:
+        self.factory = factory
+        self._states: dict[int, CombineState] = {}
+
+    def __getitem__(self, partition: int) -> CombineState:
+        state = self._states.get(partition)
+        if state is None:
+            state = self._states[partition] = self.factory()
+        return state
+
+    def items(self) -> Iterator[tuple[int, CombineState]]:
+        return iter(sorted(self._states.items()))
+
+    def forget(self, partition: int) -> None:
+        self._states.pop(partition, None)

@@ -21,7 +21,8 @@ from pipeline.ingest.dedup import SeenIds
 from pipeline.ingest.validation import Validator
 from pipeline.lake.schema import EventBatches, EventsSplitter, split_by_day, split_dlq
 from pipeline.lake.writer import TableWriter
-from pipeline.metrics.combine import CombineState
+from pipeline.metrics import routing
+from pipeline.metrics.combine import CombineState, CombineStates
 from pipeline.metrics.definitions import MetricDef, load_metrics
 from pipeline.runtime.start_offsets import StartOffsets
 from pipeline.runtime.telemetry import PipelineMetrics
@@ -44,7 +45,8 @@ class Domain:
     graph: IdentityGraph
     stitcher: Stitcher
     metric_defs: dict[str, MetricDef]
-    combine: CombineState
+    combine: CombineStates
+    combine_place: dict[str, int]  # metric -> combine partition
     alert_rules: dict[str, AlertRule]
     lake: dict[str, TableWriter]  # lake table name -> writer
 
@@ -55,11 +57,17 @@ class Domain:
         rules = load_identity_rules(settings.identity_rules)
         graph = IdentityGraph(rules)
         metric_defs = load_metrics(plan, settings.schemas_dir)
-        combine = CombineState(metric_defs, partitions, settings.lateness_seconds)
-        # Funnels follow persons: an identifier's person is read from the map when an hour
-        # closes.
-        combine.resolve = lambda n: graph.lookup(n) or rules.person_id(n)
-        combine.idle_ms = int(settings.partition_idle_seconds * 1000)
+
+        def combine_state() -> CombineState:
+            state = CombineState(metric_defs, partitions, settings.lateness_seconds)
+            # Funnels follow persons: an identifier's person is read from the map when an
+            # hour closes.
+            state.resolve = lambda n: graph.lookup(n) or rules.person_id(n)
+            state.idle_ms = int(settings.partition_idle_seconds * 1000)
+            return state
+
+        alert_rules = load_alert_rules(settings.schemas_dir, set(metric_defs))
+        guards = [(r.metric, r.volume.metric) for r in alert_rules.values() if r.volume]
         return cls(
             plan=plan,
             hasher=hasher,
@@ -70,8 +78,9 @@ class Domain:
             graph=graph,
             stitcher=Stitcher(rules, graph, settings.identity_refresh_seconds * 1000),
             metric_defs=metric_defs,
-            combine=combine,
-            alert_rules=load_alert_rules(settings.schemas_dir, set(metric_defs)),
+            combine=CombineStates(combine_state),
+            combine_place=routing.partitions(metric_defs, settings.combine_partitions, guards),
+            alert_rules=alert_rules,
             lake=lake_writers(settings.lake_dir, plan),
         )
 

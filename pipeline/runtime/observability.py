@@ -7,6 +7,7 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from pipeline.runtime import stall_watch
 from pipeline.runtime.context import Context
 from pipeline.runtime.streams import consumer_lag
 
@@ -14,6 +15,7 @@ from pipeline.runtime.streams import consumer_lag
 def register_observability(app: faust.App, ctx: Context) -> None:
     metrics = ctx.metrics
     domain = ctx.domain
+    stalls = stall_watch.StallWatch(ctx.settings.stall_seconds)
 
     @app.page("/metrics")
     async def prometheus_metrics(web: Any, request: Any) -> Any:
@@ -26,3 +28,7 @@ def register_observability(app: faust.App, ctx: Context) -> None:
         metrics.identifiers.set(len(domain.graph.person))
         for tp, lag in (consumer_lag(app) or {}).items():
             metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    @app.timer(interval=5.0)
+    async def watch_stalls() -> None:
+        stall_watch.report(stalls.check(app), metrics)

@@ -251,6 +251,15 @@ class PipelineMetrics:
             registry=r,
         )
 
+        self.input_stalls = Counter(
+            "trackflow_input_stalls_total",
+            "Times an owned input partition had messages waiting and nothing was read from it "
+            "for TRACKFLOW_STALL_SECONDS outside a rebalance (the worker log says why). "
+            "Should stay 0; see docs/runbooks/input-stall.md.",
+            ["topic"],
+            registry=r,
+        )
+
     def count_unknown_property(self, event_name: str, prop: str) -> None:
         # Label values are bounded and never carry a value sent in the wrong place: a
         # property "name" that does not look like one (a phone number, an e-mail) is counted

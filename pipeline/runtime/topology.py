@@ -33,6 +33,18 @@ def partition_count(settings: Settings, ensure_topics: bool) -> int:
     )
 
 
+def combine_partition_count(settings: Settings, ensure_topics: bool) -> int:
+    """An existing metrics.partials keeps its count (a deployment from before the combine
+    was spread has one partition, and its combine changelog too)."""
+    if not ensure_topics:
+        return settings.combine_partitions
+    return ensure_topic(
+        settings.bootstrap_servers,
+        settings.topic(names.TOPIC_PARTIALS),
+        settings.combine_partitions,
+    )
+
+
 def new_app(settings: Settings, partitions: int) -> faust.App:
     return faust.App(
         settings.app_id,
@@ -42,6 +54,12 @@ def new_app(settings: Settings, partitions: int) -> faust.App:
         topic_partitions=partitions,
         topic_allow_declare=True,
         table_standby_replicas=0,
+        # The check compares offsets this process already read with the end the broker
+        # reports; the embedded broker reports the last batch's base offset + 1, so a
+        # worker in its second rebalance crashed (ConsistencyError, identity_map 3 > 2).
+        # It guards RocksDB files against deleted topics; tables here live in memory, and
+        # the batch-log tables read on past the reported end (tables/batchlog.py).
+        recovery_consistency_check=False,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,  # never wait on unacked input at shutdown: it is re-read
         broker_rebalance_timeout=settings.rebalance_timeout,
@@ -78,7 +96,7 @@ def declare_topics(app: faust.App, settings: Settings, partitions: int) -> Topic
         stitched=topic(names.TOPIC_STITCHED),
         links=topic(names.TOPIC_LINKS, 1),
         changes=topic(names.TOPIC_CHANGES, 1),
-        partials=topic(names.TOPIC_PARTIALS, 1),
+        partials=topic(names.TOPIC_PARTIALS, settings.combine_partitions),
         rollups=topic(names.TOPIC_ROLLUPS, 1),
         alerts=topic(names.TOPIC_ALERTS, 1),
     )
@@ -102,7 +120,7 @@ def declare_tables(app: faust.App, settings: Settings, domain: Domain, partition
             app,
             name=names.TABLE_COMBINE,
             default=None,
-            partitions=1,
+            partitions=settings.combine_partitions,
             schema=_json(),
             extra_topic_configs={"cleanup.policy": "delete", "retention.ms": str(7 * 86_400_000)},
             help="Open metric windows of the combine stage, as deltas per batch.",

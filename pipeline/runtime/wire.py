@@ -185,6 +185,26 @@ def encode_partials(
     )
 
 
+def split_partials(
+    partition: int,
+    offset: int,
+    watermark: int,
+    p: Partials,
+    defs: dict[str, MetricDef],
+    place: dict[str, int],
+    count: int,
+) -> list[bytes]:
+    """The partials of one events.stitched message for each of ``count`` combine
+    partitions (``place``: metric -> partition). Every partition gets a message, empty or
+    not: each needs every source partition's watermark to close its windows."""
+    parts = [Partials() for _ in range(count)]
+    for key, value in p.series.items():
+        parts[place[key[0]]].series[key] = value
+    for m, events in p.funnel.items():
+        parts[place[m]].funnel[m] = events
+    return [encode_partials(partition, offset, watermark, part, defs) for part in parts]
+
+
 def decode_partials(value: bytes | None) -> dict[str, Any]:
     out: dict[str, Any] = orjson.loads(value or b"{}")
     return out

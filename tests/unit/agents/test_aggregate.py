@@ -32,8 +32,15 @@ MIN = 60_000
 PAGE_VIEW = orjson.dumps({"event_name": "page_view"}).decode()
 
 
-def make(tmp_path: Path) -> tuple[Any, Context]:
-    settings = Settings(data_dir=tmp_path, topic_prefix="x.", partitions=6, lateness_seconds=60)
+def make(tmp_path: Path, combine_partitions: int = 1) -> tuple[Any, Context]:
+    """An app whose combine stage has one partition unless asked: one partial a message."""
+    settings = Settings(
+        data_dir=tmp_path,
+        topic_prefix="x.",
+        partitions=6,
+        lateness_seconds=60,
+        combine_partitions=combine_partitions,
+    )
     return create_app(settings, ensure_topics=False)
 
 
@@ -95,19 +102,40 @@ def series(partial: dict[str, Any], metric: str, size: int) -> dict[tuple[int, s
     return {(s, d): v for m, z, s, d, v in partial["s"] if m == metric and z == size}
 
 
-def test_aggregate_reads_stitched_and_writes_single_partition_partials(tmp_path: Path) -> None:
-    app, ctx = make(tmp_path)
+def test_aggregate_reads_stitched_and_writes_partials_of_every_combine_partition(
+    tmp_path: Path,
+) -> None:
+    app, ctx = make(tmp_path, combine_partitions=3)
     agent = app.agents[names.AGENT_AGGREGATE]
     assert agent.name == names.AGENT_AGGREGATE == "aggregate"
     assert set(agent.channel.topics) == {"x.events.stitched"}
     assert set(ctx.topics.partials.topics) == {"x.metrics.partials"}
-    assert ctx.topics.partials.partitions == 1  # one combine worker sees every watermark
+    assert ctx.topics.partials.partitions == 3
+    assert app.tables[names.TABLE_COMBINE].partitions == 3  # co-partitioned with partials
     assert ctx.topics.partials.internal
     # The progress is co-partitioned with events.stitched, one compacted key per partition.
     table = app.tables[names.TABLE_AGGREGATE]
     assert table is ctx.tables.aggregate_progress
     assert table.partitions == 6
     assert table.changelog_topic.config["cleanup.policy"] == "compact"
+
+
+def test_each_combine_partition_gets_its_metrics_and_every_watermark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, ctx = make(tmp_path, combine_partitions=3)
+    h = Harness(app, ctx, monkeypatch)
+    h.run([message(ctx, 2, 7, [event(2, 70, 0, T0 + 5_000), event(2, 70, 1, T0 + 9_000)])])
+    assert sorted(tp for tp, _ in h.sent) == [0, 1, 2]
+    place = ctx.domain.combine_place
+    for tp, p in h.sent:
+        assert (p["p"], p["o"], p["wm"]) == (2, 7, T0 + 9_000)
+        assert {m for m, *_ in p["s"]} <= {m for m, c in place.items() if c == tp}
+        assert set(p["f"]) <= {m for m, c in place.items() if c == tp}
+    one = Harness(*make(tmp_path / "one"), monkeypatch)
+    one.run([message(ctx, 2, 7, [event(2, 70, 0, T0 + 5_000), event(2, 70, 1, T0 + 9_000)])])
+    ((_, whole),) = one.sent
+    assert sorted(s for _, p in h.sent for s in p["s"]) == sorted(whole["s"])
 
 
 def test_one_partial_per_message_with_its_position_watermark_and_counts(

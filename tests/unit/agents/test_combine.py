@@ -43,13 +43,14 @@ def pv_events(size: int, start: int, n: int) -> list[list[Any]]:
     return [["events", size, start, PAGE_VIEW, n], ["pv", size, start, HOME, n]]
 
 
-def take(*messages: tuple[int, dict[str, Any]]) -> Take:
-    """A take of metrics.partials messages given as (topic offset, partial)."""
+def take(*messages: tuple[int, dict[str, Any]], on: int = 0) -> Take:
+    """A take of metrics.partials messages given as (topic offset, partial), of partition
+    ``on`` (a combine partition)."""
     return Take(
         [
             SimpleNamespace(
                 message=SimpleNamespace(
-                    partition=0, offset=o, value=orjson.dumps(p), tp=TP("x.metrics.partials", 0)
+                    partition=on, offset=o, value=orjson.dumps(p), tp=TP("x.metrics.partials", on)
                 )
             )
             for o, p in messages
@@ -70,7 +71,7 @@ class Harness:
         )
         self.app, self.ctx = create_app(settings, ensure_topics=False)
         self.stage = Combine(self.app, self.ctx)
-        self.state = self.ctx.domain.combine
+        self.state = self.ctx.domain.combine[0]
         self.published: list[wire.PositionedRows] = []
         self.deliveries: list[asyncio.Future[None]] = []
         self.log: list[str] = []  # "send o:base" and "record key" in the order they happened
@@ -81,7 +82,7 @@ class Harness:
         monkeypatch.setattr(agents.combine, "consumer_lag", lambda app: self.lag)
 
     async def _send(self, *, value: bytes, partition: int) -> asyncio.Future[None]:
-        assert partition == 0
+        assert partition == 0  # every combine partition's finals: one rollups partition
         msg = wire.PositionedRows.decode(value)
         self.published.append(msg)
         self.log.append(f"send {msg.offset}:{msg.base}")
@@ -91,12 +92,11 @@ class Harness:
         return delivered
 
     async def _append(self, partition: int, key: str, record: dict[str, Any]) -> None:
-        assert partition == 0
-        self.log.append(f"record {key}")
+        self.log.append(f"record {key}" + (f" @{partition}" if partition else ""))
         self.records.append((key, record))
 
-    def process(self, *messages: tuple[int, dict[str, Any]]) -> None:
-        asyncio.run(self.stage.process(take(*messages)))
+    def process(self, *messages: tuple[int, dict[str, Any]], on: int = 0) -> None:
+        asyncio.run(self.stage.process(take(*messages, on=on)))
 
     def close_if_idle(self) -> None:
         asyncio.run(self.stage.close_if_idle())
@@ -114,7 +114,7 @@ def values(msg: wire.PositionedRows) -> dict[tuple[str, str, int, str], float | 
 # -- wiring ---------------------------------------------------------------------------
 
 
-def test_combine_reads_partials_and_writes_single_partition_rollups(tmp_path: Path) -> None:
+def test_combine_reads_partials_and_writes_one_rollups_partition(tmp_path: Path) -> None:
     app, ctx = create_app(
         Settings(data_dir=tmp_path, topic_prefix="x.", partitions=6), ensure_topics=False
     )
@@ -125,7 +125,8 @@ def test_combine_reads_partials_and_writes_single_partition_rollups(tmp_path: Pa
     assert ctx.topics.rollups.partitions == 1
     table = app.tables[names.TABLE_COMBINE]
     assert table is ctx.tables.combine_windows
-    assert table.partitions == 1
+    # Spread over the partitions of metrics.partials, the state co-partitioned with them.
+    assert ctx.topics.partials.partitions == table.partitions == 4
     # The finals feed the lake and the detectors.
     assert set(app.agents[names.AGENT_SINK_ROLLUPS].channel.topics) == {"x.metrics.rollups"}
     assert set(app.agents[names.AGENT_DETECT].channel.topics) == {"x.metrics.rollups"}
@@ -175,6 +176,26 @@ def test_finals_are_logged_with_the_state_change_before_they_are_sent(
     assert record["out_at"] == [2, 0]
     assert record["out"] == h.published[0].rows
     assert h.deliveries[0].done(), "publish returned before the finals were delivered"
+
+
+def test_each_combine_partition_merges_closes_and_logs_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    # Partition 2 has both source partitions' watermarks past the minute; partition 0 one.
+    h.process((0, partial(0, 1, T0 + 2 * MIN, pv_events(60, T0, 1))))
+    h.process(
+        (5, partial(0, 1, T0 + 2 * MIN, [["orders", 60, T0, "{}", ["o1"]]])),
+        (6, partial(1, 1, T0 + 2 * MIN)),
+        on=2,
+    )
+    (msg,) = h.published
+    assert (msg.partition, msg.offset, msg.base) == (2, 6, 0)  # positioned in partition 2
+    assert values(msg) == {("orders", "1m", T0, "{}"): 1.0, ("aov", "1m", T0, "{}"): 0.0}
+    assert h.log[-2:] == ["record combine:6:0:0 @2", "send 6:0"]
+    assert ("events", 60, T0, PAGE_VIEW) in h.ctx.domain.combine[0].open
+    assert h.ctx.domain.combine[2].open == {}
+    assert h.ctx.domain.combine[2].applied == {0: 1, 1: 1}
 
 
 def test_messages_at_or_below_the_read_offset_are_skipped(

@@ -72,7 +72,12 @@ class Harness:
         log_start: int = 0,
     ) -> None:
         settings = Settings(
-            data_dir=tmp_path, topic_prefix="x.", partitions=4, dev=True, sink_flush_rows=1
+            data_dir=tmp_path,
+            topic_prefix="x.",
+            partitions=4,
+            combine_partitions=1,  # one partial per aggregate input: traced per offset
+            dev=True,
+            sink_flush_rows=1,
         )
         self.app, self.ctx = create_app(settings, ensure_topics=False)
         self.stage = stage
@@ -322,7 +327,7 @@ def sent_events(h: Harness, topic: str, base: int) -> list[int]:
 
 
 def trace_applied(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    state = h.ctx.domain.combine
+    state = h.ctx.domain.combine[0]
     apply = state.apply
 
     def traced(partial: dict[str, Any], **kw: Any) -> Any:

@@ -56,6 +56,7 @@ EXPECTED: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "property_missing": ("trackflow_property_missing", "counter", ("event_name", "property")),
     "lake_fenced": ("trackflow_lake_fenced_flushes", "counter", ("table",)),
     "offset_gaps": ("trackflow_offset_gaps", "counter", ("stage", "topic", "partition")),
+    "input_stalls": ("trackflow_input_stalls", "counter", ("topic",)),
 }
 
 

@@ -1,0 +1,116 @@
+"""Three workers, rolling SIGTERM restarts of each and a SIGKILL: the lake ends exact."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+from pipeline.contract.plan import load_plan
+from pipeline.lake.views import connect
+from pipeline.metrics.definitions import load_metrics
+from pipeline.metrics.report import batch_values
+from tests import traffic
+from tests.integration.test_metrics import EXACT, stream_rollups
+from tests.support import Deployment, Worker, wait_for
+
+
+def received(worker: Worker) -> float:
+    return worker.metric("trackflow_events_received_total")
+
+
+def test_three_workers_rolling_restarts_and_a_sigkill_end_exact(deployment: Deployment) -> None:
+    deployment.env["TRACKFLOW_IDLE_CLOSE_SECONDS"] = "6"
+    now = int(time.time() * 1000)
+    start = now - now % 60_000 - 60 * 60_000
+    workers = [deployment.start_worker() for _ in range(3)]
+    # 55 simulated minutes of shop traffic, payments failing from minute 35 for 6 minutes,
+    # then hand-built traffic with a known outcome for every event (bad ones included).
+    sim = deployment.run(
+        "simulate",
+        "--rate", "30",
+        "--duration", str(55 * 60),
+        "--fast",
+        "--seed", "8",
+        "--start-ms", str(start),
+        "--outage-start", str(35 * 60),
+        "--outage-minutes", "6",
+        "--outage-success-rate", "0.3",
+    )  # fmt: skip
+    found = re.search(r"/ (\d+) events", sim.stderr.decode())
+    assert found, sim.stderr
+    simulated = int(found.group(1))
+    t = traffic.build(300)
+    deployment.produce(t.lines)
+
+    for i in range(3):  # rolling restart: each worker stopped (SIGTERM) and replaced
+        wait_for(lambda w=workers[-1]: received(w) > 0, timeout=90, what="the newest at work")
+        workers[i].stop()
+        workers.append(deployment.start_worker())
+    wait_for(lambda: received(workers[-1]) > 0, timeout=90, what="the last replacement at work")
+    workers[-2].kill()  # and one SIGKILL
+    workers.append(deployment.start_worker())
+    live = [w for w in workers if w.proc.poll() is None]
+    assert len(live) == 3
+
+    deployment.wait_settled(
+        lambda: (
+            deployment.count("events") == simulated + len(t.valid)
+            and deployment.count("dlq") == len(t.rejected)
+        ),
+        timeout=300,
+    )
+    ids = [r["event_id"] for r in deployment.query("SELECT event_id FROM events")]
+    assert len(ids) == len(set(ids)), "an event is stored twice"
+    assert t.valid <= set(ids)
+    codes = Counter(r["error_code"] for r in deployment.query("SELECT error_code FROM dlq"))
+    assert codes == Counter(code for code, _ in t.rejected)
+
+    plan = load_plan()
+    defs = load_metrics(plan)
+    con = connect(deployment.data_dir)
+    lo = datetime.fromtimestamp(start / 1000 - 3600, UTC)
+    hi = datetime.fromtimestamp(now / 1000 + 3600, UTC)
+    names = [*EXACT, "purchase_funnel"]
+    expected = {
+        (r["metric"], r["window"], r["window_start"], r["dimensions"]): r["value"]
+        for name in names
+        for r in batch_values(con, defs, name, lo, hi)
+    }
+    con.close()
+
+    def exact_rollups() -> dict[tuple[str, str, int, str], float | None]:
+        return {k: v["value"] for k, v in stream_rollups(deployment).items() if k[0] in names}
+
+    wait_for(lambda: set(exact_rollups()) >= set(expected), timeout=180, what="rollups")
+    got = exact_rollups()
+    diff = {k: (got.get(k), v) for k, v in expected.items() if got.get(k) != v}
+    assert not diff, sorted(diff.items())[:10]
+    assert got == expected
+    twice = deployment.query(
+        'SELECT metric, "window", window_start, dimensions, count(*) AS n FROM read_parquet(\''
+        + str(deployment.data_dir / "lake" / "rollups" / "**" / "*.parquet")
+        + "') GROUP BY ALL HAVING count(*) > 1"
+    )
+    assert twice == [], "a final value was stored twice"
+
+    wait_for(
+        lambda: deployment.count("alerts", "resolved_at IS NOT NULL") > 0,
+        timeout=90,
+        what="the outage's alert, resolved, in the lake",
+    )
+    alerts = deployment.query(
+        "SELECT alert_id FROM alerts WHERE rule = 'payment_success_rate_drop'"
+    )
+    assert len(alerts) == 1, alerts
+    stored = deployment.query(
+        "SELECT kind, count(DISTINCT alert_id) AS n FROM read_parquet('"
+        + str(deployment.data_dir / "lake" / "alerts" / "**" / "*.parquet")
+        + "') WHERE rule = 'payment_success_rate_drop' GROUP BY kind ORDER BY kind"
+    )
+    assert stored == [{"kind": "fire", "n": 1}, {"kind": "resolve", "n": 1}], stored
+    stalls = [
+        v for w in live for k, v in w.metrics().items() if k.startswith("trackflow_input_stalls")
+    ]
+    assert sum(stalls) == 0
