@@ -128,8 +128,19 @@ class BatchLogTable(faust.Table):
         generation_id: int = 0,
     ) -> None:
         # A partition read again after assignment is replayed from its changelog: start clean.
+        # Only this table's changelog partitions: forgetting state by the partition number
+        # of any topic dropped the combine's windows when the worker lost an events.raw
+        # partition of that number but kept the metrics.partials one (nothing replays it).
         applied: dict[int, int] = self.__dict__.setdefault("_applied", {})
+        changelog = self.changelog_topic.get_topic_name()
+        recovery = self.app.tables.recovery
         for tp in revoked | newly_assigned:
+            if tp.topic != changelog:
+                continue
             self.forget_partition(tp.partition)
             applied.pop(tp.partition, None)
+            # Faust keeps the offset it had read a partition to across generations when a
+            # rebalance is superseded before its recovery runs; reading a re-assigned
+            # partition from there would skip what this table just forgot.
+            recovery.active_offsets.pop(tp, None)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)

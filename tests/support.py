@@ -118,12 +118,10 @@ class Deployment:
         return worker
 
     def wait_assigned(self, workers: list[Worker], timeout: float = 90.0) -> None:
-        """Until every worker reports events.raw partitions of its own.
-
-        Tests of several workers produce only then. Input produced while the group is still
-        forming has, in about one full-suite run in three, left a worker owning partitions
-        and making no progress, silently: the open restart/rebalance stall (issue 13). The
-        tests about that stall must not wait; these are about sharing the work.
+        """Until every worker reports events.raw partitions of its own (it has joined the
+        group and holds input). Tests of work sharing produce only then, or the first worker
+        may do it all alone; not a workaround any more for the silent stall of input
+        produced while the group forms (fixed, tested without waiting in test_ingest.py).
         """
         raw = self.env["TRACKFLOW_TOPIC_PREFIX"] + "events.raw"
         wait_for(
