@@ -42,11 +42,15 @@ def test_quiet_partitions_stop_holding_windows_open_with_two_workers(
 
     # Partitions 0 and 1 only: three minutes of page views, so their watermarks pass the
     # first minute's end plus the 60 s lateness; partitions 2 and 3 never get anything.
+    # Sent over about 12 s, as live traffic flows: partitions are quiet after 4 s of it.
     i = 0
     for t in range(minute, minute + 3 * MIN, 2_000):
         for p in (0, 1):
             send(p, i, t)
             i += 1
+        if t % 12_000 == 0:
+            producer.flush()
+            time.sleep(0.8)
     producer.flush()
 
     def first_minute() -> list[dict[str, object]]:
