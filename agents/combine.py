@@ -101,17 +101,20 @@ class Combine:
             # applied every link sent so far.
             pending = self.pending_in(self.links_topics)
             for c, messages in sorted(by_partition.items()):
-                state = self.states[c]
+                state = self.states.get(c)
+                if state is None:
+                    continue  # revoked while this take was read: its new owner reads it
                 late_before = state.late
-                for m in messages:
-                    if m.offset <= state.offset:
-                        continue
+                fresh = [m for m in messages if m.offset > state.offset]
+                for m in fresh:
                     state.apply(wire.decode_partials(m.value), now_ms=_monotonic_ms())
                     state.offset = m.offset
                 if state.late > late_before:
                     late = state.late - late_before
                     self.metrics.late_events.labels("any", AGENT_COMBINE).inc(late)
-                rows = [] if pending else state.close_ready(now_ms=_monotonic_ms())
+                # Closes are positioned at the offset just read: a take of re-read messages
+                # only (all skipped) would reuse a position that may already be stored.
+                rows = [] if pending or not fresh else state.close_ready(now_ms=_monotonic_ms())
                 await self.publish(c, rows, state.offset, 0, "watermark")
 
     async def close_if_idle(self) -> None:

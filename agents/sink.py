@@ -114,16 +114,17 @@ class Sink:
             self.owner[part] = m.partition
             async with self.lock:
                 await self._claim(part)
+                await self._claim(m.partition)
                 for table, rows in tables.items():
                     self.ctx.metrics.stage_in.labels(self.name).inc(rows.num_rows)
                     self.writers[table].add(self.source_topic, part, rows)
-                # The ack waits for the flush of the rows' own partition.
-                self.primary.add(self.source_topic, part, _EMPTY, token=event)
-                due = set(self.primary.due(settings.sink_flush_seconds, settings.sink_flush_rows))
-                for writer in self.writers.values():
-                    due.update(writer.due(settings.sink_flush_seconds, settings.sink_flush_rows))
-                for key in due:
-                    await self._flush(*key)
+                # Acks are kept per input partition, in offset order, and given only when
+                # every row partition it feeds is flushed (_flush): acked out of order,
+                # Faust could commit past a message whose rows were not yet stored.
+                self.primary.add(self.source_topic, m.partition, _EMPTY, token=event)
+                due = self.primary.due(settings.sink_flush_seconds, settings.sink_flush_rows)
+                for topic, partition in due:
+                    await self._flush(topic, partition)
 
     async def flush_due(self) -> None:
         async with self.lock:
@@ -133,11 +134,16 @@ class Sink:
     async def flush_partitions(self, partitions: set[int]) -> None:
         """Flush what came from the input ``partitions`` (revoked) and let it go."""
         async with self.lock:
-            for topic, partition in self.primary.partitions():
-                if self.owner.get(partition, partition) in partitions:
-                    await self._flush(topic, partition)
+            for partition in sorted(partitions):
+                await self._flush(self.source_topic, partition)
+                for key in self._row_keys(partition):
                     for writer in self.writers.values():
-                        writer.forget(topic, partition)
+                        writer.forget(self.source_topic, key)
+
+    def _row_keys(self, partition: int) -> list[int]:
+        """Row partitions fed by input ``partition``, itself last (it holds the acks)."""
+        fed = sorted(k for k, owner in self.owner.items() if owner == partition and k != partition)
+        return [*fed, partition]
 
     async def _claim(self, partition: int) -> None:
         """Own the partition's lake files before the first rows after an assignment (in a
@@ -147,18 +153,22 @@ class Sink:
                 await asyncio.to_thread(writer.claim, self.source_topic, partition)
 
     async def _flush(self, topic: str, partition: int) -> None:
+        """Write every row partition input ``partition`` feeds, then ack its messages."""
         metrics = self.ctx.metrics
         tokens: list[Any] = []
-        for table, writer in self.writers.items():
+        for key, (table, writer) in [
+            (k, tw) for k in self._row_keys(partition) for tw in self.writers.items()
+        ]:
             try:
-                result, got = await asyncio.to_thread(writer.flush, topic, partition)
+                result, got = await asyncio.to_thread(writer.flush, topic, key)
             except Fenced as exc:
                 # A zombie: another worker owns the partition now and re-reads these rows.
                 log.warning("%s: %s", self.name, exc)
                 metrics.lake_fenced.labels(table).inc()
-                for other in self.writers.values():
-                    other.forget(topic, partition)
-                self.fenced.add(self.owner.get(partition, partition))
+                for k in self._row_keys(partition):
+                    for other in self.writers.values():
+                        other.forget(topic, k)
+                self.fenced.add(partition)
                 return
             tokens.extend(got)
             if result.files:

@@ -54,6 +54,11 @@ class BatchLogTable(faust.Table):
     def forget_partition(self, partition: int) -> None:
         raise NotImplementedError
 
+    def revoke_partition(self, partition: int) -> None:
+        """The partition went to another worker (forget it unless a subclass must also
+        keep an in-flight stage from recreating it)."""
+        self.forget_partition(partition)
+
     async def append(self, partition: int, key: str, value: Any) -> None:
         """Append one batch record to the changelog partition of ``partition``.
 
@@ -133,11 +138,15 @@ class BatchLogTable(faust.Table):
         # partition of that number but kept the metrics.partials one (nothing replays it).
         applied: dict[int, int] = self.__dict__.setdefault("_applied", {})
         changelog = self.changelog_topic.get_topic_name()
-        recovery = self.app.tables.recovery
+        manager: Any = self.app.tables
+        recovery = manager.recovery
         for tp in revoked | newly_assigned:
             if tp.topic != changelog:
                 continue
-            self.forget_partition(tp.partition)
+            if tp in revoked:
+                self.revoke_partition(tp.partition)
+            else:
+                self.forget_partition(tp.partition)
             applied.pop(tp.partition, None)
             # Faust keeps the offset it had read a partition to across generations when a
             # rebalance is superseded before its recovery runs; reading a re-assigned

@@ -52,3 +52,6 @@ class CombineWindows(BatchLogTable):
 
     def forget_partition(self, partition: int) -> None:
         self.windows.forget(partition)
+
+    def revoke_partition(self, partition: int) -> None:
+        self.windows.retire(partition)

@@ -1,7 +1,8 @@
 """Every alert rule over every final rollup series: the detection logic of the detect stage.
 
 Pure enough to test without Kafka: rows in, ("fire" | "resolve", incident) out. Final
-windows arrive in event-time order per window size; each rule feeds each matching series to
+windows arrive in event-time order per metric and window size (the combine partitions'
+finals interleave, a metric's never do); each rule feeds each matching series to
 its own detector and incident lifecycle.
 """
 

@@ -290,6 +290,8 @@ class CombineState:
             for m, n in sorted(self._fdirty)
         ]
         records = _pack(parts, max_bytes)
+        for i, record in enumerate(records):
+            record["part"] = [i, len(records)]  # a group's records, numbered
         records[-1].update(
             applied=self.applied,
             wm=self.wm,
@@ -307,11 +309,22 @@ class CombineState:
         return [orjson.loads(orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS)) for r in records]
 
     def apply_record(self, record: dict[str, Any]) -> None:
-        """Recovery: buffer the records of a group until its last one, then apply them."""
+        """Recovery: buffer the records of a group until its last one, then apply them.
+
+        A group cut short by a crash is dropped when the next group starts, never glued
+        to it (records before 2026-11-30 carry no ``part``: each group ends at progress).
+        """
+        part = record.get("part")
+        if part is not None and (part[0] == 0 or part[0] != len(self._group)):
+            self._group = []  # a new group; or the tail of one whose start is missing
+            if part[0] != 0:
+                return
         self._group.append(record)
         if "applied" not in record:
             return
         group, self._group = self._group, []
+        if part is not None and len(group) != part[1]:
+            return
         for r in group:
             self._apply(r)
         at = record.get("out_at")
@@ -390,11 +403,16 @@ def _pack(parts: list[tuple[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
 
 class CombineStates:
     """The ``CombineState`` of each combine partition (metrics.partials partition) this
-    worker holds, made on first use; a partition's state goes when it is revoked."""
+    worker holds, made on first use; a partition's state goes when it is revoked.
+
+    A revoked partition is retired until it is assigned again: a take still in flight
+    for it must not make a fresh, empty state and log it as the partition's progress.
+    """
 
     def __init__(self, factory: Callable[[], CombineState]) -> None:
         self.factory = factory
         self._states: dict[int, CombineState] = {}
+        self._retired: set[int] = set()
 
     def __getitem__(self, partition: int) -> CombineState:
         state = self._states.get(partition)
@@ -402,8 +420,18 @@ class CombineStates:
             state = self._states[partition] = self.factory()
         return state
 
+    def get(self, partition: int) -> CombineState | None:
+        """The partition's state, or None if it was revoked from this worker."""
+        return None if partition in self._retired else self[partition]
+
     def items(self) -> Iterator[tuple[int, CombineState]]:
         return iter(sorted(self._states.items()))
 
     def forget(self, partition: int) -> None:
+        """Start the partition anew (assigned: its changelog is replayed)."""
         self._states.pop(partition, None)
+        self._retired.discard(partition)
+
+    def retire(self, partition: int) -> None:
+        self._states.pop(partition, None)
+        self._retired.add(partition)

@@ -198,6 +198,41 @@ def test_each_combine_partition_merges_closes_and_logs_on_its_own(
     assert h.ctx.domain.combine[2].applied == {0: 1, 1: 1}
 
 
+def test_a_take_of_a_revoked_partition_neither_merges_nor_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: a take in flight for a partition revoked meanwhile made a fresh,
+    empty state and logged it as the partition's progress for the new owner to recover."""
+    h = Harness(tmp_path, monkeypatch)
+    h.process((0, partial(0, 1, T0, pv_events(60, T0, 1))), on=2)
+    assert h.log == ["record combine:0:0:0 @2"]
+    h.ctx.tables.combine_windows.revoke_partition(2)
+    h.process((1, partial(0, 2, T0 + 5 * MIN, pv_events(60, T0, 1))), on=2)
+    assert h.log == ["record combine:0:0:0 @2"]
+    assert h.published == []
+    h.ctx.tables.combine_windows.forget_partition(2)  # assigned again: replayed, then read
+    h.process((2, partial(0, 2, T0, pv_events(60, T0, 1))), on=2)
+    assert h.log[-1] == "record combine:2:0:0 @2"
+
+
+def test_a_take_of_messages_already_read_closes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: closes are positioned at the last offset read; a take of re-read
+    messages only would position new finals where earlier ones may already be stored."""
+    h = Harness(tmp_path, monkeypatch)
+    h.process((5, partial(0, 1, T0 + 5 * MIN, pv_events(60, T0, 1))))
+    assert h.published == []  # partition 1 holds the minute open
+
+    async def reread(ordered: Any, take: Take) -> list[Any]:
+        return list(take)  # after a restart: read again from an older committed offset
+
+    monkeypatch.setattr(agents.combine, "admit", reread)
+    monkeypatch.setattr(h.state, "close_ready", lambda **kw: pytest.fail("closed"))
+    h.process((4, partial(1, 1, T0 + 5 * MIN)), (5, partial(0, 1, T0 + 5 * MIN)))
+    assert h.published == []
+
+
 def test_messages_at_or_below_the_read_offset_are_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

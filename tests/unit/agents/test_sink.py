@@ -14,7 +14,7 @@ from faust.types import TP
 from agents.sink import Sink, decode_changes, decode_events
 from pipeline import names
 from pipeline.app import create_app
-from pipeline.runtime.wire import encode_events
+from pipeline.runtime.wire import PositionedRows, encode_events
 from pipeline.settings import Settings
 from tests.records import event_row
 
@@ -171,3 +171,79 @@ def test_a_fenced_sink_touches_nothing_more_of_that_partition(tmp_path: Path) ->
         )
         == 1
     )
+
+
+def rollups_message(c: int, offset: int, start: int) -> bytes:
+    row = {
+        "metric": "pv",
+        "window": "1m",
+        "window_start": start,
+        "window_end": start + 60_000,
+        "dimensions": "{}",
+        "value": 1.0,
+        "numerator": None,
+        "denominator": None,
+    }
+    return PositionedRows(c, offset, 0, [row]).encode()
+
+
+def test_rollups_of_several_combine_partitions_are_acked_only_when_all_are_stored(
+    tmp_path: Path,
+) -> None:
+    """Found in review: with acks kept per combine partition, partition 0's flush could ack
+    offset 1 while offset 0's rows (of partition 1) were still buffered, and Faust commits
+    past one unacked message at the committed offset. Now every row partition an input
+    partition feeds is stored before any of its messages is acked."""
+    settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=3600)
+    app, ctx = create_app(settings, ensure_topics=False)
+    sink = next(s for s in ctx_sinks(app, ctx) if s.name == names.AGENT_SINK_ROLLUPS)
+    events = [
+        FakeEvent(rollups_message(1, 40, 0)),  # rollups offset 0, combine partition 1
+        FakeEvent(rollups_message(0, 7, 60_000)),  # rollups offset 1, combine partition 0
+    ]
+    log: list[str] = []
+    writer = sink.primary
+    flush = writer.flush
+
+    def logged_flush(topic: str, partition: int) -> Any:
+        result, tokens = flush(topic, partition)
+        log.append(f"stored {partition}" if result.rows else f"empty {partition}")
+        return result, tokens
+
+    writer.flush = logged_flush  # type: ignore[method-assign]
+    for i, e in enumerate(events):
+        e.message.partition = 0
+        e.ack = lambda i=i, e=e: (log.append(f"ack {i}"), setattr(e, "acked", True))[1]  # type: ignore[method-assign]
+    asyncio.run(sink.consume(app, FakeStream(events)))  # type: ignore[arg-type]
+    assert not any(e.acked for e in events)
+    asyncio.run(sink.flush_due())
+    assert [e.acked for e in events] == [True, True]
+    assert log.index("stored 1") < log.index("ack 0")
+    assert log.index("stored 0") < log.index("ack 0")  # nothing acked before all is stored
+    files = list((tmp_path / "lake" / "rollups").rglob("*.parquet"))
+    assert sorted(f.name.split("-p")[1][:1] for f in files) == ["0", "1"]  # each checkpointed
+    stored = sorted(
+        (r["source_partition"], r["source_offset"])
+        for f in files
+        for r in pq.read_table(f).to_pylist()
+    )
+    assert stored == [(0, 7), (1, 40)]
+
+
+def ctx_sinks(app: Any, ctx: Any) -> list[Sink]:
+    """The Sink objects the app registered (its agents' closures hold them)."""
+    import agents.sink as module
+
+    made: list[Sink] = []
+    original = module.Sink.__init__
+
+    def record_init(self: Sink, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    module.Sink.__init__ = record_init  # type: ignore[method-assign]
+    try:
+        module.register(app, ctx)
+    finally:
+        module.Sink.__init__ = original  # type: ignore[method-assign]
+    return made

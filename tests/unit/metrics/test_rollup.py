@@ -260,6 +260,26 @@ def test_a_group_of_records_cut_short_by_a_crash_is_not_applied() -> None:
     assert replica.open == combine.open
 
 
+def test_a_torn_group_is_dropped_not_glued_to_the_next_one() -> None:
+    """Found in review: the records of a group cut short by a crash stayed buffered and were
+    applied with the next complete group (its outbox rows shifted, its sets mixed in)."""
+    combine = CombineState(DEFS, 1, lateness_s=60)
+    p = partials(BATCHES.build([row(1, 0, T0, 1)]), DEFS.values(), 60, NO_WATERMARK)
+    combine.apply(orjson.loads(encode_partials(0, 1, T0 + 5 * 60_000, p, DEFS)))
+    rows = combine.close_ready()
+    torn = combine.take_records(max_bytes=10, outbox=(3, 0, rows))[:-1]  # crash: no end
+    replica = CombineState(DEFS, 1, lateness_s=60)
+    fresh = CombineState(DEFS, 1, lateness_s=60)  # what the next owner logs, from scratch
+    p = partials(BATCHES.build([row(2, 0, T0 + 1, 1)]), DEFS.values(), 60, NO_WATERMARK)
+    fresh.apply(orjson.loads(encode_partials(0, 1, T0 + 1, p, DEFS)))
+    complete = fresh.take_records()
+    for record in [*torn, *complete]:
+        replica.apply_record(orjson.loads(orjson.dumps(record)))
+    assert replica.unsent is None
+    assert replica.open == fresh.open
+    assert replica.applied == {0: 1}
+
+
 def test_the_outbox_of_the_last_group_is_recovered_as_unsent() -> None:
     combine = CombineState(DEFS, 1, lateness_s=60)
     p = partials(BATCHES.build([row(1, 0, T0, 1)]), DEFS.values(), 60, NO_WATERMARK)
