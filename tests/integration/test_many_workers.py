@@ -5,14 +5,9 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from datetime import UTC, datetime
 
-from pipeline.contract.plan import load_plan
-from pipeline.lake.views import connect
-from pipeline.metrics.definitions import load_metrics
-from pipeline.metrics.report import batch_values
 from tests import traffic
-from tests.integration.test_metrics import EXACT, stream_rollups
+from tests.integration.test_metrics import expect_exact_rollups
 from tests.support import Deployment, wait_for
 
 
@@ -63,33 +58,7 @@ def test_three_workers_rolling_restarts_and_a_sigkill_end_exact(deployment: Depl
     codes = Counter(r["error_code"] for r in deployment.query("SELECT error_code FROM dlq"))
     assert codes == Counter(code for code, _ in t.rejected)
 
-    plan = load_plan()
-    defs = load_metrics(plan)
-    con = connect(deployment.data_dir)
-    lo = datetime.fromtimestamp(start / 1000 - 3600, UTC)
-    hi = datetime.fromtimestamp(now / 1000 + 3600, UTC)
-    names = [*EXACT, "purchase_funnel"]
-    expected = {
-        (r["metric"], r["window"], r["window_start"], r["dimensions"]): r["value"]
-        for name in names
-        for r in batch_values(con, defs, name, lo, hi)
-    }
-    con.close()
-
-    def exact_rollups() -> dict[tuple[str, str, int, str], float | None]:
-        return {k: v["value"] for k, v in stream_rollups(deployment).items() if k[0] in names}
-
-    wait_for(lambda: set(exact_rollups()) >= set(expected), timeout=180, what="rollups")
-    got = exact_rollups()
-    diff = {k: (got.get(k), v) for k, v in expected.items() if got.get(k) != v}
-    assert not diff, sorted(diff.items())[:10]
-    assert got == expected
-    twice = deployment.query(
-        'SELECT metric, "window", window_start, dimensions, count(*) AS n FROM read_parquet(\''
-        + str(deployment.data_dir / "lake" / "rollups" / "**" / "*.parquet")
-        + "') GROUP BY ALL HAVING count(*) > 1"
-    )
-    assert twice == [], "a final value was stored twice"
+    expect_exact_rollups(deployment, start, now)
 
     wait_for(
         lambda: deployment.count("alerts", "resolved_at IS NOT NULL") > 0,
