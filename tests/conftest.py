@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -27,7 +28,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 def deployment(
     broker: EmbeddedBroker, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Deployment]:
+    # Unique per test, parametrized ones included: two cases cut to the same 40 characters
+    # shared their topics and group, and the second saw the first's events as duplicates.
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
-    dep = Deployment(broker.url, tmp_path, f"t-{name}")
+    digest = hashlib.blake2b(request.node.nodeid.encode(), digest_size=3).hexdigest()
+    dep = Deployment(broker.url, tmp_path, f"t-{name}-{digest}")
     yield dep
     dep.stop()

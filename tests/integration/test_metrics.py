@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pytest
 
 from pipeline.contract.plan import load_plan
 from pipeline.lake.views import connect
@@ -98,25 +99,32 @@ def test_rollups_equal_the_lake_recomputation(deployment: Deployment) -> None:
     assert m['trackflow_metric_windows_closed_total{reason="idle",window="1h"}'] >= 1
 
 
-def test_sigkills_during_the_stream_leave_the_same_rollups(deployment: Deployment) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
+def test_sigkills_during_the_stream_leave_the_same_rollups(
+    deployment: Deployment, workers: int
+) -> None:
+    """SIGKILLs mid-stream: of the only worker, or of one of two (alternately), so the
+    other takes its partitions over while input flows."""
     deployment.env["TRACKFLOW_IDLE_CLOSE_SECONDS"] = "6"
     now = int(time.time() * 1000)
     start = now - now % 3_600_000 - 3_600_000 + 40 * 60_000
     events = shop_traffic(6000, start, minutes=30, seed=5)
     # In event-time order, like a replay: nothing is late, so the stream must equal the lake.
     chunks = [events[i : i + 2000] for i in range(0, len(events), 2000)]
-    worker = deployment.start_worker()
+    live = [deployment.start_worker() for _ in range(workers)]
     for n, chunk in enumerate(chunks):
         deployment.produce([orjson.dumps(chunk[i : i + 10]) for i in range(0, len(chunk), 10)])
-        wait_for(lambda w=worker: w.metric("trackflow_events_received_total") > 0, timeout=60)
+        victim = live[n % workers]
+        wait_for(lambda w=victim: w.metric("trackflow_events_received_total") > 0, timeout=60)
         time.sleep(0.5 * n)
-        worker.kill()
-        worker = deployment.start_worker()
+        victim.kill()
+        live[n % workers] = deployment.start_worker()
     wait_for(lambda: deployment.count("events") == len(events), timeout=180)
     expect_exact_rollups(deployment, start, now)
     late_events = sum(
         v
-        for k, v in deployment.workers[-1].metrics().items()
+        for w in live
+        for k, v in w.metrics().items()
         if k.startswith("trackflow_late_events_total{")
     )
     assert late_events == 0
