@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install tools demo test test-slow lint format bench clean
+.PHONY: help install tools demo test test-slow lint format bench soak clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,10 @@ bench: install ## Throughput and anomaly-detection benchmarks; JSON results in b
 	mkdir -p bench/results
 	$(PY) bench/run.py --out bench/results/latest.json
 	$(PY) bench/anomaly/nab.py --seed 11 --out bench/results/latest-nab.json
+
+soak: install ## One hour: 2 workers, steady traffic, payment outage, SIGKILL every 10 min (not in test)
+	mkdir -p bench/results
+	$(PY) -m bench.soak --out bench/results/$$(date +%F)-soak.json
 
 clean: ## Remove the virtualenv, caches and the local lake
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data
