@@ -55,8 +55,12 @@ class DedupTable(BatchLogTable):
 
 
 def encode_record(gen: int, entries: list[Any]) -> dict[str, Any]:
-    """A changelog record of ``[event_id, packed position]`` entries."""
-    keys = np.fromiter((fingerprint(e[0]) for e in entries), "<u8", len(entries))
+    """A changelog record of ``[fingerprint or event_id, packed position]`` entries."""
+    keys = np.fromiter(
+        (e[0] if isinstance(e[0], int) else fingerprint(e[0]) for e in entries),
+        "<u8",
+        len(entries),
+    )
     values = np.fromiter((e[1] for e in entries), "<i8", len(entries))
     return {
         "g": gen,

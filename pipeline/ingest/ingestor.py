@@ -19,7 +19,7 @@ from pipeline.contract.pii import PiiHasher
 from pipeline.contract.plan import TrackingPlan
 from pipeline.contract.positions import pack as position
 from pipeline.ingest.codecs import Item, b64, decode_message, element_bytes
-from pipeline.ingest.dedup import SeenIds
+from pipeline.ingest.dedup import SeenIds, Snapshot, fingerprint
 from pipeline.ingest.validation import CONSENT_DROPPED, Validator, shown_name
 from pipeline.names import PROCESSOR
 
@@ -76,32 +76,29 @@ class Ingestor:
     def process(self, partition: int, messages: list[RawMessage], now_ms: int) -> IngestResult:
         gen = self.seen.generation(now_ms)
         result = IngestResult(generation=gen)
+        # Judge every event first, then look all their keys up in the dedup memory at once
+        # (one vectorised search per run), then decide each in order.
+        judged: list[tuple[RawMessage, Item, Any, str | None]] = []
         for msg in messages:
             for item in decode_message(msg.value, self.plan):
                 result.received += 1
                 try:
-                    self._one(partition, msg, item, now_ms, gen, result)
+                    judged.append(self._judge(msg, item, now_ms))
                 except Exception as exc:  # a trackflow bug must not lose the event
-                    self._reject(
-                        partition,
-                        msg,
-                        item,
-                        Rejected(ErrorCode.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"),
-                        now_ms,
-                        result,
-                    )
+                    self._reject(partition, msg, item, _processing_error(exc), now_ms, result)
+        fps = [None if key is None else fingerprint(key) for _, _, _, key in judged]
+        snapshot = self.seen.snapshot(partition, [fp for fp in fps if fp is not None], now_ms)
+        for (msg, item, outcome, key), fp in zip(judged, fps, strict=True):
+            try:
+                self._decide(partition, msg, item, outcome, key, fp, snapshot, now_ms, result)
+            except Exception as exc:
+                self._reject(partition, msg, item, _processing_error(exc), now_ms, result)
         return result
 
-    def _one(
-        self,
-        partition: int,
-        msg: RawMessage,
-        item: Item,
-        now_ms: int,
-        gen: int,
-        result: IngestResult,
-    ) -> None:
-        pos = position(msg.offset, item.index)
+    def _judge(
+        self, msg: RawMessage, item: Item, now_ms: int
+    ) -> tuple[RawMessage, Item, Any, str | None]:
+        """(message, item, record or Rejected or CONSENT_DROPPED, dedup key or None)."""
         try:
             if item.error is not None:
                 raise item.error
@@ -113,29 +110,49 @@ class Ingestor:
             if not msg.value and retry_key.startswith("~"):
                 # No bytes to tell a retry from another empty message or tombstone: each
                 # is dead-lettered.
-                self._reject(partition, msg, item, rejected, now_ms, result)
-                return
-            first = self.seen.lookup(partition, retry_key, now_ms)
-            if first is not None and first[0] != pos:
-                result.duplicates += 1
-                return
-            if first is None:
-                self.seen.add(partition, gen, retry_key, pos, True)
-                result.seen.append([retry_key, (pos << 1) | 1])
-            self._reject(partition, msg, item, rejected, now_ms, result)
-            return
+                return msg, item, rejected, None
+            return msg, item, rejected, retry_key
         if record is CONSENT_DROPPED:
+            return msg, item, record, None
+        assert isinstance(record, dict)
+        return msg, item, record, record["event_id"]
+
+    def _decide(
+        self,
+        partition: int,
+        msg: RawMessage,
+        item: Item,
+        outcome: Any,
+        key: str | None,
+        fp: int | None,
+        snapshot: Snapshot,
+        now_ms: int,
+        result: IngestResult,
+    ) -> None:
+        pos = position(msg.offset, item.index)
+        if isinstance(outcome, Rejected):
+            if fp is not None:
+                first = snapshot.first(fp)
+                if first is not None and first[0] != pos:
+                    result.duplicates += 1
+                    return
+                if first is None:
+                    snapshot.put(fp, pos, True)
+                    result.seen.append([fp, (pos << 1) | 1])
+            self._reject(partition, msg, item, outcome, now_ms, result)
+            return
+        if outcome is CONSENT_DROPPED:
             result.consent_dropped += 1
             return
-        assert isinstance(record, dict)
-        event_id = record["event_id"]
-        first = self.seen.lookup(partition, event_id, now_ms)
+        record: dict[str, Any] = outcome
+        assert fp is not None
+        first = snapshot.first(fp)
         if first is not None and first[0] != pos and not first[1]:
             result.duplicates += 1
             return
         if first is None or first[0] != pos:
-            self.seen.add(partition, gen, event_id, pos, False)
-            result.seen.append([event_id, pos << 1])
+            snapshot.put(fp, pos, False)
+            result.seen.append([fp, pos << 1])
         unknown = record.pop("unknown_properties", None)
         if unknown:
             result.unknown_properties.extend((record["event_name"], k) for k in unknown)
@@ -245,3 +262,7 @@ class Ingestor:
         if masked_text == text:
             return original
         return masked_text.encode("utf-8", errors="surrogateescape")
+
+
+def _processing_error(exc: Exception) -> Rejected:
+    return Rejected(ErrorCode.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")

@@ -259,3 +259,28 @@ def test_memory_is_sixteen_bytes_an_id_once_frozen() -> None:
     ids = seen._parts[P][0]
     assert ids.nbytes() == 16 * 1_000_000
     assert seen.lookup(P, "not there", 0) is None
+
+
+def test_a_snapshot_answers_as_lookup_and_put_as_add(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The validate stage's batched path (snapshot, then first/put per event) must keep the
+    memory exactly as the per-id path (lookup, then add) does, runs and generations included."""
+    monkeypatch.setattr(dedup, "RUN_IDS", 8)
+    rng = np.random.default_rng(7)
+    per_id, batched = SeenIds(H), SeenIds(H)
+    for step in range(40):
+        now = step * 97  # crosses generations every ~10 steps
+        gen = per_id.generation(now)
+        keys = [f"e{int(k)}" for k in rng.integers(0, 60, size=12)]
+        snap = batched.snapshot(P, [dedup.fingerprint(k) for k in keys], now)
+        for i, key in enumerate(keys):
+            pos, rejected = step * 100 + i, bool(rng.integers(0, 2))
+            expected = per_id.lookup(P, key, now)
+            assert snap.first(dedup.fingerprint(key)) == expected
+            if expected is None or rejected is False:
+                per_id.add(P, gen, key, pos, rejected)
+                snap.put(dedup.fingerprint(key), pos, rejected)
+        probes = [f"e{k}" for k in range(70)]
+        assert [batched.lookup(P, k, now) for k in probes] == [
+            per_id.lookup(P, k, now) for k in probes
+        ]
+    assert any(g.runs for g in batched._parts[P].values())  # runs were searched, not only dicts
