@@ -7,8 +7,11 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 # The key earlier versions used when none was set: public, so refused like no key at all.
 DEFAULT_PII_SECRET = "trackflow-dev-secret-change-me"
@@ -93,11 +96,53 @@ class Settings(BaseSettings):
     rebalance_timeout: float = Field(5.0, gt=0, description="Consumer-group rebalance timeout.")
     session_timeout: float = Field(10.0, gt=0, description="Consumer-group session timeout.")
     log_level: str = Field("info", description="Worker log level.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text, or json: one JSON object per line (time, level, logger, ...)."
+    )
+    # Topics trackflow creates (events.raw, metrics.partials, Faust's topics and changelogs).
+    # An existing topic is never changed.
+    replication_factor: int = Field(
+        1, ge=1, description="Replication factor of topics trackflow creates (production: 3)."
+    )
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="min.insync.replicas of topics trackflow creates (production: 2); "
+        "unset: the broker's default.",
+    )
+    # How every Kafka client trackflow opens connects (pipeline/runtime/kafka_security.py).
+    # Environment only in the CLI, so passwords never show in a process list.
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM CA bundle that signed the brokers' certificates (default: system)."
+    )
+    kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate (mTLS).")
+    kafka_ssl_keyfile: Path | None = Field(None, description="PEM key of the client certificate.")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted client key."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that the broker's certificate names the host connected to."
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* protocol)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
 
     @field_validator("broker")
     @classmethod
     def _broker_url(cls, value: str) -> str:
         return value if "://" in value else f"kafka://{value}"
+
+    @model_validator(mode="after")
+    def _kafka_combinations(self) -> Settings:
+        problems = kafka_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -137,6 +182,58 @@ class Settings(BaseSettings):
                 if host:
                     hosts.append(host)
         return ",".join(hosts)
+
+
+def kafka_problems(s: Settings) -> list[str]:
+    """Kafka settings that contradict each other, each named by its environment variable.
+
+    Checked when the settings are built, so a worker refuses to start with a message rather
+    than failing its first connection (or silently ignoring a TLS file it was given).
+    """
+    problems = []
+    sasl = s.kafka_security_protocol.startswith("SASL_")
+    tls = s.kafka_security_protocol in ("SSL", "SASL_SSL")
+    if sasl and s.kafka_sasl_mechanism is None:
+        problems.append(
+            f"TRACKFLOW_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} needs "
+            "TRACKFLOW_KAFKA_SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+        )
+    if not sasl and s.kafka_sasl_mechanism is not None:
+        problems.append(
+            "TRACKFLOW_KAFKA_SASL_MECHANISM is set but TRACKFLOW_KAFKA_SECURITY_PROTOCOL is "
+            f"{s.kafka_security_protocol}: use SASL_SSL (or SASL_PLAINTEXT)"
+        )
+    if sasl and not s.kafka_sasl_username:
+        problems.append("SASL needs TRACKFLOW_KAFKA_SASL_USERNAME")
+    if sasl and not (s.kafka_sasl_password and s.kafka_sasl_password.get_secret_value()):
+        problems.append("SASL needs TRACKFLOW_KAFKA_SASL_PASSWORD")
+    if not sasl and (s.kafka_sasl_username or s.kafka_sasl_password):
+        problems.append(
+            "a SASL user name or password is set but TRACKFLOW_KAFKA_SECURITY_PROTOCOL is "
+            f"{s.kafka_security_protocol}: use SASL_SSL (or SASL_PLAINTEXT)"
+        )
+    tls_files = {
+        "TRACKFLOW_KAFKA_SSL_CAFILE": s.kafka_ssl_cafile,
+        "TRACKFLOW_KAFKA_SSL_CERTFILE": s.kafka_ssl_certfile,
+        "TRACKFLOW_KAFKA_SSL_KEYFILE": s.kafka_ssl_keyfile,
+        "TRACKFLOW_KAFKA_SSL_KEY_PASSWORD": s.kafka_ssl_key_password,
+    }
+    given = [name for name, value in tls_files.items() if value is not None]
+    if given and not tls:
+        problems.append(
+            f"{', '.join(given)} set but TRACKFLOW_KAFKA_SECURITY_PROTOCOL is "
+            f"{s.kafka_security_protocol}: use SSL or SASL_SSL"
+        )
+    if (s.kafka_ssl_certfile is None) != (s.kafka_ssl_keyfile is None):
+        problems.append("TRACKFLOW_KAFKA_SSL_CERTFILE and TRACKFLOW_KAFKA_SSL_KEYFILE go together")
+    if s.kafka_ssl_key_password is not None and s.kafka_ssl_keyfile is None:
+        problems.append("TRACKFLOW_KAFKA_SSL_KEY_PASSWORD without TRACKFLOW_KAFKA_SSL_KEYFILE")
+    if s.min_insync_replicas is not None and s.min_insync_replicas > s.replication_factor:
+        problems.append(
+            f"TRACKFLOW_MIN_INSYNC_REPLICAS={s.min_insync_replicas} is above "
+            f"TRACKFLOW_REPLICATION_FACTOR={s.replication_factor}: no write could succeed"
+        )
+    return problems
 
 
 def _dev_key(data_dir: Path) -> str:
