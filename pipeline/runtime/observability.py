@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipeline.runtime import stall_watch
 from pipeline.runtime.context import Context
+from pipeline.runtime.readiness import register_probes
 from pipeline.runtime.streams import consumer_lag
 
 
@@ -16,6 +17,8 @@ def register_observability(app: faust.App, ctx: Context) -> None:
     metrics = ctx.metrics
     domain = ctx.domain
     stalls = stall_watch.StallWatch(ctx.settings.stall_seconds)
+
+    register_probes(app)  # /health and /ready for orchestrators
 
     @app.page("/metrics")
     async def prometheus_metrics(web: Any, request: Any) -> Any:
