@@ -16,6 +16,7 @@ from typing import Any
 import faust
 import pyarrow as pa
 
+from pipeline.contract import replay
 from pipeline.contract.errors import ErrorCode, Rejected
 from pipeline.ingest.ingestor import Ingestor, IngestResult, RawMessage
 from pipeline.ingest.quality import missing_counts
@@ -71,7 +72,8 @@ class Validate:
         by_partition: dict[int, list[RawMessage]] = defaultdict(list)
         for m in (e.message for e in await admit(self.input, events)):
             timestamp = int(m.timestamp * 1000) if m.timestamp else None
-            by_partition[m.partition].append(RawMessage(m.offset, m.value, timestamp))
+            marker = replay.from_headers(m.headers)  # a dead letter re-sent by dlq replay
+            by_partition[m.partition].append(RawMessage(m.offset, m.value, timestamp, marker))
         now_ms = int(time.time() * 1000)
         for partition, messages in by_partition.items():
             out = self.prepare(partition, messages, now_ms)

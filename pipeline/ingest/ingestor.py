@@ -18,8 +18,10 @@ from pipeline.contract.errors import ErrorCode, Rejected
 from pipeline.contract.pii import PiiHasher
 from pipeline.contract.plan import TrackingPlan
 from pipeline.contract.positions import pack as position
+from pipeline.contract.replay import ReplayMarker
 from pipeline.ingest.codecs import Item, b64, decode_message, element_bytes
 from pipeline.ingest.dedup import SeenIds, Snapshot, fingerprint
+from pipeline.ingest.replayed import restore_hashed, split_hashed
 from pipeline.ingest.validation import CONSENT_DROPPED, Validator, shown_name
 from pipeline.names import PROCESSOR
 
@@ -35,6 +37,7 @@ class RawMessage:
     offset: int
     value: bytes | None
     timestamp_ms: int | None = None
+    replay: ReplayMarker | None = None  # a dead letter sent back by ``trackflow dlq replay``
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Ingestor:
         self._pii_names = set(plan.envelope.pii_property_names) | set(
             plan.envelope.pii_identity_keys
         )
+        self._pii_keys = frozenset(plan.envelope.pii_identity_keys)
 
     def process(self, partition: int, messages: list[RawMessage], now_ms: int) -> IngestResult:
         gen = self.seen.generation(now_ms)
@@ -102,10 +106,15 @@ class Ingestor:
         try:
             if item.error is not None:
                 raise item.error
-            record = self.validator.validate(item.obj, now_ms, item.version)
+            record = self._validate(msg.replay, item, now_ms)
         except Rejected as rejected:
             # A retry of a rejected event (same id) or message (same bytes, no usable id)
             # is dropped like any duplicate: one DLQ record per bad event, not per send.
+            # A replay that fails again is keyed by the dead letter it replays, not by its
+            # id: the original's rejected sighting must not swallow it, a second copy of
+            # the same replay must ("^" starts no event id and no content key).
+            if msg.replay is not None:
+                return msg, item, rejected, "^" + msg.replay.of
             retry_key = self._valid_id(item.obj) or self._content_key(item, msg)
             if not msg.value and retry_key.startswith("~"):
                 # No bytes to tell a retry from another empty message or tombstone: each
@@ -116,6 +125,20 @@ class Ingestor:
             return msg, item, record, None
         assert isinstance(record, dict)
         return msg, item, record, record["event_id"]
+
+    def _validate(self, replay: ReplayMarker | None, item: Item, now_ms: int) -> Any:
+        if replay is None:
+            return self.validator.validate(item.obj, now_ms, item.version)
+        # Judged as when the original was received: a replay days later must not fail
+        # the event-time range check the original passed (or pass one it failed).
+        clock = min(replay.received_at or now_ms, now_ms)
+        if not replay.hashed_pii:
+            return self.validator.validate(item.obj, clock, item.version)
+        obj, hashed = split_hashed(item.obj, self._pii_keys)
+        record = self.validator.validate(obj, clock, item.version)
+        if isinstance(record, dict):
+            restore_hashed(record, item.obj, hashed)
+        return record
 
     def _decide(
         self,
@@ -222,6 +245,7 @@ class Ingestor:
                 "failed_at": now_ms,
                 "processor_name": PROCESSOR,
                 "processor_version": __version__,
+                "replay_of": msg.replay.of if msg.replay is not None else None,
             }
         )
 

@@ -51,6 +51,9 @@ DLQ_SCHEMA = pa.schema(
         ("failed_at", TS),
         ("processor_name", pa.string()),
         ("processor_version", pa.string()),
+        # A failed replay (trackflow dlq replay): the dlq key "<topic>:<partition>:<offset>:
+        # <index>" of the dead letter it replayed. Files written before it read it as null.
+        ("replay_of", pa.string()),
     ]
 )
 
