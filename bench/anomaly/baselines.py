@@ -141,41 +141,42 @@ class WindowedGaussian(Baseline):
 
 
 class RelativeEntropy(Baseline):
-    """Wang et al. 2011 relative-entropy detector (as in NAB): N_BINS=5 bins, W=52-row windows, chi2(0.99, dof 4)=13.28 test on 2*W*KL, hypothesis frequency threshold C_TH=0.01; binary scores."""
+    """Wang et al. 2011 relative-entropy detector as NAB runs it: values quantised into
+    N_BINS=5 bins over the series' [min, max], W=52-row windows, a window agrees with a
+    hypothesis when 2*W*KL(window || hypothesis) is below the 0.99 chi-square quantile with
+    N_BINS-1 dof (13.28); a window that agrees with none becomes a new hypothesis and is
+    flagged (score 1), so does one whose best hypothesis has been seen at most C_TH=1 times.
+
+    Our first version flagged every window whose hypothesis had a *frequency* below 1 %,
+    i.e. most windows of a series that wanders, so its best threshold was "never alert"
+    (0.0 on every profile). Flagging only new distributions is what makes it a detector.
+    """
 
     name = "relative_entropy"
     WINDOW: ClassVar[int] = 52
     N_BINS: ClassVar[int] = 5
-    # Significance 0.01 (as NAB's implementation uses): a window matches a hypothesis
-    # when 2*W*KL(P || h) is below the 0.99 chi-square quantile with N_BINS-1 dof
-    # (13.2767 for dof 4). The 0.95 quantile (9.4877) would flag more windows.
     CONFIDENCE: ClassVar[float] = 0.99
-    # Wang et al. flag a window whose most likely hypothesis is rare; "rare" here is a
-    # frequency (matched count / windows evaluated so far) below C_TH.
-    C_TH: ClassVar[float] = 0.01
-    # Bins span [min, max] widened by this fraction of the range on both sides.
-    MARGIN: ClassVar[float] = 0.01
-    # Probability floor for empty bins so the KL divergence stays finite.
-    SMOOTH: ClassVar[float] = 1e-6
+    # A matched hypothesis seen at most this many times (counting this window) is rare.
+    C_TH: ClassVar[int] = 1
 
     def __init__(self, n_rows: int, min_value: float, max_value: float) -> None:
         super().__init__(n_rows, min_value, max_value)
-        span = self.max_value - self.min_value
-        margin = self.MARGIN * span if span > 0 else 0.5
-        self._lo = self.min_value - margin
-        self._width = (span + 2.0 * margin) / self.N_BINS
+        self._step = (self.max_value - self.min_value) / self.N_BINS
         self._threshold = chi2_ppf_even(self.CONFIDENCE, self.N_BINS - 1)
         self._bins: deque[int] = deque()
         self._counts = [0] * self.N_BINS
-        self._hypotheses: list[list[float]] = []  # smoothed log-probabilities
+        self._hypotheses: list[list[float]] = []  # bin probabilities
         self._hyp_counts: list[int] = []
-        self._windows_seen = 0
 
     def _bin(self, x: float) -> int:
-        i = int((x - self._lo) // self._width)
-        return min(max(i, 0), self.N_BINS - 1)
+        # NAB's quantisation: ceil((x - min) / step) histogrammed over [0, N_BINS], so the
+        # first bin holds only the minimum and the top bin also holds the maximum.
+        b = math.ceil((x - self.min_value) / self._step)
+        return min(max(b, 0), self.N_BINS - 1)
 
     def update(self, t_ms: int, value: float) -> float:
+        if self._step <= 0.0:
+            return 0.0  # a constant series (NAB declares every point normal)
         b = self._bin(float(value))
         self._bins.append(b)
         self._counts[b] += 1
@@ -183,33 +184,30 @@ class RelativeEntropy(Baseline):
             self._counts[self._bins.popleft()] -= 1
         if len(self._bins) < self.WINDOW:
             return 0.0
-
         w = self.WINDOW
         p = [c / w for c in self._counts]
-        self._windows_seen += 1
-
+        if not self._hypotheses:  # the first window is the first hypothesis, normal
+            self._hypotheses.append(p)
+            self._hyp_counts.append(1)
+            return 0.0
         best, best_stat = -1, math.inf
-        for j, log_h in enumerate(self._hypotheses):
+        for j, h in enumerate(self._hypotheses):
             kl = 0.0
-            for pi, lh in zip(p, log_h, strict=True):
+            for pi, hi in zip(p, h, strict=True):
                 if pi > 0.0:
-                    kl += pi * (math.log(pi) - lh)
+                    if hi <= 0.0:
+                        kl = math.inf  # the window has mass where the hypothesis has none
+                        break
+                    kl += pi * math.log(pi / hi)
             stat = 2.0 * w * kl
             if stat < self._threshold and stat < best_stat:
                 best, best_stat = j, stat
-
         if best < 0:
-            # No known distribution explains the window: a new hypothesis. The very first
-            # window has nothing to compare with and is taken as normal.
-            first = not self._hypotheses
-            total = 1.0 + self.SMOOTH * self.N_BINS
-            self._hypotheses.append([math.log((pi + self.SMOOTH) / total) for pi in p])
+            self._hypotheses.append(p)
             self._hyp_counts.append(1)
-            return 0.0 if first else 1.0
-
+            return 1.0
         self._hyp_counts[best] += 1
-        frequency = self._hyp_counts[best] / self._windows_seen
-        return 1.0 if frequency < self.C_TH else 0.0
+        return 1.0 if self._hyp_counts[best] <= self.C_TH else 0.0
 
 
 class EwmaZScore(Baseline):

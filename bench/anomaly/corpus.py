@@ -667,6 +667,86 @@ def _ambient_temperature(rng: np.random.Generator, i: int) -> Series:
     return _finish("realKnownCause", name, ts, x + daily, rows, 6)
 
 
+def _asg_misconfiguration(rng: np.random.Generator, i: int) -> Series:
+    """CPU of an autoscaling group: a long series whose load wanders and whose level steps
+    (unlabelled) as instances are added or removed; anomalies are a misconfiguration that
+    pins the CPU high for hours, or a sudden stretch of much noisier load."""
+    name = _variant("cpu_utilization_asg_misconfiguration", i)
+    n = _i(rng, 12000, 16000)
+    ts = _grid(_start(rng, FIVE_MIN_MS), FIVE_MIN_MS, n)
+    h = _hours(ts)
+    level = _u(rng, 25.0, 45.0)
+    x = level + _wander(rng, n, ROWS_PER_DAY // 3, _u(rng, 3.0, 8.0))
+    x += _u(rng, 3.0, 10.0) * (_bump(h, _u(rng, 13.0, 17.0), 4.0) - 0.3)
+    x += _ar1(rng, n, _u(rng, 0.2, 0.6), _u(rng, 2.0, 5.0))
+    for s in _sparse(rng, n, 3.0 / ROWS_PER_DAY).tolist():  # scaling steps, benign
+        _shift(x, s, min(n, s + _i(rng, 12, 72)), _u(rng, -8.0, 8.0), _i(rng, 1, 3))
+    k = _pick(rng, [1, 2], [2, 1])
+    rows, window = _place(rng, n, k, min_gap=ROWS_PER_DAY, tail=24)
+    for r in rows:
+        sev = _sev(rng)
+        dur = _i(rng, 36, max(36, min(window // 2, 288)))
+        if rng.random() < 0.65:
+            target = min(98.0, float(np.mean(x[r - 12 : r])) + _lerp(15.0, 50.0, sev))
+            ramp = np.minimum(1.0, np.arange(1, dur + 1) / _i(rng, 1, 6))
+            x[r : r + dur] = x[r : r + dur] * (1 - ramp) + (target + rng.normal(0, 1.0, dur)) * ramp
+        else:
+            x[r : r + dur] += rng.normal(0.0, _lerp(8.0, 20.0, sev), dur)
+    return _finish("realKnownCause", name, ts, np.clip(x, 0.0, 100.0), rows, 3)
+
+
+def _rogue_agent_key(rng: np.random.Generator, i: int) -> Series:
+    """Keystroke-like activity sampled irregularly: mostly near zero with short bursts of
+    typing; anomalies are a key held down (a long flat high plateau) or a fast up/down
+    pattern never seen before."""
+    hold = i % 2 == 0
+    name = _variant("rogue_agent_key_hold" if hold else "rogue_agent_key_updown", i // 2)
+    n = _i(rng, 1800, 5400)
+    gaps = np.where(rng.random(n) < 0.9, FIVE_MIN_MS, rng.integers(2, 60, n) * FIVE_MIN_MS)
+    ts = _start(rng, FIVE_MIN_MS) + np.concatenate([[0], np.cumsum(gaps[1:])]).astype(np.int64)
+    x = np.abs(rng.normal(0.0, 0.05, n))
+    for s in _sparse(rng, n, 0.02).tolist():  # typing bursts: benign
+        d = _i(rng, 1, 4)
+        x[s : s + d] += rng.uniform(0.3, 1.0, len(x[s : s + d]))
+    k = _pick(rng, [1, 2], [1, 2])
+    rows, window = _place(rng, n, k, min_gap=100, tail=24)
+    for r in rows:
+        dur = _i(rng, 12, max(12, min(window // 2, 60)))
+        if hold:
+            x[r : r + dur] = _u(rng, 0.6, 1.0) + rng.normal(0.0, 0.01, len(x[r : r + dur]))
+        else:
+            x[r : r + dur] = np.where(np.arange(len(x[r : r + dur])) % 2 == 0, 1.0, 0.0)
+            x[r : r + dur] += np.abs(rng.normal(0.0, 0.05, len(x[r : r + dur])))
+    return _finish("realKnownCause", name, ts, x, rows, 4)
+
+
+def _elb_request_count(rng: np.random.Generator, i: int) -> Series:
+    """Load-balancer request counts per 5 minutes: over-dispersed counts with a daily
+    cycle and benign spikes; anomalies are large spikes or a stretch with almost no
+    requests (the service behind it down)."""
+    name = f"elb_request_count_{_hex(rng)}"
+    n = _aws_length(rng)
+    ts = _grid(_start(rng, FIVE_MIN_MS), FIVE_MIN_MS, n)
+    h = _hours(ts)
+    rate = math.exp(_u(rng, math.log(5.0), math.log(400.0)))
+    lam = rate * (0.5 + _bump(h, _u(rng, 12.0, 18.0), _u(rng, 3.0, 6.0)))
+    lam = lam * np.exp(_wander(rng, n, ROWS_PER_DAY, _u(rng, 0.05, 0.25)))
+    idx = _sparse(rng, n, _u(rng, 0.003, 0.02))
+    lam[idx] *= 1.0 + np.minimum(rng.pareto(1.8, len(idx)), 6.0)
+    k = _pick(rng, [1, 2, 3], [2, 3, 1])
+    rows, _ = _place(rng, n, k, min_gap=144, tail=12)
+    for r in rows:
+        sev = _sev(rng)
+        if rng.random() < 0.6:
+            d = _i(rng, 1, 4)
+            lam[r : r + d] *= _lerp(6.0, 20.0, sev)
+        else:
+            d = _i(rng, 6, 36)
+            lam[r : r + d] *= _lerp(0.4, 0.02, sev)
+    counts = rng.poisson(lam * rng.gamma(10.0, 0.1, n)).astype(np.float64)
+    return _finish("realAWSCloudwatch", name, ts, counts, rows, None)
+
+
 # ---------------------------------------------------------------------------------------
 # realTweets
 
@@ -676,7 +756,9 @@ _TICKERS = [
 ]
 
 
-def _tweets(rng: np.random.Generator, i: int) -> Series:
+def _tweets(rng: np.random.Generator, i: int, spiky: bool = False) -> Series:
+    """``spiky``: labelled news are short spikes (15 minutes to 2 hours) of 3-20 times the
+    usual volume among bigger routine bursts, so they stand out less."""
     name = f"Twitter_volume_{_TICKERS[i] if i < len(_TICKERS) else f'T{i}'}"
     n = 15902 if i == 0 else _i(rng, 9000, 15900)
     ts = _grid(_start(rng, FIVE_MIN_MS), FIVE_MIN_MS, n)
@@ -689,7 +771,7 @@ def _tweets(rng: np.random.Generator, i: int) -> Series:
 
     # unlabelled natural bursts: many, short, Pareto-sized (the main false-positive source)
     burst = np.zeros(n)
-    alpha, cap = _u(rng, 1.2, 1.7), _u(rng, 5.0, 12.0)
+    alpha, cap = _u(rng, 1.2, 1.7), _u(rng, 5.0, 12.0) * (1.5 if spiky else 1.0)
     m = int(rng.poisson(_u(rng, 3.0, 10.0) * n / ROWS_PER_DAY))
     for s, a, tau in zip(
         rng.integers(0, n, m).tolist(),
@@ -706,6 +788,8 @@ def _tweets(rng: np.random.Generator, i: int) -> Series:
         sev = _sev(rng)
         amp, plateau = _lerp(6.0, 40.0, sev), _i(rng, 24, 144)
         rise, tau = _u(rng, 0.5, 4.0), _u(rng, 12.0, 48.0)
+        if spiky:
+            amp, plateau, tau = _lerp(3.0, 20.0, sev), _i(rng, 3, 24), tau / 4.0
         t = np.arange(min(n - r, plateau + int(5 * tau)))
         shape = np.where(t < plateau, 1.0 - np.exp(-(t + 1) / rise), np.exp(-(t - plateau) / tau))
         burst[r : r + len(t)] += amp * shape * np.exp(_wander(rng, len(t), 12, 0.25))
@@ -869,7 +953,11 @@ FAMILIES: list[tuple[str, int, Generator]] = [
     ("nyc_taxi", 2, _nyc_taxi),
     ("ec2_request_latency", 2, _ec2_request_latency),
     ("ambient_temperature", 2, _ambient_temperature),
+    ("asg_misconfiguration", 1, _asg_misconfiguration),
+    ("rogue_agent_key", 2, _rogue_agent_key),
+    ("elb_request_count", 2, _elb_request_count),
     ("tweets", 8, _tweets),
+    ("tweets_spiky", 4, lambda rng, i: _tweets(rng, i + 8, spiky=True)),
     ("ad_exchange", 6, _ad_exchange),
     *(
         (kind, 1, _art_none(kind))

@@ -37,7 +37,7 @@ from bench.anomaly.nab_score import (  # noqa: E402
 )
 from pipeline.alerting.scoring import ad_hoc_rule, score_rows  # noqa: E402
 
-TRACKFLOW = {"adaptive": ("adaptive", {}, 1, 3)}
+TRACKFLOW: dict[str, tuple[str, dict[str, Any], int, int]] = {"adaptive": ("adaptive", {}, 1, 3)}
 
 
 def label_rows(series: Series) -> list[int]:
