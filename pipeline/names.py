@@ -47,3 +47,5 @@ LAKE_IDENTITIES: Final = "identities"
 LAKE_MERGES: Final = "identity_merges"
 LAKE_ROLLUPS: Final = "rollups"
 LAKE_ALERTS: Final = "alerts"
+# The replay ledger of ``trackflow dlq replay``: which dead letters were sent back, when.
+LAKE_DLQ_REPLAYS: Final = "dlq_replays"

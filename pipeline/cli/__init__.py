@@ -6,7 +6,7 @@ One module per command group; this module puts them on the root app in the order
 
 from __future__ import annotations
 
-from pipeline.cli import anomaly, metrics, query, report, schema, services, traffic
+from pipeline.cli import anomaly, dlq, metrics, query, report, schema, services, traffic
 from pipeline.cli.app import cli
 
 __all__ = ["cli", "main"]
@@ -24,6 +24,7 @@ cli.add_typer(metrics.app, name="metrics")
 cli.add_typer(schema.app, name="schema")
 cli.add_typer(anomaly.app, name="anomaly")
 cli.add_typer(report.app, name="report")
+cli.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:

@@ -57,6 +57,26 @@ DLQ_SCHEMA = pa.schema(
     ]
 )
 
+# The replay ledger (pipeline/dlq/ledger.py): one row per state change of a dead letter's
+# replay, "sending" before it is sent, then "sent" (with its offset) or "not_sent". The
+# latest state of a dead letter is its row of the highest seq.
+DLQ_REPLAY_SCHEMA = pa.schema(
+    [
+        ("replay_of", pa.string()),  # dead_letter_key of the dead letter
+        ("state", pa.string()),
+        ("seq", pa.int64()),  # ledger file number
+        ("run_id", pa.string()),
+        ("sent_topic", pa.string()),
+        ("sent_partition", pa.int32()),
+        ("scan_from", pa.int64()),  # end offset of sent_partition before sending
+        ("sent_offset", pa.int64()),
+        ("error_code", pa.string()),
+        ("event_name", pa.string()),
+        ("event_id", pa.string()),
+        ("at", TS),
+    ]
+)
+
 _ARROW = {
     "string": pa.string(),
     "enum": pa.string(),

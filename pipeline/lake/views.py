@@ -17,6 +17,7 @@ import pyarrow as pa
 from pipeline.contract.plan import TrackingPlan, load_plan
 from pipeline.lake.schema import (
     ALERT_SCHEMA,
+    DLQ_REPLAY_SCHEMA,
     DLQ_SCHEMA,
     EVENT_COLUMNS,
     IDENTITY_SCHEMA,
@@ -24,6 +25,7 @@ from pipeline.lake.schema import (
     ROLLUP_SCHEMA,
     arrow_type,
 )
+from pipeline.names import LAKE_DLQ_REPLAYS
 
 _DUCK_TYPES = {
     pa.string(): "VARCHAR",
@@ -73,6 +75,12 @@ def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
     dlq_cols = [(f.name, _duck_type(f.type)) for f in DLQ_SCHEMA]
     dlq_src = _source(lake / "dlq", dlq_cols, [("received_date", "DATE")])
     dlq = f"SELECT {', '.join(n for n, _ in dlq_cols)}, received_date FROM ({dlq_src})"
+    replay_cols = [(f.name, _duck_type(f.type)) for f in DLQ_REPLAY_SCHEMA]
+    # The replay ledger: each dead letter's latest state (its highest ledger file).
+    dlq_replays = (
+        f"SELECT * FROM ({_source(lake / LAKE_DLQ_REPLAYS, replay_cols, [])}) "
+        "QUALIFY row_number() OVER (PARTITION BY replay_of ORDER BY seq DESC) = 1"
+    )
     ident_cols = [(f.name, _duck_type(f.type)) for f in IDENTITY_SCHEMA]
     ident_src = _source(lake / "identities", ident_cols, [("updated_date", "DATE")])
     # The writer appends a row whenever an identifier's person or seen-range changes; the
@@ -125,6 +133,7 @@ def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
         "rollups": rollups,
         "events": events,
         "dlq": dlq,
+        LAKE_DLQ_REPLAYS: dlq_replays,
         "identities": identities,
         "identity_merges": merges,
         "events_resolved": resolved,
