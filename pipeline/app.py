@@ -16,6 +16,7 @@ import faust
 from agents import aggregate, combine, detect, identity, sink, stitch, validate
 from pipeline.runtime import rewind
 from pipeline.runtime.context import Context, Domain
+from pipeline.runtime.kafka_security import KafkaCluster
 from pipeline.runtime.observability import register_observability
 from pipeline.runtime.start_offsets import BrokerStartOffsets, close_on_shutdown
 from pipeline.runtime.telemetry import PipelineMetrics
@@ -60,7 +61,7 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
         topics=declare_topics(app, settings, partitions),
         tables=declare_tables(app, settings, domain, partitions),
         metrics=PipelineMetrics(),
-        start_offsets=BrokerStartOffsets(settings.bootstrap_servers, settings.app_id),
+        start_offsets=BrokerStartOffsets(KafkaCluster.from_settings(settings), settings.app_id),
     )
     close_on_shutdown(app, ctx.start_offsets)
     rewind.install(app, ctx.start_offsets)

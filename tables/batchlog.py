@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import orjson
 from faust.types import TP, EventT
 
 log = logging.getLogger(__name__)
+
+
+class KafkaClients(Protocol):
+    """What tables need of ``pipeline.runtime.kafka_security.KafkaCluster`` (tables do not
+    import the runtime: it imports them)."""
+
+    def aiokafka(self) -> dict[str, Any]: ...
 
 
 def release_free_memory() -> None:
@@ -75,7 +82,7 @@ class BatchLogTable(faust.Table):
             value_serializer=self.value_serializer,
         )
 
-    bootstrap_servers: str | None = None  # set by the topology; None: no catch-up
+    kafka: KafkaClients | None = None  # set by the topology; None: no catch-up
 
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
         for event in batch:
@@ -92,7 +99,7 @@ class BatchLogTable(faust.Table):
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
-        if self.bootstrap_servers and active_tps:
+        if self.kafka is not None and active_tps:
             await self.catch_up(active_tps)
         release_free_memory()
 
@@ -101,8 +108,9 @@ class BatchLogTable(faust.Table):
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         applied: dict[int, int] = self.__dict__.setdefault("_applied", {})
+        assert self.kafka is not None, "catch_up needs the cluster (set by the topology)"
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, group_id=None
+            **self.kafka.aiokafka(), enable_auto_commit=False, group_id=None
         )
         await consumer.start()
         n = 0

@@ -16,6 +16,7 @@ import orjson
 from faust.types import EventT
 
 from pipeline.identity.graph import IdentityGraph, Link
+from tables.batchlog import KafkaClients
 
 PARTITION = 0
 
@@ -42,7 +43,7 @@ class IdentityTable(faust.GlobalTable):
         if links:
             self.graph.add(links, emit=False)
 
-    async def follow(self, bootstrap_servers: str, poll_ms: int = 200) -> None:
+    async def follow(self, kafka: KafkaClients, poll_ms: int = 200) -> None:
         """Apply every record of the changelog as it is written, from the beginning.
 
         Applying is idempotent, so overlapping with Faust's own recovery is harmless.
@@ -50,9 +51,7 @@ class IdentityTable(faust.GlobalTable):
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         topic = self.changelog_topic.get_topic_name()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None
-        )
+        consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None)
         await consumer.start()
         try:
             tp = TopicPartition(topic, PARTITION)

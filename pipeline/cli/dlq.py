@@ -83,13 +83,14 @@ def replay(
     original event_id, what fails again becomes a new dead letter with replay_of. Exit 1
     when a send failed or is left in doubt."""
     from pipeline.contract.plan import load_plan
-    from pipeline.dlq.kafka import BrokerUnavailable, KafkaBroker, PlaintextCluster
+    from pipeline.dlq.kafka import BrokerUnavailable, KafkaBroker
     from pipeline.dlq.ledger import Ledger, LedgerBusy
     from pipeline.dlq.replay import Replay
     from pipeline.dlq.selection import BadFilter, make_filters
     from pipeline.dlq.suppression import load_suppressions
     from pipeline.lake import views
     from pipeline.names import TOPIC_RAW
+    from pipeline.runtime.kafka_security import KafkaCluster, KafkaConfigError
 
     if format not in ("table", "json"):
         raise _fail("replay", "--format must be table or json")
@@ -104,7 +105,7 @@ def replay(
     kafka = None
     try:
         if not dry_run:
-            kafka = KafkaBroker(PlaintextCluster(settings.bootstrap_servers))
+            kafka = KafkaBroker(KafkaCluster.from_settings(settings))  # TLS/SASL settings
         job = Replay(
             con,
             Ledger(settings.lake_dir),
@@ -113,6 +114,8 @@ def replay(
             load_suppressions(con),
         )
         report = job.run(filters, dry_run)
+    except KafkaConfigError as exc:
+        raise _fail("replay", str(exc)) from None
     except (BrokerUnavailable, LedgerBusy) as exc:
         raise _fail("replay", str(exc), 1) from None
     finally:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import AppId, Broker, DataDir, Partitions, TopicPrefix, _opt, settings_from
+from pipeline.cli.app import (
+    AppId,
+    Broker,
+    DataDir,
+    LogFormat,
+    Partitions,
+    TopicPrefix,
+    _opt,
+    settings_from,
+)
 
 
 def broker(
@@ -35,6 +45,7 @@ def worker(
     partitions: Partitions = None,
     schemas_dir: Annotated[Path | None, _opt("SCHEMAS_DIR", "Tracking plan directory")] = None,
     log_level: Annotated[str | None, _opt("LOG_LEVEL", "Log level [default: info]")] = None,
+    log_format: LogFormat = None,
     stages: Annotated[
         str | None, _opt("STAGES", "full (default) or ingest (validate + sink only)")
     ] = None,
@@ -54,16 +65,25 @@ def worker(
         partitions=partitions,
         schemas_dir=schemas_dir,
         log_level=log_level,
+        log_format=log_format,
         stages=stages,
         dev=dev,
     )
+    from pipeline.runtime.kafka_security import KafkaCluster, KafkaConfigError
     from pipeline.settings import MissingPiiKey
     from pipeline.worker import run_worker
 
-    try:
-        settings.pii_key()  # refuse before joining the group, with a message, not a trace
-    except MissingPiiKey as exc:
-        typer.echo(f"trackflow worker: {exc}", err=True)
+    try:  # refuse before joining the group, with a message, not a trace
+        settings.pii_key()
+        KafkaCluster.from_settings(settings)  # loads the TLS files
+    except (MissingPiiKey, KafkaConfigError) as exc:
+        if settings.log_format == "json":
+            from pipeline.runtime import logs
+
+            logs.setup("json")
+            logging.getLogger("trackflow.worker").critical("refusing to start: %s", exc)
+        else:
+            typer.echo(f"trackflow worker: {exc}", err=True)
         raise typer.Exit(2) from None
     run_worker(settings)
 

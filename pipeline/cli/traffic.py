@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pipeline.cli.app import Broker, Partitions, TopicPrefix, _opt, settings_from
 from pipeline.names import TOPIC_RAW
+from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.runtime.kafka_security import KafkaCluster
 
 
 def produce(
@@ -22,9 +26,10 @@ def produce(
     from pipeline.tools.produce import RawProducer, open_input, produce_lines, read_lines
 
     settings = settings_from(broker=broker, topic_prefix=topic_prefix, partitions=partitions)
+    kafka = _cluster(settings, "produce")
     name = settings.topic(topic)
-    ensure_topic(settings.bootstrap_servers, name, settings.partitions)
-    producer = RawProducer(settings.bootstrap_servers, name)
+    ensure_topic(kafka, name, settings.partitions)
+    producer = RawProducer(kafka, name)
     try:
         with open_input(file) as stream:
             stats = produce_lines(producer, read_lines(stream))
@@ -67,8 +72,9 @@ def simulate(
     from pipeline.tools.simulator import SimConfig
 
     settings = settings_from(broker=broker, topic_prefix=topic_prefix, partitions=partitions)
+    kafka = _cluster(settings, "simulate")
     name = settings.topic(TOPIC_RAW)
-    ensure_topic(settings.bootstrap_servers, name, settings.partitions)
+    ensure_topic(kafka, name, settings.partitions)
     config = SimConfig(
         rate=rate,
         duration=duration,
@@ -80,8 +86,19 @@ def simulate(
         malformed_share=malformed_share,
         duplicate_share=duplicate_share,
     )
-    producer = RawProducer(settings.bootstrap_servers, name)
+    producer = RawProducer(kafka, name)
     summary = run_simulation(producer, config, paced=not fast)
     typer.echo(summary.describe(), err=True)
     if producer.stats.failed:
         raise typer.Exit(1)
+
+
+def _cluster(settings: Settings, command: str) -> KafkaCluster:
+    """The cluster of the settings; an unreadable TLS file ends the command with a message."""
+    from pipeline.runtime.kafka_security import KafkaCluster, KafkaConfigError
+
+    try:
+        return KafkaCluster.from_settings(settings)
+    except KafkaConfigError as exc:
+        typer.echo(f"trackflow {command}: {exc}", err=True)
+        raise typer.Exit(2) from None

@@ -14,6 +14,8 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
+from pipeline.runtime.kafka_security import KafkaCluster, cluster
+
 log = logging.getLogger(__name__)
 
 
@@ -24,8 +26,8 @@ class StartOffsets(Protocol):
 class BrokerStartOffsets:
     """One group-less client per worker, asking the coordinator for the group's offsets."""
 
-    def __init__(self, bootstrap_servers: str, group_id: str) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: KafkaCluster | str, group_id: str) -> None:
+        self.kafka = cluster(kafka)
         self.group_id = group_id
         self._client: Any = None
         self._lock = asyncio.Lock()
@@ -38,7 +40,7 @@ class BrokerStartOffsets:
                 # group_id lets it read the group's commits; it never subscribes, so it
                 # never joins the group.
                 client = AIOKafkaConsumer(
-                    bootstrap_servers=self.bootstrap_servers,
+                    **self.kafka.aiokafka(),
                     group_id=self.group_id,
                     enable_auto_commit=False,
                 )

@@ -2,7 +2,10 @@
 
 Internal topics are declared with their partition count so that Faust creates them
 (DESIGN section 3): a topic auto-created by a producer gets the broker's default count, and
-co-partitioned tables then refuse to start.
+co-partitioned tables then refuse to start. Every topic and changelog is created with the
+settings' replication factor (``topic_replication_factor``) and min ISR (topic config);
+Faust's assignor topic ``<app id>-__assignor-__leader`` gets the replication factor only
+(Faust builds it without a config, and writes it without acks: min ISR cannot apply).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import faust
 from pipeline import names
 from pipeline.runtime.context import Domain, Tables, Topics
 from pipeline.runtime.kafka_admin import ensure_topic
+from pipeline.runtime.kafka_security import KafkaCluster
 from pipeline.settings import Settings
 from tables.dedup import DedupTable
 from tables.identity import IdentityTable
@@ -29,7 +33,7 @@ def partition_count(settings: Settings, ensure_topics: bool) -> int:
     if not ensure_topics:
         return settings.partitions
     return ensure_topic(
-        settings.bootstrap_servers, settings.topic(names.TOPIC_RAW), settings.partitions
+        KafkaCluster.from_settings(settings), settings.topic(names.TOPIC_RAW), settings.partitions
     )
 
 
@@ -39,7 +43,7 @@ def combine_partition_count(settings: Settings, ensure_topics: bool) -> int:
     if not ensure_topics:
         return settings.combine_partitions
     return ensure_topic(
-        settings.bootstrap_servers,
+        KafkaCluster.from_settings(settings),
         settings.topic(names.TOPIC_PARTIALS),
         settings.combine_partitions,
     )
@@ -48,7 +52,7 @@ def combine_partition_count(settings: Settings, ensure_topics: bool) -> int:
 def new_app(settings: Settings, partitions: int) -> faust.App:
     return faust.App(
         settings.app_id,
-        broker=settings.broker,
+        **KafkaCluster.from_settings(settings).faust(),  # broker, TLS/SASL, replication
         store="memory://",
         autodiscover=False,
         topic_partitions=partitions,
@@ -78,6 +82,8 @@ def new_app(settings: Settings, partitions: int) -> faust.App:
 
 
 def declare_topics(app: faust.App, settings: Settings, partitions: int) -> Topics:
+    config = KafkaCluster.from_settings(settings).topic_config()
+
     def topic(name: str, count: int = partitions) -> Any:
         return app.topic(
             settings.topic(name),
@@ -87,6 +93,7 @@ def declare_topics(app: faust.App, settings: Settings, partitions: int) -> Topic
             value_serializer="raw",
             partitions=count,
             internal=True,
+            config=config,
         )
 
     return Topics(
@@ -103,16 +110,18 @@ def declare_topics(app: faust.App, settings: Settings, partitions: int) -> Topic
 
 
 def declare_tables(app: faust.App, settings: Settings, domain: Domain, partitions: int) -> Tables:
+    kafka = KafkaCluster.from_settings(settings)
+    isr = kafka.topic_config()
     tables = Tables(
-        dedup=_dedup_table(app, settings, partitions),
-        identity=_identity_table(app, settings),
+        dedup=_dedup_table(app, settings, partitions, isr),
+        identity=_identity_table(app, kafka, isr),
         aggregate_progress=AggregateProgress(
             app,
             name=names.TABLE_AGGREGATE,
             default=None,
             partitions=partitions,
             schema=_json(),
-            extra_topic_configs={"cleanup.policy": "compact"},
+            extra_topic_configs={"cleanup.policy": "compact", **isr},
             help="Last events.stitched offset turned into partials, and the watermark, "
             "per partition.",
         ),
@@ -122,14 +131,18 @@ def declare_tables(app: faust.App, settings: Settings, domain: Domain, partition
             default=None,
             partitions=settings.combine_partitions,
             schema=_json(),
-            extra_topic_configs={"cleanup.policy": "delete", "retention.ms": str(7 * 86_400_000)},
+            extra_topic_configs={
+                "cleanup.policy": "delete",
+                "retention.ms": str(7 * 86_400_000),
+                **isr,
+            },
             help="Open metric windows of the combine stage, as deltas per batch.",
         ),
     )
     for table in (tables.dedup, tables.identity, tables.aggregate_progress, tables.combine_windows):
         app.tables.add(table)
     for batchlog in (tables.dedup, tables.aggregate_progress, tables.combine_windows):
-        batchlog.bootstrap_servers = settings.bootstrap_servers
+        batchlog.kafka = kafka
     tables.dedup.attach(domain.seen)
     tables.identity.attach(domain.graph)
     tables.aggregate_progress.attach()
@@ -137,7 +150,9 @@ def declare_tables(app: faust.App, settings: Settings, domain: Domain, partition
     return tables
 
 
-def _dedup_table(app: faust.App, settings: Settings, partitions: int) -> DedupTable:
+def _dedup_table(
+    app: faust.App, settings: Settings, partitions: int, isr: dict[str, str]
+) -> DedupTable:
     horizon_ms = settings.dedup_horizon_hours * 3600 * 1000
     return DedupTable(
         app,
@@ -149,12 +164,13 @@ def _dedup_table(app: faust.App, settings: Settings, partitions: int) -> DedupTa
         extra_topic_configs={
             "cleanup.policy": "delete",
             "retention.ms": str(2 * horizon_ms + 3_600_000),
+            **isr,
         },
         help="Seen event ids per events.raw partition.",
     )
 
 
-def _identity_table(app: faust.App, settings: Settings) -> IdentityTable:
+def _identity_table(app: faust.App, kafka: KafkaCluster, isr: dict[str, str]) -> IdentityTable:
     table = IdentityTable(
         app,
         name=names.TABLE_IDENTITY,
@@ -163,7 +179,7 @@ def _identity_table(app: faust.App, settings: Settings) -> IdentityTable:
         is_global=True,
         recovery_buffer_size=1,
         schema=_json(),
-        extra_topic_configs={"cleanup.policy": "delete", "retention.ms": "-1"},
+        extra_topic_configs={"cleanup.policy": "delete", "retention.ms": "-1", **isr},
         help="Links applied by the identity writer; every worker rebuilds the map from them.",
     )
 
@@ -172,6 +188,6 @@ def _identity_table(app: faust.App, settings: Settings) -> IdentityTable:
         # Faust reads a global table at recovery only (its continuous-standby mode stalls
         # stream partitions after a SIGKILL restart on this broker); this keeps every
         # worker's map current between rebalances.
-        await table.follow(settings.bootstrap_servers)
+        await table.follow(kafka)
 
     return table

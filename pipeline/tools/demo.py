@@ -119,10 +119,19 @@ def _web_port(settings: Settings) -> int:
     return web_port
 
 
+PRODUCTION_CLUSTER_ENV = (
+    "TRACKFLOW_KAFKA_",
+    "TRACKFLOW_REPLICATION_FACTOR",
+    "TRACKFLOW_MIN_INSYNC_REPLICAS",
+)
+
+
 def _worker_env(broker: EmbeddedBroker, data_dir: Path, web_port: int) -> dict[str, str]:
     """Short timeouts so a demo worker joins, rebalances and finishes within seconds."""
     return {
-        **os.environ,
+        # The embedded broker is plaintext with one node: a shell set up for a production
+        # cluster (TLS, SASL, replication 3) must not leak into the demo's worker.
+        **{k: v for k, v in os.environ.items() if not k.startswith(PRODUCTION_CLUSTER_ENV)},
         "TRACKFLOW_BROKER": broker.url,
         "TRACKFLOW_DATA_DIR": str(data_dir),
         "TRACKFLOW_WEB_PORT": str(web_port),

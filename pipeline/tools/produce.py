@@ -11,6 +11,8 @@ from typing import Any, BinaryIO
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
+from pipeline.runtime.kafka_security import KafkaCluster, cluster
+
 MAX_MESSAGE_BYTES = 1_000_000  # the Kafka default message.max.bytes
 
 
@@ -66,13 +68,13 @@ class ProduceStats:
 
 
 class RawProducer:
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: KafkaCluster | str, topic: str) -> None:
         self.topic = topic
         self.stats = ProduceStats()
         self.errors: list[str] = []
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **cluster(bootstrap).confluent(),  # a bootstrap string: plaintext
                 "linger.ms": 5,
                 "acks": "all",
                 "compression.type": "none",
