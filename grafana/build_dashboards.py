@@ -1,7 +1,20 @@
 """Writes grafana/dashboards/*.json (fixed uids): edit here, then run this file.
 
 Dashboards are generated so that every panel is a PromQL expression the tests can check
-against the rules and the metrics a worker exports.
+against the rules and the metrics a worker exports, and so that every panel states its unit.
+
+Conventions that make the dashboards readable (tests/unit/deploy/test_dashboards.py checks them):
+
+- Template variables ``$job`` (not hard-coded: operators scrape under their own job name),
+  ``$instance`` (one worker), ``$metric``/``$window`` (business series) and ``$event``
+  (event name) filter the panels' queries; all are ``label_values(...)`` queries.
+- Rates use ``$__rate_interval``, so they follow the zoom instead of a fixed ``[5m]``. Ratio
+  panels of the quality board read the recording rules the alerts evaluate, so on-call sees
+  the value that paged.
+- Business panels read ``trackflow_metric_final`` (the latest closed window of each series);
+  the open window's running value (``trackflow_metric_value``) is only shown as a separate,
+  dashed series titled "provisional", never in its place (it restarts at every window: a
+  sawtooth).
 """
 
 from __future__ import annotations
@@ -12,24 +25,86 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "trackflow-prometheus"}
+RATE = "$__rate_interval"
+JOB = 'job=~"$job"'
+WORKER = 'job=~"$job", instance=~"$instance"'
+FULL = 24  # panel width of a full row (Grafana's grid is 24 wide)
+
+
+def variable(
+    name: str, label: str, query: str, default: str | None = None, *, all_value: str | None = ".*"
+) -> dict[str, Any]:
+    """A ``label_values`` template variable, several values or "All" selectable.
+
+    "All" is ``.*`` by default, so a panel also shows series that appeared after the
+    variable was last refreshed; ``all_value=None`` makes "All" the listed values instead.
+    """
+    current = (
+        {"selected": True, "text": [default], "value": [default]}
+        if default
+        else {"selected": True, "text": ["All"], "value": ["$__all"]}
+    )
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "query": query,
+        "definition": query,
+        "refresh": 2,  # on time range change: workers and events come and go
+        "includeAll": True,
+        "allValue": all_value,
+        "multi": True,
+        "current": current,
+        "options": [],
+        "regex": "",
+        "sort": 1,
+        "hide": 0,
+    }
+
+
+# "All" jobs means the jobs that scrape trackflow workers, not ".*": `up` has every job.
+JOB_VAR = variable("job", "Job", "label_values(trackflow_build_info, job)", all_value=None)
+INSTANCE_VAR = variable(
+    "instance", "Worker", f"label_values(trackflow_build_info{{{JOB}}}, instance)"
+)
+METRIC_VAR = variable(
+    "metric", "Metric", f"label_values(trackflow_metric_final{{{JOB}}}, metric)", "orders"
+)
+WINDOW_VAR = variable(
+    "window",
+    "Window",
+    f'label_values(trackflow_metric_final{{{JOB}, metric=~"$metric"}}, window)',
+)
+EVENT_VAR = variable(
+    "event", "Event", f"label_values(trackflow_events_valid_by_event_total{{{JOB}}}, event_name)"
+)
 
 
 def panel(
-    pid: int,
     title: str,
     exprs: list[tuple[str, str]],
-    unit: str = "short",
-    x: int = 0,
-    y: int = 0,
+    unit: str,
     kind: str = "timeseries",
+    width: int = 12,
+    description: str = "",
 ) -> dict[str, Any]:
+    """One panel; series whose legend says "provisional" are drawn dashed."""
+    provisional = [
+        {
+            "matcher": {"id": "byFrameRefID", "options": chr(65 + i)},
+            "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}],
+        }
+        for i, (_, legend) in enumerate(exprs)
+        if "provisional" in legend
+    ]
     return {
-        "id": pid,
         "type": kind,
         "title": title,
+        "description": description,
         "datasource": DS,
-        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "gridPos": {"h": 8, "w": width, "x": 0, "y": 0},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": provisional},
         "targets": [
             {"refId": chr(65 + i), "datasource": DS, "expr": expr, "legendFormat": legend}
             for i, (expr, legend) in enumerate(exprs)
@@ -37,115 +112,244 @@ def panel(
     }
 
 
-def dashboard(uid: str, title: str, panels: list[dict[str, Any]]) -> dict[str, Any]:
-    for i, p in enumerate(panels):
-        p["gridPos"]["x"] = (i % 2) * 12
-        p["gridPos"]["y"] = (i // 2) * 8
+def dashboard(
+    uid: str, title: str, variables: list[dict[str, Any]], panels: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Numbers the panels and lays them out left to right, top to bottom."""
+    x = y = 0
+    for pid, p in enumerate(panels, start=1):
+        pos = p["gridPos"]
+        if x + pos["w"] > FULL:
+            x, y = 0, y + 8
+        p["id"] = pid
+        pos["x"], pos["y"] = x, y
+        x += pos["w"]
     return {
         "uid": uid,
         "title": title,
         "tags": ["trackflow"],
         "timezone": "utc",
         "schemaVersion": 39,
-        "version": 1,
+        "version": 2,
         "refresh": "30s",
+        "graphTooltip": 1,  # shared crosshair: compare panels at the same instant
         "time": {"from": "now-6h", "to": "now"},
+        "templating": {"list": variables},
         "panels": panels,
     }
 
 
-def metric(name: str, window: str = "1m") -> str:
-    return f'max by (dimensions) (trackflow_metric_value{{metric="{name}",window="{window}"}})'
+def final(name: str, window: str) -> str:
+    """The latest final value of a business metric, one series per dimensions value (the max
+    only drops the instance label: one worker at a time combines a series)."""
+    series = f'{JOB}, metric="{name}", window="{window}"'
+    return f"max by (dimensions) (trackflow_metric_final{{{series}}})"
+
+
+def provisional(name: str, window: str) -> str:
+    """The open window's running value: rises through the window, restarts at the next."""
+    return f'max(trackflow_metric_value{{{JOB}, metric="{name}", window="{window}"}})'
 
 
 PIPELINE = dashboard(
     "trackflow-pipeline",
     "trackflow / pipeline health",
+    [JOB_VAR, INSTANCE_VAR],
     [
         panel(
-            1,
             "Events per second by stage (in)",
-            [("sum by (stage) (rate(trackflow_stage_events_in_total[5m]))", "{{stage}}")],
-            "ops",
-        ),
-        panel(
-            2,
-            "Received vs stored",
             [
-                ("job:trackflow_events_received:rate5m", "received"),
-                ("job:trackflow_events_stored:rate5m", "stored"),
+                (
+                    f"sum by (stage) (rate(trackflow_stage_events_in_total{{{WORKER}}}[{RATE}]))",
+                    "{{stage}}",
+                )
             ],
             "ops",
         ),
         panel(
-            3,
-            "Consumer lag by topic",
-            [("sum by (topic) (trackflow_consumer_lag_messages)", "{{topic}}")],
-        ),
-        panel(
-            4,
-            "Processing latency p95 by stage",
-            [("stage:trackflow_processing_latency_seconds:p95_5m", "{{stage}}")],
-            "s",
-        ),
-        panel(
-            5,
-            "Dead letters by error code",
-            [("error_code:trackflow_dlq_events:rate5m", "{{error_code}}")],
+            "Received vs stored events",
+            [
+                (f"sum(rate(trackflow_events_received_total{{{WORKER}}}[{RATE}]))", "received"),
+                (f"sum(rate(trackflow_events_stored_total{{{WORKER}}}[{RATE}]))", "stored"),
+            ],
             "ops",
         ),
         panel(
-            6,
+            "Consumer lag of input partitions by topic",
+            [(f"sum by (topic) (trackflow_consumer_lag_messages{{{WORKER}}})", "{{topic}}")],
+            "short",
+            description="Messages between the log end and the consumer group's position, "
+            "input partitions only (changelogs are not consumed by the group).",
+        ),
+        panel(
+            "Processing latency p95 by stage",
+            [
+                (
+                    "histogram_quantile(0.95, sum by (stage, le) "
+                    f"(rate(trackflow_processing_latency_seconds_bucket{{{WORKER}}}[{RATE}])))",
+                    "{{stage}}",
+                )
+            ],
+            "s",
+            description="From a message's Kafka timestamp to the end of the stage's work.",
+        ),
+        panel(
+            "Dead letters by error code",
+            [
+                (
+                    f"sum by (error_code) (rate(trackflow_dlq_events_total{{{WORKER}}}[{RATE}]))",
+                    "{{error_code}}",
+                )
+            ],
+            "ops",
+        ),
+        panel(
             "Identity merges",
             [
                 (
-                    "sum by (accepted, reason) (rate(trackflow_identity_merges_total[5m]))",
-                    "{{accepted}} {{reason}}",
-                ),
-                ("sum(trackflow_identity_writer_lag_seconds)", "writer lag (s)"),
+                    "sum by (accepted, reason) "
+                    f"(rate(trackflow_identity_merges_total{{{WORKER}}}[{RATE}]))",
+                    "accepted={{accepted}} {{reason}}",
+                )
             ],
+            "ops",
         ),
         panel(
-            7,
-            "Lake writes",
+            "Identity writer lag",
             [
                 (
-                    "sum by (table) (rate(trackflow_lake_bytes_written_total[5m]))",
-                    "{{table}} bytes/s",
+                    f"max by (instance) (trackflow_identity_writer_lag_seconds{{{WORKER}}})",
+                    "{{instance}}",
+                )
+            ],
+            "s",
+            description="Age of the last link batch the identity writer applied.",
+        ),
+        panel(
+            "Lake write throughput by table",
+            [
+                (
+                    "sum by (table) "
+                    f"(rate(trackflow_lake_bytes_written_total{{{WORKER}}}[{RATE}]))",
+                    "{{table}}",
                 )
             ],
             "Bps",
         ),
-        panel(8, "Workers up", [('sum(up{job="trackflow"})', "workers")], kind="stat"),
+        panel(
+            "Time since the last lake file by table",
+            [
+                (
+                    "time() - max by (table) "
+                    f"(trackflow_lake_last_write_timestamp_seconds{{{WORKER}}})",
+                    "{{table}}",
+                )
+            ],
+            "s",
+        ),
+        panel(
+            "Workers up",
+            [(f"sum(up{{{WORKER}}})", "workers")],
+            "short",
+            kind="stat",
+        ),
+        panel(
+            "Offset holes given up on (time range)",
+            [
+                (
+                    "sum by (stage, topic) "
+                    f"(increase(trackflow_offset_gaps_total{{{WORKER}}}[$__range]))",
+                    "{{stage}} {{topic}}",
+                )
+            ],
+            "short",
+            kind="stat",
+            description="Input offsets that never arrived: should stay 0 (runbook offset-hole).",
+        ),
+        panel(
+            "Input stalls (time range)",
+            [
+                (
+                    "sum by (topic) "
+                    f"(increase(trackflow_input_stalls_total{{{WORKER}}}[$__range]))",
+                    "{{topic}}",
+                )
+            ],
+            "short",
+            kind="stat",
+            description="Owned input partitions left unread with messages waiting: should "
+            "stay 0 (runbook input-stall).",
+        ),
     ],
 )
 
 BUSINESS = dashboard(
     "trackflow-business",
     "trackflow / business KPIs",
+    [JOB_VAR, METRIC_VAR, WINDOW_VAR],
     [
-        panel(1, "PV per minute by page", [(metric("pv"), "{{dimensions}}")]),
-        panel(2, "UV per minute", [(metric("uv"), "uv")]),
-        panel(3, "Orders per minute", [(metric("orders"), "orders")]),
-        panel(4, "GMV per hour", [(metric("gmv", "1h"), "gmv")], "currencyCNY"),
-        panel(5, "AOV per hour", [(metric("aov", "1h"), "aov")], "currencyCNY"),
+        panel("PV per minute by page (final)", [(final("pv", "1m"), "{{dimensions}}")], "short"),
+        panel("UV per minute (final)", [(final("uv", "1m"), "uv")], "short"),
+        panel("Orders per minute (final)", [(final("orders", "1m"), "orders")], "short"),
         panel(
-            6,
-            "Payment success rate (1m)",
-            [(metric("payment_success_rate"), "rate")],
+            "GMV per hour (final)",
+            [
+                (final("gmv", "1h"), "gmv (last closed hour)"),
+                (provisional("gmv", "1h"), "gmv (current hour so far, provisional)"),
+            ],
+            "currencyCNY",
+        ),
+        panel(
+            "AOV per hour (final)",
+            [(final("aov", "1h"), "aov (last closed hour)")],
+            "currencyCNY",
+        ),
+        panel(
+            "Payment success rate per minute (final)",
+            [(final("payment_success_rate", "1m"), "success rate")],
             "percentunit",
         ),
         panel(
-            7,
-            "Purchase funnel (last hour) by step",
-            [(metric("purchase_funnel", "1h"), "{{dimensions}}")],
+            "Purchase funnel, last closed hour, by step (final)",
+            [(final("purchase_funnel", "1h"), "{{dimensions}}")],
+            "short",
             kind="bargauge",
         ),
         panel(
-            8,
-            "Open anomaly incidents",
-            [("sum by (rule) (trackflow_alert_active)", "{{rule}}")],
+            "Stored events per minute by event (final)",
+            [(final("events", "1m"), "{{dimensions}}")],
+            "short",
+        ),
+        panel(
+            "Open anomaly incidents by rule and severity",
+            [
+                (
+                    f"sum by (rule, severity) (trackflow_alert_active{{{JOB}}})",
+                    "{{rule}} ({{severity}})",
+                )
+            ],
+            "short",
             kind="stat",
+            width=FULL,
+        ),
+        panel(
+            "$metric ($window): final and provisional (open window)",
+            [
+                (
+                    "max by (metric, window, dimensions) (trackflow_metric_final"
+                    f'{{{JOB}, metric=~"$metric", window=~"$window"}})',
+                    "{{metric}} {{window}} {{dimensions}} final",
+                ),
+                (
+                    "max by (metric, window, dimensions) (trackflow_metric_value"
+                    f'{{{JOB}, metric=~"$metric", window=~"$window"}})',
+                    "{{metric}} {{window}} {{dimensions}} provisional (open window)",
+                ),
+            ],
+            "short",
+            width=FULL,
+            description="Solid: the last closed window's value. Dashed: the open window's "
+            "running value, which restarts when the next window opens.",
         ),
     ],
 )
@@ -153,75 +357,103 @@ BUSINESS = dashboard(
 QUALITY = dashboard(
     "trackflow-quality",
     "trackflow / data quality",
+    [JOB_VAR, EVENT_VAR],
     [
         panel(
-            1,
-            "DLQ share of input",
-            [("job:trackflow_dlq_share:ratio_rate5m", "dlq share")],
+            "DLQ share of input (5m, as alerted)",
+            [(f"job:trackflow_dlq_share:ratio_rate5m{{{JOB}}}", "{{job}}")],
             "percentunit",
         ),
         panel(
-            2,
-            "Dead letters by code",
-            [("error_code:trackflow_dlq_events:rate5m", "{{error_code}}")],
-            "ops",
-        ),
-        panel(
-            3,
-            "Unknown properties (drift)",
+            "DLQ share by event (5m, as alerted)",
             [
                 (
-                    "sum by (event_name, property) (rate(trackflow_unknown_properties_total[15m]))",
-                    "{{event_name}}.{{property}}",
-                )
-            ],
-            "ops",
-        ),
-        panel(
-            4,
-            "Late events by window",
-            [("sum by (window) (rate(trackflow_late_events_total[5m]))", "{{window}}")],
-            "ops",
-        ),
-        panel(
-            5,
-            "Duplicates and consent drops",
-            [
-                ("sum(rate(trackflow_duplicates_total[5m]))", "duplicates"),
-                ("sum(rate(trackflow_consent_dropped_total[5m]))", "consent drops"),
-            ],
-            "ops",
-        ),
-        panel(
-            6,
-            "Active alerts",
-            [
-                ("sum by (rule, severity) (trackflow_alert_active)", "{{rule}} ({{severity}})"),
-                ("sum by (rule) (increase(trackflow_alerts_fired_total[1h]))", "{{rule}} fired/h"),
-            ],
-        ),
-        panel(
-            7,
-            "DLQ share by event",
-            [
-                (
-                    "max by (event_name) (event_name:trackflow_dlq_share:ratio_rate5m)",
+                    "max by (event_name) (event_name:trackflow_dlq_share:ratio_rate5m"
+                    f'{{{JOB}, event_name=~"$event"}})',
                     "{{event_name}}",
                 )
             ],
             "percentunit",
         ),
         panel(
-            8,
-            "Missing or null property rate",
+            "Dead letters by code",
+            [
+                (
+                    f"sum by (error_code) (rate(trackflow_dlq_events_total{{{JOB}}}[{RATE}]))",
+                    "{{error_code}}",
+                )
+            ],
+            "ops",
+        ),
+        panel(
+            "Valid events by event",
+            [
+                (
+                    "sum by (event_name) (rate(trackflow_events_valid_by_event_total"
+                    f'{{{JOB}, event_name=~"$event"}}[{RATE}]))',
+                    "{{event_name}}",
+                )
+            ],
+            "ops",
+        ),
+        panel(
+            "Unknown properties (drift)",
+            [
+                (
+                    "sum by (event_name, property) (rate(trackflow_unknown_properties_total"
+                    f'{{{JOB}, event_name=~"$event"}}[{RATE}]))',
+                    "{{event_name}}.{{property}}",
+                )
+            ],
+            "ops",
+        ),
+        panel(
+            "Missing or null property rate (15m)",
             [
                 (
                     "max by (event_name, property) "
-                    "(event_name_property:trackflow_property_missing:ratio_rate15m)",
+                    "(event_name_property:trackflow_property_missing:ratio_rate15m"
+                    f'{{{JOB}, event_name=~"$event"}})',
                     "{{event_name}}.{{property}}",
                 )
             ],
             "percentunit",
+            description="Share of valid events lacking the property (absent or null); "
+            "optional properties are often absent by design.",
+        ),
+        panel(
+            "Late events by window",
+            [
+                (
+                    f"sum by (window) (rate(trackflow_late_events_total{{{JOB}}}[{RATE}]))",
+                    "{{window}}",
+                )
+            ],
+            "ops",
+        ),
+        panel(
+            "Duplicates and consent drops",
+            [
+                (f"sum(rate(trackflow_duplicates_total{{{JOB}}}[{RATE}]))", "duplicates"),
+                (f"sum(rate(trackflow_consent_dropped_total{{{JOB}}}[{RATE}]))", "consent drops"),
+            ],
+            "ops",
+        ),
+        panel(
+            "Anomaly incidents: open, and opened in the last hour",
+            [
+                (
+                    f"sum by (rule, severity) (trackflow_alert_active{{{JOB}}})",
+                    "{{rule}} ({{severity}}) open",
+                ),
+                (
+                    "sum by (rule, severity) "
+                    f"(increase(trackflow_alerts_fired_total{{{JOB}}}[1h]))",
+                    "{{rule}} ({{severity}}) opened in last hour",
+                ),
+            ],
+            "short",
+            width=FULL,
         ),
     ],
 )
