@@ -45,16 +45,6 @@ class Cluster(Protocol):
     def confluent(self) -> dict[str, Any]: ...
 
 
-@dataclass(frozen=True)
-class PlaintextCluster:
-    """A cluster reached without TLS or SASL (the embedded broker)."""
-
-    bootstrap: str
-
-    def confluent(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap}
-
-
 class Broker(Protocol):
     def partitions(self, topic: str) -> int: ...
 
