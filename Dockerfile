@@ -22,6 +22,6 @@ USER trackflow
 VOLUME ["/data"]
 EXPOSE 6066
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
-    CMD python -c "import urllib.request,os; urllib.request.urlopen('http://127.0.0.1:%s/metrics' % os.environ.get('TRACKFLOW_WEB_PORT', '6066'), timeout=2)"
+    CMD python -c "import urllib.request,os; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('TRACKFLOW_WEB_PORT', '6066'), timeout=2)"
 ENTRYPOINT ["trackflow"]
 CMD ["worker"]

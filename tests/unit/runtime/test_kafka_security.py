@@ -300,9 +300,9 @@ def test_the_worker_app_wires_the_cluster_into_every_client(tmp_path: Path) -> N
     assert app.conf.broker_credentials.mechanism.value == "SCRAM-SHA-256"
     expected = KafkaCluster.from_settings(settings).aiokafka()
     assert ctx.start_offsets.kafka.aiokafka() == expected  # type: ignore[attr-defined]
-    for table in (ctx.tables.dedup, ctx.tables.aggregate_progress, ctx.tables.combine_windows):
-        assert table.kafka is not None
-        assert table.kafka.aiokafka() == expected
+    for batchlog in (ctx.tables.dedup, ctx.tables.aggregate_progress, ctx.tables.combine_windows):
+        assert batchlog.kafka is not None
+        assert batchlog.kafka.aiokafka() == expected
     isr = {"min.insync.replicas": "2"}
     for topic in (ctx.topics.raw, ctx.topics.dlq, ctx.topics.links, ctx.topics.partials):
         assert topic.config == isr
@@ -312,7 +312,7 @@ def test_the_worker_app_wires_the_cluster_into_every_client(tmp_path: Path) -> N
         ctx.tables.aggregate_progress,
         ctx.tables.combine_windows,
     ):
-        assert table.changelog_topic.config.items() >= isr.items(), table.name
+        assert dict(table.changelog_topic.config or {}).items() >= isr.items(), table.name
 
 
 CLIENTS = frozenset(
@@ -368,7 +368,7 @@ def _spells_a_connection(call: ast.Call) -> bool:
     )
 
 
-def _scopes(tree: ast.Module) -> list[tuple[str, set[str], ast.AST]]:
+def _scopes(tree: ast.Module) -> list[tuple[str, set[str], ast.FunctionDef | ast.AsyncFunctionDef]]:
     """(owner, parameter names, function): a method's owner is its class, so a wrapper class
     constructed with the connection is checked where it is constructed."""
     scopes = []
