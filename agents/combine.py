@@ -81,7 +81,10 @@ class Combine:
         self.input = OrderedInput(app, AGENT_COMBINE, ctx.metrics, ctx.start_offsets)
         self.ready = False
         self.last_input = time.monotonic()
-        self.finals: dict[SeriesId, tuple[int, float | None]] = {}
+        # Per combine partition, the newest final (window start, value) of each series it
+        # closed: only the partition's holder shows them.
+        self.finals: dict[int, dict[SeriesId, tuple[int, float | None]]] = {}
+        self.shown: dict[str, set[SeriesId]] = {"final": set(), "provisional": set()}
         topics = ctx.topics
         self.links_topics = set(topics.links.topics)
         self.upstream = {
@@ -138,10 +141,11 @@ class Combine:
             await self.table.append(c, f"combine:{offset}:{base}:{i}", record)
         if rows:
             await self.send(c, offset, base, rows)
+            finals = self.finals.setdefault(c, {})
             for row in rows:
                 key = (row["metric"], row["window"], row["dimensions"])
-                if row["window_start"] >= self.finals.get(key, (-1, None))[0]:
-                    self.finals[key] = (row["window_start"], row["value"])
+                if row["window_start"] >= finals.get(key, (-1, None))[0]:
+                    finals[key] = (row["window_start"], row["value"])
             for window in {(r["window"], r["window_start"]) for r in rows}:
                 self.metrics.windows_closed.labels(window[0], reason).inc()
 
@@ -169,18 +173,39 @@ class Combine:
         return lag is None or any(n for tp, n in lag.items() if tp.topic in topics)
 
     def show_values(self) -> None:
-        shown: dict[SeriesId, tuple[int, float | None]] = dict(self.finals)
+        """The metric gauges of the combine partitions this worker holds.
+
+        ``trackflow_metric_final``: each series' newest final; ``trackflow_metric_value``:
+        the running value of its newest open window. Kept apart, so a final is never
+        overwritten by the next window's partial count. The series of a partition that
+        moved to another worker are removed (its new holder shows them), as are those
+        with no open window or no value.
+        """
+        held = dict(self.states.items())
+        for c in set(self.finals) - set(held):
+            del self.finals[c]
+        final: dict[SeriesId, float] = {}
+        for finals in self.finals.values():
+            final.update({key: v for key, (_, v) in finals.items() if v is not None})
+        newest: dict[SeriesId, tuple[int, float | None]] = {}
         windows = set()
-        for _, state in self.states.items():
+        for state in held.values():
             windows |= {(k[1], k[2]) for k in state.open}
             for row in state.provisional():
                 key = (row["metric"], row["window"], row["dimensions"])
-                if row["window_start"] >= shown.get(key, (-1, None))[0]:
-                    shown[key] = (row["window_start"], row["value"])
-        for (metric, window, dims), (_, value) in shown.items():
-            if value is not None:
-                self.metrics.metric_value.labels(metric, window, dims).set(value)
+                if row["window_start"] >= newest.get(key, (-1, None))[0]:
+                    newest[key] = (row["window_start"], row["value"])
+        provisional = {key: v for key, (_, v) in newest.items() if v is not None}
+        self._show(self.metrics.metric_final, "final", final)
+        self._show(self.metrics.metric_value, "provisional", provisional)
         self.metrics.open_windows.set(len(windows))
+
+    def _show(self, gauge: Any, kind: str, values: dict[SeriesId, float]) -> None:
+        for key in self.shown[kind] - set(values):
+            gauge.remove(*key)
+        for key, value in values.items():
+            gauge.labels(*key).set(value)
+        self.shown[kind] = set(values)
 
 
 def _monotonic_ms() -> int:

@@ -51,11 +51,16 @@ def register(app: faust.App, ctx: Context) -> Any:
     stage = Detect(ctx)
     ordered_input = OrderedInput(app, AGENT_DETECT, ctx.metrics, ctx.start_offsets)
 
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def follow_detection(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        stage.assigned(assigned)
+
     @app.agent(ctx.topics.rollups, name=AGENT_DETECT)
     async def detect(stream: faust.StreamT) -> None:
         settings = ctx.settings
         async for events in take_batches(stream, settings.take_max, settings.take_within):
             ordered = await admit(ordered_input, events)
+            stage.forget_if_moved()
             if not stage.warmed and ordered:
                 missing = stage.warm_up()
                 if missing:
@@ -80,6 +85,27 @@ class Detect:
         self.metrics = ctx.metrics
         self.detection = Detection(ctx.domain.alert_rules)
         self.warmed = False
+        self.inputs = set(ctx.topics.rollups.topics)
+        self.holds = False  # detect's input is assigned to this worker
+        self.moved = False  # it went to another worker since this state was built
+
+    def assigned(self, assignment: set[Any]) -> None:
+        """A rebalance's new assignment. When detection moves to another worker, this
+        worker's incident gauges go at once: they would stay 1 after the new detector
+        resolved the incident, and an alert would never resolve. Its detection state is
+        stale from then on, so if detection comes back it is rebuilt from the lake."""
+        holds = any(tp.topic in self.inputs for tp in assignment)
+        if self.holds and not holds:
+            self.metrics.alert_active.clear()
+            self.moved = True
+        self.holds = holds
+
+    def forget_if_moved(self) -> None:
+        """Between takes (never during one): drop the state of a detection that moved."""
+        if self.moved:
+            self.moved = False
+            self.detection = Detection(self.ctx.domain.alert_rules)
+            self.warmed = False
 
     def feed(self, rows: list[dict[str, Any]]) -> list[tuple[str, Incident]]:
         found = self.detection.feed(rows)
@@ -110,7 +136,7 @@ class Detect:
         for event, inc in missing:
             self.observe(event, inc)
         for state in self.detection.series.values():
-            if state.active is not None:
+            if state.active is not None and self.holds:
                 self.active_gauge(state.active).set(1)
         return missing
 
@@ -119,8 +145,8 @@ class Detect:
 
     def observe(self, event: str, inc: Incident) -> None:
         if event == "fire":
-            self.active_gauge(inc).set(1)
             self.metrics.alerts_fired.labels(inc.rule, inc.severity).inc()
         else:
-            self.active_gauge(inc).set(0)
             self.metrics.alerts_resolved.labels(inc.rule).inc()
+        if self.holds:  # not from a take still in flight after detection moved
+            self.active_gauge(inc).set(1 if event == "fire" else 0)

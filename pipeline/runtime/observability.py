@@ -5,20 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
 from pipeline.runtime import stall_watch
 from pipeline.runtime.context import Context
-from pipeline.runtime.readiness import register_probes
-from pipeline.runtime.streams import consumer_lag
+from pipeline.runtime.streams import InputLag
 
 
 def register_observability(app: faust.App, ctx: Context) -> None:
     metrics = ctx.metrics
     domain = ctx.domain
     stalls = stall_watch.StallWatch(ctx.settings.stall_seconds)
-
-    register_probes(app)  # /health and /ready for orchestrators
+    lag = InputLag(app, ctx.start_offsets)
+    shown: set[tuple[str, str]] = set()
 
     @app.page("/metrics")
     async def prometheus_metrics(web: Any, request: Any) -> Any:
@@ -29,9 +28,23 @@ def register_observability(app: faust.App, ctx: Context) -> None:
         metrics.dedup_ids.set(domain.seen.size())
         metrics.persons.set(domain.graph.person_count())
         metrics.identifiers.set(len(domain.graph.person))
-        for tp, lag in (consumer_lag(app) or {}).items():
-            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        sampled = await lag.sample()
+        if sampled is not None:
+            show_lag(metrics.consumer_lag, sampled, shown)
 
     @app.timer(interval=5.0)
     async def watch_stalls() -> None:
         stall_watch.report(stalls.check(app), metrics)
+
+
+def show_lag(gauge: Gauge, lag: dict[Any, int], shown: set[tuple[str, str]]) -> None:
+    """Set the lag of each owned input partition; drop the series of partitions no longer
+    owned, which would otherwise keep their last value (another worker reports them now,
+    and a sum over workers would count them twice, forever)."""
+    now = {(tp.topic, str(tp.partition)): n for tp, n in lag.items()}
+    for labels in shown - set(now):
+        gauge.remove(*labels)
+    for labels, n in now.items():
+        gauge.labels(*labels).set(n)
+    shown.clear()
+    shown.update(now)

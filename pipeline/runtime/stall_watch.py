@@ -1,10 +1,10 @@
 """Finds input partitions this worker owns, with messages waiting, that it stopped reading.
 
 A worker that owns partitions and reads nothing is silent: no error, an idle event loop,
-only a lag that does not move. Every ``interval`` the watch compares each assigned
-partition's read offset with its log end; a partition with unread messages whose read
-offset has not moved for ``stall_seconds`` (outside rebalances) is reported once per
-episode: counted (``trackflow_input_stalls_total``) and logged at WARNING with the consumer
+only a lag that does not move. Every ``interval`` the watch compares the read offset of
+each assigned partition an agent reads with its log end; a partition with unread messages
+whose read offset has not moved for ``stall_seconds`` (outside rebalances) is reported once
+per episode: counted (``trackflow_input_stalls_total``) and logged at WARNING with the consumer
 state Faust keeps for it, which says why it is not fetched.
 """
 
@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from pipeline.runtime.streams import agent_input_topics
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,11 @@ class StallWatch:
         except Exception:  # not assigned yet
             return []
         read_offsets = getattr(consumer, "_read_offset", {})
+        inputs = agent_input_topics(app)
         found = []
         for tp in assignment:
-            if tp.topic.endswith("-changelog"):
-                continue  # read by recovery, not by the agents
+            if tp.topic not in inputs:
+                continue  # changelogs (read by recovery), the assignor's topic
             end = consumer.highwater(tp)
             read = read_offsets.get(tp)
             seen = self._seen.get(tp)

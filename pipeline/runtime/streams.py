@@ -11,11 +11,16 @@ downstream drop what had been written already.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from faust.types import EventT, StreamT
 from mode.utils.futures import notify
+
+from pipeline.runtime.start_offsets import StartOffsets
+
+log = logging.getLogger(__name__)
 
 
 class Take(list[EventT]):
@@ -101,9 +106,12 @@ def in_offset_order(events: list[EventT]) -> list[EventT]:
 
 
 def consumer_lag(app: Any) -> dict[Any, int] | None:
-    """Messages between the log end and the committed offset, per assigned partition.
+    """Faust's own view: log end minus this worker's last commit, per assigned partition,
+    changelogs included, a partition this worker has not committed yet counted whole.
 
-    None while the consumer has no assignment yet.
+    Conservative on purpose for the combine stage, which asks only "is some input of these
+    topics possibly unread?" before closing windows as idle. Not a lag to show anyone:
+    ``InputLag`` is. None while the consumer has no assignment yet.
     """
     consumer = app.consumer
     try:
@@ -117,3 +125,92 @@ def consumer_lag(app: Any) -> dict[Any, int] | None:
         if high is not None:
             lag[tp] = max(0, high - (committed.get(tp) or 0))
     return lag
+
+
+def agent_input_topics(app: Any) -> set[str]:
+    """The topics the app's agents read.
+
+    A worker is assigned more than that: the tables' changelogs (active and standby, read
+    by recovery and never committed by the group) and Faust's assignor leader topic. Only
+    agent input is work waiting for this worker.
+    """
+    topics: set[str] = set()
+    for agent in app.agents.values():
+        topics.update(getattr(agent.channel, "topics", None) or ())
+    return topics
+
+
+def owned_partitions(app: Any, topics: set[str]) -> set[Any] | None:
+    """The partitions of ``topics`` assigned to this worker; None while it cannot say."""
+    try:
+        assignment = app.consumer.assignment()
+    except Exception:  # the consumer is not started or not assigned yet
+        return None
+    return {tp for tp in assignment if tp.topic in topics}
+
+
+class InputLag:
+    """Messages the consumer group has not committed, per agent input partition this
+    worker owns.
+
+    Measured against the group's committed offset: Faust's record of this worker's last
+    commit once it made one, else what ``StartOffsets`` read from the broker when the
+    partition was assigned (the group's committed offset, or the log start where the
+    consumer begins when nothing is committed). Faust alone forgets its record on every
+    revoke and never learns offsets another worker committed, so a partition taken over
+    counted from 0, its whole log, until this worker's first commit. The log end is asked
+    of the broker. It can be under-reported (the embedded Tansu broker answers the last
+    batch's base offset + 1): a lag below zero is 0.
+    """
+
+    def __init__(self, app: Any, offsets: StartOffsets) -> None:
+        self.app = app
+        self.offsets = offsets
+        self._start: dict[Any, int] = {}
+        app.on_partitions_revoked.connect(self._revoked)
+
+    async def _revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        for tp in revoked:
+            self._start.pop(tp, None)
+
+    async def sample(self) -> dict[Any, int] | None:
+        """Lag per owned input partition; None while the assignment is unknown. A
+        partition whose start or end the broker cannot say now is left out."""
+        owned = owned_partitions(self.app, agent_input_topics(self.app))
+        if owned is None:
+            return None
+        for tp in set(self._start) - owned:
+            del self._start[tp]
+        for tp in sorted(owned - set(self._start)):
+            try:
+                start = await self.offsets.start(tp)
+            except Exception as exc:  # the broker cannot say now: try at the next sample
+                log.debug("no committed offset for %s[%s]: %s", tp.topic, tp.partition, exc)
+                continue
+            if start is not None:
+                self._start[tp] = start
+        ends = await self._ends(owned)
+        committed = getattr(self.app.consumer, "_committed_offset", {})
+        lag = {}
+        for tp in owned:
+            bases = [b for b in (committed.get(tp), self._start.get(tp)) if b is not None]
+            end = ends.get(tp)
+            if bases and end is not None:
+                lag[tp] = max(0, end - max(bases))
+        return lag
+
+    async def _ends(self, owned: set[Any]) -> dict[Any, int]:
+        if not owned:
+            return {}
+        consumer = self.app.consumer
+        try:
+            ends = await consumer.highwaters(*owned)
+            return {tp: int(end) for tp, end in ends.items() if end is not None}
+        except Exception as exc:  # fall back on the ends seen by the last fetches
+            log.debug("log end offsets unavailable: %s", exc)
+        out = {}
+        for tp in owned:
+            end = consumer.highwater(tp)
+            if end is not None:
+                out[tp] = int(end)
+        return out

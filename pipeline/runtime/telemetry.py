@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import urllib.request
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from pipeline import __version__
 from pipeline.ingest.validation import shown_name
@@ -52,11 +59,15 @@ class PipelineMetrics:
         self._drift_seen: set[tuple[str, str]] = set()
 
     def _declare_build(self, r: CollectorRegistry) -> None:
-        """Process: the running version."""
+        """Process: the running version (every worker exports it: the rules find trackflow
+        targets by it, whatever their job is called), CPU, memory, start time."""
         self.build_info = Gauge(
             "trackflow_build_info", "Running trackflow version.", ["version"], registry=r
         )
         self.build_info.labels(__version__).set(1)
+        # process_cpu_seconds_total, process_resident_memory_bytes,
+        # process_start_time_seconds, open fds: a registry of our own has none by default.
+        ProcessCollector(registry=r)
 
     def _declare_event_flow(self, r: CollectorRegistry) -> None:
         """Ingest: messages and events through the stages."""
@@ -192,7 +203,16 @@ class PipelineMetrics:
         )
         self.metric_value = Gauge(
             "trackflow_metric_value",
-            "Latest value per metric series: provisional while its window is open, then final.",
+            "Provisional value per metric series: the running value of its newest open "
+            "window, which still grows (absent while no window of the series is open). "
+            "Finals are trackflow_metric_final.",
+            ["metric", "window", "dimensions"],
+            registry=r,
+        )
+        self.metric_final = Gauge(
+            "trackflow_metric_final",
+            "Final value per metric series: its newest closed window, as stored in the "
+            "rollups table, shown by the worker holding the series' combine partition.",
             ["metric", "window", "dimensions"],
             registry=r,
         )
@@ -207,7 +227,8 @@ class PipelineMetrics:
         )
         self.alert_active = Gauge(
             "trackflow_alert_active",
-            "1 while an anomaly incident is open for a rule and series.",
+            "1 while an anomaly incident is open for a rule and series, 0 once resolved; "
+            "shown only by the worker running the detect stage. severity is the rule's.",
             ["rule", "metric", "severity", "dimensions"],
             registry=r,
         )

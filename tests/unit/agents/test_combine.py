@@ -448,7 +448,7 @@ def test_idle_close_waits_for_a_message_to_position_its_rows(
 # -- show_values ------------------------------------------------------------------------
 
 
-def test_gauges_show_the_newest_window_final_or_provisional(
+def test_gauges_keep_finals_apart_from_provisional_values(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = Harness(tmp_path, monkeypatch)
@@ -471,12 +471,38 @@ def test_gauges_show_the_newest_window_final_or_provisional(
     assert len(h.published) == 1  # the first minute is final, the rest provisional
     h.stage.show_values()
 
-    def gauge(metric: str, window: str, dims: str) -> float | None:
+    def final(metric: str, window: str, dims: str) -> float | None:
+        return h.sample("trackflow_metric_final", metric=metric, window=window, dimensions=dims)
+
+    def provisional(metric: str, window: str, dims: str) -> float | None:
         return h.sample("trackflow_metric_value", metric=metric, window=window, dimensions=dims)
 
-    assert gauge("events", "1m", PAGE_VIEW) == 2  # open minute T0+2m, newer than the final
-    assert gauge("pv", "1m", HOME) == 4  # final of minute T0: no newer window
-    assert gauge("events", "1h", PAGE_VIEW) == 6  # provisional hour
-    assert gauge("pay_successes", "1m", "{}") == 1
-    assert gauge("payment_success_rate", "1m", "{}") is None  # no requests: no value
+    # Minute T0 is final (4 events); the open minute T0+2m counts 2 so far: the final is
+    # not overwritten by the next window's running count.
+    assert final("events", "1m", PAGE_VIEW) == 4
+    assert provisional("events", "1m", PAGE_VIEW) == 2
+    assert final("pv", "1m", HOME) == 4
+    assert provisional("pv", "1m", HOME) is None  # no open window of pv by minute
+    assert final("events", "1h", PAGE_VIEW) is None  # the hour is still open
+    assert provisional("events", "1h", PAGE_VIEW) == 6
+    assert provisional("pay_successes", "1m", "{}") == 1
+    assert provisional("payment_success_rate", "1m", "{}") is None  # no requests: no value
     assert h.sample("trackflow_metric_open_windows") == 2  # (1m, T0+2m) and (1h, T0)
+
+
+def test_gauges_of_a_partition_moved_to_another_worker_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    h.process((0, partial(0, 1, T0 + 3 * MIN, pv_events(60, T0, 4) + pv_events(3600, T0, 4))))
+    h.process((1, partial(1, 1, T0 + 3 * MIN, [])))
+    assert h.published  # minute T0 closed
+    h.stage.show_values()
+    labels = {"metric": "events", "dimensions": PAGE_VIEW}
+    assert h.sample("trackflow_metric_final", window="1m", **labels) == 4
+    assert h.sample("trackflow_metric_value", window="1h", **labels) == 4
+    h.ctx.tables.combine_windows.revoke_partition(0)  # the new holder shows them now
+    h.stage.show_values()
+    assert h.sample("trackflow_metric_final", window="1m", **labels) is None
+    assert h.sample("trackflow_metric_value", window="1h", **labels) is None
+    assert h.sample("trackflow_metric_open_windows") == 0

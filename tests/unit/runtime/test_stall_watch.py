@@ -12,13 +12,17 @@ from pipeline.runtime.telemetry import PipelineMetrics
 
 RAW = TP("x.events.raw", 0)
 CHANGELOG = TP("x-dedup-changelog", 0)
+LEADER = TP("x-__assignor-__leader", 0)  # assigned, read by no agent: never a stall
 
 
 class FakeApp:
     def __init__(self) -> None:
         self.rebalancing = False
+        self.agents = {
+            "validate": SimpleNamespace(channel=SimpleNamespace(topics=("x.events.raw",)))
+        }
         self.consumer = SimpleNamespace(
-            assignment=lambda: {RAW, CHANGELOG},
+            assignment=lambda: {RAW, CHANGELOG, LEADER},
             highwater=lambda tp: self.end[tp],
             _read_offset={},
             _active_partitions={CHANGELOG},
@@ -26,7 +30,7 @@ class FakeApp:
             _buffered_partitions=set(),
             _committed_offset={RAW: 4},
         )
-        self.end: dict[Any, int] = {RAW: 10, CHANGELOG: 50}
+        self.end: dict[Any, int] = {RAW: 10, CHANGELOG: 50, LEADER: 3}
 
 
 def test_a_partition_with_waiting_messages_and_no_reads_is_reported_once() -> None:

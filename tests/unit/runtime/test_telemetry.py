@@ -42,6 +42,7 @@ EXPECTED: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "writer_lag": ("trackflow_identity_writer_lag_seconds", "gauge", ()),
     "late_events": ("trackflow_late_events", "counter", ("window", "stage")),
     "metric_value": ("trackflow_metric_value", "gauge", ("metric", "window", "dimensions")),
+    "metric_final": ("trackflow_metric_final", "gauge", ("metric", "window", "dimensions")),
     "windows_closed": ("trackflow_metric_windows_closed", "counter", ("window", "reason")),
     "open_windows": ("trackflow_metric_open_windows", "gauge", ()),
     "alert_active": (
@@ -74,8 +75,26 @@ def test_every_metric_keeps_its_attribute_name_type_and_labels() -> None:
             {k: v for k, v in s.labels.items() if k != "le"} == wanted for s in family.samples
         ), f"{attr}: no sample labelled {wanted}"
     assert sorted(f.name for f in metrics.registry.collect()) == sorted(
-        name for name, _, _ in EXPECTED.values()
+        [name for name, _, _ in EXPECTED.values()] + PROCESS
     )
+
+
+# prometheus_client's process collector: CPU, memory and start time of each worker.
+PROCESS = [
+    "process_cpu_seconds",
+    "process_max_fds",
+    "process_open_fds",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_virtual_memory_bytes",
+]
+
+
+def test_process_cpu_memory_and_start_time_are_exported() -> None:
+    samples = telemetry.parse_text(PipelineMetrics(CollectorRegistry()).render().decode())
+    assert samples["process_cpu_seconds_total"] >= 0
+    assert samples["process_resident_memory_bytes"] > 0
+    assert samples["process_start_time_seconds"] > 1_600_000_000
 
 
 def test_build_info_is_set_for_the_running_version() -> None:
