@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
 from pipeline.runtime import stall_watch
 from pipeline.runtime.context import Context
+from pipeline.runtime.readiness import register_probes
 from pipeline.runtime.streams import InputLag
 
 
@@ -18,6 +19,8 @@ def register_observability(app: faust.App, ctx: Context) -> None:
     stalls = stall_watch.StallWatch(ctx.settings.stall_seconds)
     lag = InputLag(app, ctx.start_offsets)
     shown: set[tuple[str, str]] = set()
+
+    register_probes(app)  # /health and /ready for orchestrators (pipeline/runtime/readiness.py)
 
     @app.page("/metrics")
     async def prometheus_metrics(web: Any, request: Any) -> Any:
