@@ -72,7 +72,8 @@ class Validate:
         by_partition: dict[int, list[RawMessage]] = defaultdict(list)
         for m in (e.message for e in await admit(self.input, events)):
             timestamp = int(m.timestamp * 1000) if m.timestamp else None
-            marker = replay.from_headers(m.headers)  # a dead letter re-sent by dlq replay
+            # A dead letter re-sent by ``trackflow dlq replay`` carries a marker header.
+            marker = replay.from_headers(getattr(m, "headers", None))
             by_partition[m.partition].append(RawMessage(m.offset, m.value, timestamp, marker))
         now_ms = int(time.time() * 1000)
         for partition, messages in by_partition.items():

@@ -18,6 +18,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pipeline.contract.replay import HEADER, ReplayMarker, from_headers
 
 TIMEOUT_SECONDS = 30.0
+# librdkafka logs every failed connection attempt to stderr (dozens a second while a broker
+# is down); the command ends with one message naming the cause instead.
+QUIET = {"log.connection.close": False, "log_level": 2}
 
 
 class BrokerUnavailable(RuntimeError):
@@ -70,7 +73,7 @@ class KafkaBroker:
             "group.id": f"trackflow-dlq-replay-{uuid.uuid4().hex}",  # never joins: assign only
             "enable.auto.commit": False,
             "enable.partition.eof": True,
-            "log.connection.close": False,
+            **QUIET,
         }
 
     def partitions(self, topic: str) -> int:
@@ -110,7 +113,7 @@ class KafkaBroker:
                 "compression.type": "none",  # what the worker's aiokafka reads here
                 "message.max.bytes": 1_010_000,
                 "message.timeout.ms": int(self.timeout * 1000),
-                "log.connection.close": False,
+                **QUIET,
             }
         )
         for m in messages:
