@@ -19,7 +19,7 @@ import pyarrow as pa
 from pipeline.contract import replay
 from pipeline.contract.errors import ErrorCode, Rejected
 from pipeline.ingest.ingestor import Ingestor, IngestResult, RawMessage
-from pipeline.ingest.quality import missing_counts
+from pipeline.ingest.quality import missing_counts, optional_properties
 from pipeline.names import AGENT_VALIDATE, TOPIC_RAW
 from pipeline.runtime import wire
 from pipeline.runtime.context import Context
@@ -66,6 +66,13 @@ class Validate:
             max_payload_bytes=ctx.settings.dlq_max_payload_bytes,
         )
         self.input = OrderedInput(app, AGENT_VALIDATE, ctx.metrics, ctx.start_offsets)
+        self.optional = optional_properties(domain.plan)
+        # Every series at 0 from the start: the missing-property alert compares a share with
+        # its own past, and a property never missing before must have a past of 0, not none.
+        for name, props in self.optional.items():
+            self.metrics.events_by_name.labels(name)
+            for prop in props:
+                self.metrics.property_missing.labels(name, prop)
 
     async def process(self, events: Take) -> None:
         self.metrics.messages_received.labels(TOPIC_RAW).inc(len(events))
@@ -125,7 +132,7 @@ class Validate:
         for value in out.valid:
             await ctx.topics.valid.send(value=value, partition=partition)
         if out.table is not None:
-            events, missing = missing_counts(out.table, ctx.domain.batches.by_event)
+            events, missing = missing_counts(out.table, self.optional)
             for name, n in events.items():
                 metrics.events_by_name.labels(name).inc(n)
             for (name, prop), n in missing.items():

@@ -38,3 +38,23 @@ def test_dedup_table_changelog_is_time_retained_not_compacted(tmp_path: Path) ->
     configs = table.changelog_topic.config
     assert configs["cleanup.policy"] == "delete"
     assert int(configs["retention.ms"]) >= 2 * 24 * 3600 * 1000
+
+
+def test_missing_property_series_exist_at_zero_from_the_start(tmp_path: Path) -> None:
+    """The missing-property alert compares a share with its own past: a property never
+    missing must have a past of 0, not none. Required properties are not counted: a valid
+    event cannot lack one (it is dead-lettered)."""
+    _app, ctx = make(tmp_path)
+    registry = ctx.metrics.registry
+
+    def missing(event: str, prop: str) -> float | None:
+        labels = {"event_name": event, "property": prop}
+        return registry.get_sample_value("trackflow_property_missing_total", labels)
+
+    assert missing("add_to_cart", "sku_id") == 0
+    assert missing("checkout", "coupon_id") == 0
+    assert missing("checkout", "order_id") is None  # required
+    assert (
+        registry.get_sample_value("trackflow_events_valid_by_event_total", {"event_name": "login"})
+        == 0
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.contract.plan import load_plan
-from pipeline.ingest.quality import missing_counts
+from pipeline.ingest.quality import missing_counts, optional_properties
 from pipeline.lake.schema import EventBatches
 
 PLAN = load_plan()
@@ -33,3 +33,13 @@ def test_counts_events_and_missing_properties_per_event() -> None:
     # page_view's own optional properties count; other events' columns do not.
     assert all(name == "page_view" for name, _ in missing if name != "add_to_cart")
     assert ("page_view", "sku_id") not in missing
+
+
+def test_only_optional_properties_are_watched() -> None:
+    watched = optional_properties(PLAN)
+    assert watched["checkout"] == ["coupon_id"]
+    assert set(watched["page_view"]) == {"product_id", "referrer", "duration_ms"}
+    assert watched["pay_success"] == []  # every property required: absent is a dead letter
+    rows = [event(0, "checkout", {"order_id": "o", "amount": 1.0, "item_count": 1})]
+    _, missing = missing_counts(BATCHES.build(rows), watched)
+    assert missing == {("checkout", "coupon_id"): 1}
