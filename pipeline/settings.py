@@ -131,6 +131,27 @@ class Settings(BaseSettings):
     )
     kafka_sasl_username: str | None = Field(None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    # The HTTP collector (``trackflow collect``, DESIGN section 13).
+    sources: Path = Field(
+        Path("./sources.json"),
+        description="Collector sources file: JSON array of {name, write_key, enabled, "
+        "platform, events_per_second}. Write keys are secrets: never logged or stored.",
+    )
+    collect_host: str = Field("127.0.0.1", description="Interface the collector binds.")
+    collect_port: int = Field(8088, ge=0, le=65535, description="Port the collector listens on.")
+    collect_delivery_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Seconds the collector waits for Kafka to acknowledge a request's events "
+        "before it answers 503 (SDKs retry; dedup by event_id keeps one copy).",
+    )
+    collect_shutdown_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="On SIGTERM: seconds for in-flight requests to finish and for Kafka to "
+        "acknowledge what was produced.",
+    )
 
     @field_validator("broker")
     @classmethod
