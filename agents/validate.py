@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from pipeline.contract import replay
 from pipeline.contract.errors import ErrorCode, Rejected
+from pipeline.ingest.codecs import source_from_headers
 from pipeline.ingest.ingestor import Ingestor, IngestResult, RawMessage
 from pipeline.ingest.quality import missing_counts, optional_properties
 from pipeline.names import AGENT_VALIDATE, TOPIC_RAW
@@ -80,8 +81,12 @@ class Validate:
         for m in (e.message for e in await admit(self.input, events)):
             timestamp = int(m.timestamp * 1000) if m.timestamp else None
             # A dead letter re-sent by ``trackflow dlq replay`` carries a marker header.
-            marker = replay.from_headers(getattr(m, "headers", None))
-            by_partition[m.partition].append(RawMessage(m.offset, m.value, timestamp, marker))
+            headers = getattr(m, "headers", None)
+            marker = replay.from_headers(headers)
+            source = source_from_headers(headers)  # the HTTP collector's source, if any
+            by_partition[m.partition].append(
+                RawMessage(m.offset, m.value, timestamp, marker, source)
+            )
         now_ms = int(time.time() * 1000)
         for partition, messages in by_partition.items():
             out = self.prepare(partition, messages, now_ms)

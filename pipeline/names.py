@@ -21,6 +21,11 @@ TOPIC_PARTIALS: Final = "metrics.partials"
 TOPIC_ROLLUPS: Final = "metrics.rollups"
 TOPIC_ALERTS: Final = "alerts"
 
+# Kafka header of events.raw messages the HTTP collector sends: the name of the source
+# (sources file) they came from; validate stores it in the events' and dead letters'
+# ``source`` column. Messages without it (Kafka producers) have a null source.
+HEADER_SOURCE: Final = "trackflow-source"
+
 # Agents (Faust ``name=``).
 AGENT_VALIDATE: Final = "validate"
 AGENT_SINK_EVENTS: Final = "sink_events"

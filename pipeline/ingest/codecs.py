@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import io
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +17,11 @@ import orjson
 
 from pipeline.contract.errors import ErrorCode, Rejected, json_type
 from pipeline.contract.plan import TrackingPlan
+from pipeline.names import HEADER_SOURCE
 
 AVRO_MAGIC = b"\xc3\x01"  # Avro single-object encoding marker
+# A source name (the collector's sources file): short, printable, safe as a metric label.
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(slots=True)
@@ -170,3 +175,21 @@ def b64(data: bytes) -> str:
 
 def unb64(text: str) -> bytes:
     return base64.b64decode(text)
+
+
+def source_from_headers(headers: Iterable[tuple[Any, Any]] | Any) -> str | None:
+    """The collector's source name among a Kafka message's headers, or None.
+
+    aiokafka gives a sequence of (str, bytes) pairs, Faust may hand a mapping. A value that
+    is not a source name is ignored: the column holds names, never arbitrary bytes.
+    """
+    if not headers:
+        return None
+    pairs = headers.items() if hasattr(headers, "items") else headers
+    for key, value in pairs:
+        if key == HEADER_SOURCE or key == HEADER_SOURCE.encode():
+            if not isinstance(value, bytes):
+                return None
+            name = value.decode("utf-8", errors="replace")
+            return name if SOURCE_NAME.fullmatch(name) else None
+    return None

@@ -38,6 +38,7 @@ class RawMessage:
     value: bytes | None
     timestamp_ms: int | None = None
     replay: ReplayMarker | None = None  # a dead letter sent back by ``trackflow dlq replay``
+    source: str | None = None  # the HTTP collector's source name (Kafka header), else None
 
 
 @dataclass
@@ -184,6 +185,7 @@ class Ingestor:
         record["source_partition"] = partition
         record["source_offset"] = msg.offset
         record["source_index"] = item.index
+        record["source"] = msg.source
         result.valid.append(record)
 
     @staticmethod
@@ -246,6 +248,7 @@ class Ingestor:
                 "processor_name": PROCESSOR,
                 "processor_version": __version__,
                 "replay_of": msg.replay.of if msg.replay is not None else None,
+                "source": msg.source,
             }
         )
 

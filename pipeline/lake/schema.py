@@ -32,6 +32,9 @@ EVENT_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("source_partition", pa.int32()),
     ("source_offset", pa.int64()),
     ("source_index", pa.int32()),
+    # The HTTP collector's source name (DESIGN 13); null for events produced to Kafka
+    # directly, and in files written before the column existed.
+    ("source", pa.string()),
 ]
 
 DLQ_SCHEMA = pa.schema(
@@ -54,6 +57,8 @@ DLQ_SCHEMA = pa.schema(
         # A failed replay (trackflow dlq replay): the dlq key "<topic>:<partition>:<offset>:
         # <index>" of the dead letter it replayed. Files written before it read it as null.
         ("replay_of", pa.string()),
+        # The HTTP collector's source name of the event; null otherwise and in older files.
+        ("source", pa.string()),
     ]
 )
 
@@ -129,6 +134,8 @@ class EventBatches:
         for col, typ in EVENT_COLUMNS:
             if col in ("identities", "properties"):
                 values = [_json(r[col]) for r in rows]
+            elif col == "source":  # rows built before the column existed lack it
+                values = [r.get(col) for r in rows]
             else:
                 values = [r[col] for r in rows]
             arrays.append(pa.array(values, type=typ))
