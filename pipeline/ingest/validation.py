@@ -225,10 +225,14 @@ _COMPILERS: Final[dict[str, Callable[[FieldSpec, str], Checker]]] = {
 
 
 class CompiledEvent:
-    __slots__ = ("checkers", "names", "required", "schema")
+    __slots__ = ("checkers", "free_form", "names", "required", "schema")
 
     def __init__(self, schema: EventSchema) -> None:
         self.schema = schema
+        # ``trackflow.free_form`` on the record: properties beyond the declared ones are
+        # expected (identify's profile traits, group's traits), so they are kept (PII
+        # masked, as any unknown property) but not reported as tracking-plan drift.
+        self.free_form = bool((schema.avro.get("trackflow") or {}).get("free_form"))
         self.names = frozenset(schema.fields)
         self.checkers = tuple(
             (name, spec.required, compile_field(spec, f"properties.{name}"))
@@ -427,4 +431,6 @@ class Validator:
                     )
             # Unknown properties are free-form: hash PII keys at any depth, mask PII text.
             out.update(self.hasher.mask_value(extra, self._pii_props))
+            if compiled.free_form:
+                return out, []
         return out, unknown
