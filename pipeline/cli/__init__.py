@@ -6,7 +6,7 @@ One module per command group; this module puts them on the root app in the order
 
 from __future__ import annotations
 
-from pipeline.cli import anomaly, dlq, metrics, query, report, schema, services, traffic
+from pipeline.cli import anomaly, collect, dlq, metrics, query, report, schema, services, traffic
 from pipeline.cli.app import cli
 
 __all__ = ["cli", "main"]
@@ -14,6 +14,7 @@ __all__ = ["cli", "main"]
 for _command in (
     services.broker,
     services.worker,
+    collect.collect,
     traffic.produce,
     traffic.simulate,
     query.query,
