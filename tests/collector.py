@@ -1,0 +1,123 @@
+"""A real ``trackflow collect`` process for tests, and a raw HTTP client for it.
+
+Raw HTTP on purpose: the tests control every header and byte (gzip, text/plain, a key in
+the body, CORS, oversized bodies), as SDKs and browsers send them.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip as gzip_module
+import http.client
+import signal
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.runtime.telemetry import parse_text
+from pipeline.tools.broker import free_port
+from tests.support import BIN, Deployment, wait_for
+
+
+def now_iso(offset_ms: int = 0) -> str:
+    t = datetime.now(UTC).timestamp() + offset_ms / 1000
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+
+
+def message_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class CollectorProcess:
+    """``trackflow collect`` with its own sources file, in a deployment's environment."""
+
+    dep: Deployment
+    sources: list[dict[str, Any]]
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.dep.tmp / f"collector-{self.port}.log"
+
+    def start(self, wait: bool = True) -> CollectorProcess:
+        self.port = free_port()
+        path = self.dep.tmp / f"sources-{self.port}.json"
+        path.write_bytes(orjson.dumps(self.sources))
+        self.proc = subprocess.Popen(
+            [str(BIN), "collect", "--port", str(self.port), "--sources", str(path)],
+            env={**self.dep.env, "TRACKFLOW_LOG_LEVEL": "info", **self.env},
+            stdout=open(self.log, "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        if wait:
+            wait_for(lambda: self.get("/health").status == 200, timeout=60, what="collector")
+        return self
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> Reply:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return Reply(resp.status, dict(resp.getheaders()), resp.read())
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> Reply:
+        return self.request("GET", path)
+
+    def post(
+        self,
+        path: str,
+        doc: Any,
+        key: str | None = None,
+        gzip: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        """POST ``doc`` (JSON-encoded unless bytes) to ``path``; ``key``: Basic auth."""
+        body = doc if isinstance(doc, bytes) else orjson.dumps(doc)
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if key is not None:
+            sent["Authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+        if gzip:
+            body = gzip_module.compress(body)
+            sent["Content-Encoding"] = "gzip"
+        return self.request("POST", path, body, sent)
+
+    def metrics(self) -> dict[str, float]:
+        return parse_text(self.get("/metrics").body.decode())
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM (graceful: drain and flush), the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
