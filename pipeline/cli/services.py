@@ -96,9 +96,15 @@ def demo(
         int | None, _opt("DEMO_BROKER_PORT", "Broker port [default: free port]")
     ] = None,
     web_port: Annotated[int | None, _opt("WEB_PORT", "Worker /metrics port")] = None,
+    via: Annotated[
+        str, _opt("DEMO_VIA", "kafka, or http: a collector too, traffic as Segment calls")
+    ] = "kafka",
 ) -> None:
     """Embedded broker + worker + simulator in one command; prints a summary."""
     from pipeline.tools.demo import run_demo
 
+    if via not in ("kafka", "http"):
+        typer.echo(f"trackflow demo: --via kafka or http, not {via!r}", err=True)
+        raise typer.Exit(2)
     settings = settings_from(data_dir=data_dir, web_port=web_port)
-    raise typer.Exit(run_demo(settings, duration=duration, rate=rate, port=port))
+    raise typer.Exit(run_demo(settings, duration=duration, rate=rate, port=port, via=via))

@@ -12,6 +12,7 @@ from pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from pipeline.runtime.kafka_security import KafkaCluster
+    from pipeline.tools.simulator import SimConfig
 
 
 def produce(
@@ -64,17 +65,27 @@ def simulate(
         bool, _opt("SIM_FAST", "Send as fast as possible (event time still paced)")
     ] = False,
     start_ms: Annotated[int | None, _opt("SIM_START_MS", "Event-time start, epoch ms")] = None,
+    via: Annotated[
+        str, _opt("SIM_VIA", "kafka: produce to events.raw; http: through the collector")
+    ] = "kafka",
+    collector: Annotated[
+        str, _opt("COLLECTOR_URL", "The collector, for --via http")
+    ] = "http://127.0.0.1:8088",
+    write_key: Annotated[
+        str | None,
+        _opt("WRITE_KEY", "A source's write key, for --via http (the variable keeps it out of ps)"),
+    ] = None,
 ) -> None:
-    """Produce realistic mini-program e-commerce traffic to events.raw."""
-    from pipeline.runtime.kafka_admin import ensure_topic
-    from pipeline.tools.produce import RawProducer
-    from pipeline.tools.simulation_run import run_simulation
+    """Send realistic mini-program e-commerce traffic to events.raw, or through the HTTP
+    collector as Segment batch calls (--via http: the path a web page takes)."""
     from pipeline.tools.simulator import SimConfig
 
-    settings = settings_from(broker=broker, topic_prefix=topic_prefix, partitions=partitions)
-    kafka = _cluster(settings, "simulate")
-    name = settings.topic(TOPIC_RAW)
-    ensure_topic(kafka, name, settings.partitions)
+    if via not in ("kafka", "http"):
+        typer.echo(f"trackflow simulate: --via kafka or http, not {via!r}", err=True)
+        raise typer.Exit(2)
+    if via == "http" and not write_key:
+        typer.echo("trackflow simulate: --via http needs TRACKFLOW_WRITE_KEY", err=True)
+        raise typer.Exit(2)
     config = SimConfig(
         rate=rate,
         duration=duration,
@@ -86,10 +97,46 @@ def simulate(
         malformed_share=malformed_share,
         duplicate_share=duplicate_share,
     )
+    if via == "http":
+        assert write_key is not None
+        _simulate_http(config, collector, write_key, fast)
+        return
+    from pipeline.runtime.kafka_admin import ensure_topic
+    from pipeline.tools.produce import RawProducer
+    from pipeline.tools.simulation_run import run_simulation
+
+    settings = settings_from(broker=broker, topic_prefix=topic_prefix, partitions=partitions)
+    kafka = _cluster(settings, "simulate")
+    name = settings.topic(TOPIC_RAW)
+    ensure_topic(kafka, name, settings.partitions)
     producer = RawProducer(kafka, name)
     summary = run_simulation(producer, config, paced=not fast)
     typer.echo(summary.describe(), err=True)
     if producer.stats.failed:
+        raise typer.Exit(1)
+
+
+def _simulate_http(config: SimConfig, url: str, write_key: str, fast: bool) -> None:
+    from pipeline.tools.http_sender import HttpSender
+    from pipeline.tools.simulation_run import run_simulation
+
+    try:
+        sender = HttpSender(url, write_key)
+    except ValueError as exc:
+        typer.echo(f"trackflow simulate: {exc}", err=True)
+        raise typer.Exit(2) from None
+    summary = run_simulation(sender, config, paced=not fast)
+    sender.close()
+    typer.echo(summary.describe(), err=True)
+    typer.echo(
+        f"{sender.requests} requests to {url}, {sender.refused} refused "
+        "(bad messages the collector answers 4xx)",
+        err=True,
+    )
+    if sender.stats.failed:
+        for err in sender.errors:
+            typer.echo(f"  error: {err}", err=True)
+        typer.echo(f"{sender.stats.failed} events not accepted", err=True)
         raise typer.Exit(1)
 
 

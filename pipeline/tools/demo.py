@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+import orjson
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -20,11 +23,13 @@ from pipeline.runtime.kafka_admin import ensure_topic
 from pipeline.runtime.telemetry import scrape
 from pipeline.settings import Settings
 from pipeline.tools.broker import EmbeddedBroker, free_port, wait_for_port
+from pipeline.tools.http_sender import HttpSender
 from pipeline.tools.produce import RawProducer
 from pipeline.tools.simulation_run import SimSummary, run_simulation
 from pipeline.tools.simulator import SimConfig
 
 MARKER = ".trackflow-demo"
+SOURCES = "sources.json"  # --via http: the demo collector's one source, "demo"
 
 
 def _sum(metrics: dict[str, float], prefix: str) -> float:
@@ -40,7 +45,7 @@ def prepare_data_dir(data_dir: Path) -> None:
                 f"{data_dir} is not empty and was not made by `trackflow demo`; "
                 "pass --data-dir with a new directory"
             )
-        for child in ("lake", "faust", "worker.log", "broker.log"):
+        for child in ("lake", "faust", "worker.log", "broker.log", "collector.log", SOURCES):
             path = data_dir / child
             if path.is_dir():
                 shutil.rmtree(path)
@@ -50,12 +55,19 @@ def prepare_data_dir(data_dir: Path) -> None:
     (data_dir / MARKER).write_text("created by trackflow demo; `trackflow demo` may wipe it\n")
 
 
-def progress_table(sim: SimSummary, m: dict[str, float], phase: str) -> Table:
+def progress_table(
+    sim: SimSummary, m: dict[str, float], phase: str, collector: dict[str, float] | None = None
+) -> Table:
     table = Table(title=f"trackflow demo — {phase}", show_header=True)
     table.add_column("measure")
     table.add_column("value", justify="right")
-    rows = [
-        ("events sent by simulator", sim.events),
+    rows: list[tuple[str, float]] = [("events sent by simulator", sim.events)]
+    if collector is not None:  # --via http
+        rows += [
+            ("events accepted by the collector", _sum(collector, ACCEPTED)),
+            ("requests refused (4xx)", _refused(collector)),
+        ]
+    rows += [
         ("events received by worker", _sum(m, "trackflow_events_received_total")),
         ("events stored in the lake", _sum(m, "trackflow_events_stored_total")),
         ("dead-lettered", _sum(m, "trackflow_dlq_events_total")),
@@ -70,8 +82,18 @@ def progress_table(sim: SimSummary, m: dict[str, float], phase: str) -> Table:
     return table
 
 
-def run_demo(settings: Settings, duration: float, rate: float, port: int | None = None) -> int:
-    """Broker, worker and traffic up; watch until the lake has it all; summary; teardown."""
+def run_demo(
+    settings: Settings,
+    duration: float,
+    rate: float,
+    port: int | None = None,
+    via: str = "kafka",
+) -> int:
+    """Broker, worker and traffic up; watch until the lake has it all; summary; teardown.
+
+    ``via="http"``: a collector process too, and the traffic goes through it as Segment
+    batch calls, as a web page or mini-program sends it.
+    """
     console = Console()
     data_dir = settings.data_dir.resolve()
     prepare_data_dir(data_dir)
@@ -82,17 +104,27 @@ def run_demo(settings: Settings, duration: float, rate: float, port: int | None 
     env = _worker_env(broker, data_dir, web_port)
     ensure_topic(broker.bootstrap, settings.topic(TOPIC_RAW), settings.partitions)
     log = open(data_dir / "worker.log", "ab")  # noqa: SIM115
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    ]
     console.print(
-        f"[bold]worker[/] pid {worker.pid}, metrics on http://127.0.0.1:{web_port}/metrics"
+        f"[bold]worker[/] pid {processes[0].pid}, metrics on http://127.0.0.1:{web_port}/metrics"
     )
-    config = _demo_config(duration, rate)
-    producer = RawProducer(broker.bootstrap, settings.topic(TOPIC_RAW))
-    traffic = _Traffic(producer, config)
+    producer: RawProducer | HttpSender
+    collector_port = None
+    if via == "http":
+        collector_port, write_key = _start_collector(console, env, data_dir, processes, log)
+        producer = HttpSender(f"http://127.0.0.1:{collector_port}", write_key)
+    else:
+        producer = RawProducer(broker.bootstrap, settings.topic(TOPIC_RAW))
+    traffic = _Traffic(producer, _demo_config(duration, rate))
     traffic.start()
-    watch = _Watch(console, web_port, traffic, worker, data_dir)
+    watch = _Watch(console, web_port, traffic, processes, data_dir, collector_port)
     code = 0
     try:
         watch.run()
@@ -102,10 +134,53 @@ def run_demo(settings: Settings, duration: float, rate: float, port: int | None 
     finally:
         if traffic.done.is_set():  # else its thread still sends; the process exits anyway
             producer.close()
-        _stop(worker, broker, log)
+        _stop(processes, broker, log)
     if code == 0:
         print_summary(console, data_dir, watch.metrics)
     return code
+
+
+ACCEPTED = "trackflow_collector_events_accepted_total"
+
+
+def _refused(metrics: dict[str, float]) -> float:
+    prefix = "trackflow_collector_requests_total{"
+    return sum(v for k, v in metrics.items() if k.startswith(prefix) and 'code="4' in k)
+
+
+def _start_collector(
+    console: Console,
+    env: dict[str, str],
+    data_dir: Path,
+    processes: list[subprocess.Popen[bytes]],
+    log: IO[bytes],
+) -> tuple[int, str]:
+    """A collector process with one source, ``demo``, whose write key is made up here."""
+    write_key = secrets.token_urlsafe(24)
+    sources = data_dir / SOURCES
+    sources.write_bytes(
+        orjson.dumps([{"name": "demo", "write_key": write_key, "platform": "miniprogram"}])
+    )
+    sources.chmod(0o600)
+    port = free_port()
+    collector_log = open(data_dir / "collector.log", "ab")  # noqa: SIM115
+    processes.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "collect", "--port", str(port)],
+            env={**env, "TRACKFLOW_SOURCES": str(sources)},
+            stdout=collector_log,
+            stderr=subprocess.STDOUT,
+        )
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60)
+    except TimeoutError:
+        raise SystemExit(f"the collector did not start; see {data_dir}/collector.log") from None
+    console.print(
+        f"[bold]collector[/] pid {processes[-1].pid}, Tracking API on http://127.0.0.1:{port}"
+        f"/v1/batch, metrics on http://127.0.0.1:{port}/metrics"
+    )
+    return port, write_key
 
 
 def _web_port(settings: Settings) -> int:
@@ -161,7 +236,7 @@ def _demo_config(duration: float, rate: float) -> SimConfig:
 class _Traffic:
     """Paced simulated traffic on a background thread, so the live table can follow it."""
 
-    def __init__(self, producer: RawProducer, config: SimConfig) -> None:
+    def __init__(self, producer: RawProducer | HttpSender, config: SimConfig) -> None:
         self.summary = SimSummary()  # the live table reads it; run_simulation updates it
         self.done = threading.Event()
         self._producer = producer
@@ -189,15 +264,25 @@ class _Watch:
         console: Console,
         web_port: int,
         traffic: _Traffic,
-        worker: subprocess.Popen[bytes],
+        processes: list[subprocess.Popen[bytes]],
         data_dir: Path,
+        collector_port: int | None = None,
     ) -> None:
         self.console = console
         self.web_port = web_port
         self.traffic = traffic
-        self.worker = worker
+        self.processes = processes
         self.data_dir = data_dir
+        self.collector_port = collector_port
         self.metrics: dict[str, float] = {}
+        self.collector: dict[str, float] | None = {} if collector_port else None
+        # What the worker must receive: what was sent, or (--via http) what the collector
+        # accepted (it refuses what is not JSON: a 400 to a broken client).
+        self.expected: Callable[[], float] = (
+            (lambda: _sum(self.collector or {}, ACCEPTED))
+            if collector_port
+            else (lambda: self.traffic.summary.events)
+        )
 
     def run(self) -> None:
         first = progress_table(self.traffic.summary, self.metrics, "sending")
@@ -208,20 +293,23 @@ class _Watch:
             live.update(self._table("done"))
 
     def _table(self, phase: str) -> Table:
-        return progress_table(self.traffic.summary, self.metrics, phase)
+        return progress_table(self.traffic.summary, self.metrics, phase, self.collector)
 
     def _scrape(self) -> None:
         self.metrics = scrape(self.web_port) or self.metrics
+        if self.collector_port:
+            self.collector = scrape(self.collector_port) or self.collector
 
     def _sending(self, live: Live) -> None:
         while not self.traffic.done.is_set():
             time.sleep(0.5)
             self._scrape()
             live.update(self._table("sending"))
-            if self.worker.poll() is not None:
-                raise RuntimeError(
-                    f"worker exited with {self.worker.returncode}; see {self.data_dir}/worker.log"
-                )
+            for proc, name in zip(self.processes, ("worker", "collector"), strict=False):
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode}; see {self.data_dir}/{name}.log"
+                    )
 
     def _draining(self, live: Live) -> None:
         """Until every event sent is received and accounted for, or 90 s pass."""
@@ -237,7 +325,7 @@ class _Watch:
                 + _sum(metrics, "trackflow_consent_dropped_total")
             )
             received = _sum(metrics, "trackflow_events_received_total")
-            if received >= self.traffic.summary.events and accounted >= received:
+            if received >= self.expected() and accounted >= received:
                 break
             time.sleep(0.5)
 
@@ -255,12 +343,13 @@ class _Watch:
             time.sleep(0.5)
 
 
-def _stop(worker: subprocess.Popen[bytes], broker: EmbeddedBroker, log: IO[bytes]) -> None:
-    worker.terminate()
-    try:
-        worker.wait(20)
-    except subprocess.TimeoutExpired:
-        worker.kill()
+def _stop(processes: list[subprocess.Popen[bytes]], broker: EmbeddedBroker, log: IO[bytes]) -> None:
+    for proc in reversed(processes):  # the collector first: it flushes to the broker
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     broker.stop()
     log.close()
 
@@ -277,6 +366,14 @@ def print_summary(console: Console, data_dir: Path, metrics: dict[str, float]) -
     print_table(
         *run(con, "SELECT error_code, count(*) AS rows FROM dlq GROUP BY 1 ORDER BY 2 DESC"),
         title="dead-letter rows by error code",
+    )
+    print_table(
+        *run(
+            con,
+            "SELECT coalesce(source, '(Kafka)') AS source, count(*) AS stored FROM events "
+            "GROUP BY 1 ORDER BY 2 DESC",
+        ),
+        title="events stored by source (the HTTP collector's source; Kafka producers: none)",
     )
     console.print(
         f"duplicates dropped: {int(_sum(metrics, 'trackflow_duplicates_total')):,}    "

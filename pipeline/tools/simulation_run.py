@@ -6,9 +6,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from pipeline.tools.produce import RawProducer
 from pipeline.tools.simulator import SimConfig, generate
+
+
+class Sender(Protocol):
+    """Where simulated messages go: Kafka (``RawProducer``) or the HTTP collector
+    (``HttpSender``)."""
+
+    def send(self, key: bytes | None, value: bytes) -> None: ...
+    def flush_soon(self) -> None: ...
+    def flush(self, timeout: float = 60.0) -> int: ...
 
 
 @dataclass
@@ -26,7 +35,7 @@ class SimSummary:
 
 
 def run_simulation(
-    producer: RawProducer,
+    producer: Sender,
     config: SimConfig,
     paced: bool = True,
     on_progress: Callable[[SimSummary], None] | None = None,
