@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
 
+from pipeline.contract.plan import TrackingPlan
 from pipeline.names import AGENT_COMBINE
 from pipeline.runtime import wire
 from pipeline.runtime.context import Context
@@ -58,6 +60,7 @@ def register(app: faust.App, ctx: Context) -> Any:
     async def update_gauges() -> None:
         # Its own timer: provisional values must move while input flows too, and resolving
         # uv's identifiers every second would be work nobody reads.
+        await stage.seed_finals()
         async with stage.lock:
             stage.show_values()
 
@@ -85,6 +88,7 @@ class Combine:
         # closed: only the partition's holder shows them.
         self.finals: dict[int, dict[SeriesId, tuple[int, float | None]]] = {}
         self.shown: dict[str, set[SeriesId]] = {"final": set(), "provisional": set()}
+        self.seeded: set[int] = set()  # held partitions whose stored finals were read
         topics = ctx.topics
         self.links_topics = set(topics.links.topics)
         self.upstream = {
@@ -172,6 +176,31 @@ class Combine:
         lag = consumer_lag(self.app)
         return lag is None or any(n for tp, n in lag.items() if tp.topic in topics)
 
+    async def seed_finals(self) -> None:
+        """Partitions newly held (a start, a takeover) begin with the newest finals the
+        lake has for their series, so the final gauges do not wait for each series' next
+        window to close (an hour for hourly ones). A final this worker closes later has a
+        newer window start and wins."""
+        held = {c for c, _ in self.states.items()}
+        self.seeded &= held
+        new = held - self.seeded
+        if not new:
+            return
+        self.seeded |= new
+        settings, domain = self.ctx.settings, self.ctx.domain
+        try:
+            rows = await asyncio.to_thread(stored_finals, settings.data_dir, domain.plan)
+        except Exception as exc:  # no lake yet, unreadable files: finals come with closes
+            log.warning("combine: stored finals not read (%s: %s)", type(exc).__name__, exc)
+            return
+        for metric, window, dims, start, value in rows:
+            c = domain.combine_place.get(metric)
+            if c in new and value is not None:
+                finals = self.finals.setdefault(c, {})
+                key = (metric, window, dims)
+                if start > finals.get(key, (-1, None))[0]:
+                    finals[key] = (start, float(value))
+
     def show_values(self) -> None:
         """The metric gauges of the combine partitions this worker holds.
 
@@ -206,6 +235,27 @@ class Combine:
         for key, value in values.items():
             gauge.labels(*key).set(value)
         self.shown[kind] = set(values)
+
+
+# The newest final of each series in the lake (two days back: older is no latest value).
+_LATEST_FINALS = (
+    'SELECT metric, "window", dimensions, epoch_ms(window_start), value FROM rollups '
+    "WHERE window_start >= now() - INTERVAL 2 DAY "
+    'QUALIFY row_number() OVER (PARTITION BY metric, "window", dimensions '
+    "ORDER BY window_start DESC) = 1"
+)
+
+
+def stored_finals(data_dir: Path, plan: TrackingPlan) -> list[tuple[str, str, str, int, Any]]:
+    """(metric, window, dimensions, window start ms, value) of each series' newest final
+    in the lake's rollups table."""
+    from pipeline.lake.views import connect
+
+    con = connect(data_dir, plan)
+    try:
+        return [tuple(row) for row in con.execute(_LATEST_FINALS).fetchall()]
+    finally:
+        con.close()
 
 
 def _monotonic_ms() -> int:

@@ -94,8 +94,13 @@ def test_rollups_equal_the_lake_recomputation(deployment: Deployment) -> None:
     for key, want in expected["uv"].items():
         assert abs(got[key]["value"] - want["value"]) <= 0.02 * want["value"]
     assert {k for k in got if k[0] in EXACT} == {k for n in EXACT for k in expected[n]}
+    # Every window closed (idle): the newest hour's final shown once the gauges refresh
+    # (every 5 s), no provisional value left.
+    final = 'trackflow_metric_final{dimensions="{}",metric="pay_requests",window="1h"}'
+    hours = {k[2]: r["value"] for k, r in got.items() if k[:2] == ("pay_requests", "1h")}
+    wait_for(lambda: worker.metric(final) == hours[max(hours)], timeout=15, what=final)
     m = worker.metrics()
-    assert m['trackflow_metric_value{dimensions="{}",metric="pay_requests",window="1h"}'] > 0
+    assert not [k for k in m if k.startswith("trackflow_metric_value{")]
     assert m['trackflow_metric_windows_closed_total{reason="idle",window="1h"}'] >= 1
 
 

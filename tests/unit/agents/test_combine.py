@@ -506,3 +506,54 @@ def test_gauges_of_a_partition_moved_to_another_worker_are_removed(
     assert h.sample("trackflow_metric_final", window="1m", **labels) is None
     assert h.sample("trackflow_metric_value", window="1h", **labels) is None
     assert h.sample("trackflow_metric_open_windows") == 0
+
+
+def test_newly_held_partitions_show_the_lakes_newest_finals_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarted worker (or one taking a partition over) shows each series' newest
+    stored final at once, not an hour later for hourly series; a final it closes itself
+    since is newer and wins; series of partitions it does not hold are not shown."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.lake.schema import ROLLUP_SCHEMA
+
+    h = Harness(tmp_path, monkeypatch)
+    now = int(time.time() * 1000)
+    hour = now - now % 3_600_000 - 3_600_000  # the last closed hour
+    place = h.ctx.domain.combine_place
+    held = place["events"]
+    h.ctx.domain.combine[held]  # this worker holds the events partition (and partition 0)
+    holds = {c for c, _ in h.ctx.domain.combine.items()}
+    other = next(m for m, c in place.items() if c not in holds)
+
+    def row(metric: str, start: int, value: float) -> dict[str, Any]:
+        ts = dt.datetime.fromtimestamp(start / 1000, dt.UTC)
+        return {
+            "metric": metric, "window": "1h", "window_start": ts,
+            "window_end": ts + dt.timedelta(hours=1), "dimensions": PAGE_VIEW,
+            "value": value, "numerator": None, "denominator": None, "finalised_at": ts,
+            "source_partition": 0, "source_offset": 1, "source_index": 0,
+        }  # fmt: skip
+
+    folder = tmp_path / "lake" / "rollups" / f"window_date={dt.date.today()}"
+    folder.mkdir(parents=True)
+    rows = [row("events", hour - 3_600_000, 7), row("events", hour, 9), row(other, hour, 5)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=ROLLUP_SCHEMA), folder / "a.parquet")
+
+    asyncio.run(h.stage.seed_finals())
+    h.stage.show_values()
+    labels = {"metric": "events", "window": "1h", "dimensions": PAGE_VIEW}
+    assert h.sample("trackflow_metric_final", **labels) == 9  # the newest stored hour
+    assert (
+        h.sample("trackflow_metric_final", metric=other, window="1h", dimensions=PAGE_VIEW) is None
+    )
+
+    # A window this worker closes later is newer than the stored one.
+    h.stage.finals[held][("events", "1h", PAGE_VIEW)] = (hour + 3_600_000, 11.0)
+    asyncio.run(h.stage.seed_finals())  # already seeded: nothing read again
+    h.stage.show_values()
+    assert h.sample("trackflow_metric_final", **labels) == 11
