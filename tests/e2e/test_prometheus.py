@@ -47,9 +47,10 @@ class Prometheus:
             yaml.safe_dump(
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    # Every shipped file, as prometheus/prometheus.yml loads them.
                     "rule_files": [
-                        str(ROOT / "prometheus" / "rules" / "trackflow.yml"),
-                        str(ROOT / "prometheus" / "alerts" / "trackflow.yml"),
+                        str(ROOT / "prometheus" / "rules" / "*.yml"),
+                        str(ROOT / "prometheus" / "alerts" / "*.yml"),
                     ],
                     "scrape_configs": [
                         {
