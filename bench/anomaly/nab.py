@@ -79,12 +79,14 @@ def counts_json(c: Counts, normalised: float, threshold: float | None = None) ->
 def evaluate(corpus: list[Series], names: list[str]) -> dict[str, Any]:
     layouts = [Layout.of(len(s.values), label_rows(s)) for s in corpus]
     results: dict[str, Any] = {}
+    by_category: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     for tf_name, spec in TRACKFLOW.items():
         started = time.perf_counter()
         runs = [run_trackflow(s, spec) for s in corpus]
         seconds[f"trackflow_{tf_name}"] = time.perf_counter() - started
         alert_scores = {}
+        fixed_scores = {}
         score_scores = {}
         for pname, profile in PROFILES.items():
             perfect, null = perfect_and_null(layouts, profile)
@@ -95,10 +97,19 @@ def evaluate(corpus: list[Series], names: list[str]) -> dict[str, Any]:
                     total.score + c.score, total.tp + c.tp, total.fp + c.fp, total.fn + c.fn
                 )
             alert_scores[pname] = counts_json(total, normalise(total.score, perfect, null))
+            fixed = Counts()
+            for lay, (row_scores, _) in zip(layouts, runs, strict=True):
+                c = score_detections(lay, [x > 0.5 for x in row_scores], profile)
+                fixed = Counts(
+                    fixed.score + c.score, fixed.tp + c.tp, fixed.fp + c.fp, fixed.fn + c.fn
+                )
+            fixed_scores[pname] = counts_json(fixed, normalise(fixed.score, perfect, null), 0.5)
             thr, best = sweep(layouts, [r[0] for r in runs], profile)
             score_scores[pname] = counts_json(best, normalise(best.score, perfect, null), thr)
         results[f"trackflow_{tf_name} (alert column)"] = alert_scores
+        results[f"trackflow_{tf_name} (score > 0.5)"] = fixed_scores
         results[f"trackflow_{tf_name} (score, best threshold)"] = score_scores
+        by_category[f"trackflow_{tf_name} (alert column)"] = per_category(corpus, layouts, runs)
     for name in names:
         started = time.perf_counter()
         scores = [run_baseline(s, name) for s in corpus]
@@ -109,13 +120,37 @@ def evaluate(corpus: list[Series], names: list[str]) -> dict[str, Any]:
             thr, best = sweep(layouts, scores, profile)
             per_profile[pname] = counts_json(best, normalise(best.score, perfect, null), thr)
         results[name] = per_profile
-    return {"results": results, "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+    return {
+        "results": results,
+        "by_category": by_category,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
+
+
+def per_category(
+    corpus: list[Series], layouts: list[Layout], runs: list[tuple[list[float], list[bool]]]
+) -> dict[str, Any]:
+    """The alert column's standard score per category, each normalised on its own."""
+    profile = PROFILES["standard"]
+    groups: dict[str, list[tuple[Layout, list[bool]]]] = {}
+    for s, lay, (_, alerts) in zip(corpus, layouts, runs, strict=True):
+        groups.setdefault(s.category, []).append((lay, alerts))
+    out: dict[str, Any] = {}
+    for category, items in sorted(groups.items()):
+        perfect, null = perfect_and_null([lay for lay, _ in items], profile)
+        total = Counts()
+        for lay, alerts in items:
+            c = score_detections(lay, alerts, profile)
+            total = Counts(total.score + c.score, total.tp + c.tp, total.fp + c.fp, total.fn + c.fn)
+        out[category] = counts_json(total, normalise(total.score, perfect, null))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nab-dir", type=Path, help="a directory in NAB's data/ + labels/ layout")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seeds", help="comma-separated seeds, pooled into one corpus (e.g. 11,12,13)")
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--baselines", default=",".join(baselines.BASELINES))
     ap.add_argument("--out", type=Path)
@@ -123,7 +158,9 @@ def main() -> None:
     if args.nab_dir:
         corpus, source = read_nab_layout(args.nab_dir), str(args.nab_dir)
     else:
-        corpus, source = make_corpus(args.seed, args.scale), f"generated (seed {args.seed})"
+        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+        corpus = [s for seed in seeds for s in make_corpus(seed, args.scale)]
+        source = f"generated (seeds {', '.join(map(str, seeds))})"
     report = {
         "benchmark": "nab-style windowed scoring",
         "corpus": {
