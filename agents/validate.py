@@ -19,7 +19,7 @@ import pyarrow as pa
 from pipeline.contract import replay
 from pipeline.contract.errors import ErrorCode, Rejected
 from pipeline.ingest.codecs import source_from_headers
-from pipeline.ingest.ingestor import Ingestor, IngestResult, RawMessage
+from pipeline.ingest.ingestor import Ingestor, IngestResult, RawMessage, in_log_order
 from pipeline.ingest.quality import missing_counts, optional_properties
 from pipeline.names import AGENT_VALIDATE, TOPIC_RAW
 from pipeline.runtime import wire
@@ -108,7 +108,9 @@ class Validate:
         )
 
     def _prepare(self, partition: int, messages: list[RawMessage], now_ms: int) -> Outputs:
-        result = self.ingestor.process(partition, messages, now_ms)
+        # The dedup memory is written only once every output exists: if building them fails,
+        # the halves are judged against the memory as it was (no "seen at this position").
+        result = self.ingestor.process(partition, messages, now_ms, remember=False)
         table = None
         if result.valid:
             table, failed = self.ctx.domain.batches.build_each(result.valid)
@@ -120,7 +122,10 @@ class Validate:
                     partition, msg, row["source_index"], rejected, now_ms, result
                 )
         valid = wire.encode_events(table) if table is not None else []
-        return Outputs(result, table, valid, wire.encode_dead_letters(partition, result.dlq))
+        in_log_order(result.dlq)  # records of reject_later come after the others
+        dlq = wire.encode_dead_letters(partition, result.dlq)
+        self.ingestor.remember(result)
+        return Outputs(result, table, valid, dlq)
 
     def _dead_letter_whole(self, partition: int, msg: RawMessage, now_ms: int) -> Outputs:
         self.app.log.exception("validate: message %s of partition %s", msg.offset, partition)

@@ -133,10 +133,11 @@ class Snapshot:
     """The dedup memory of one partition as seen by one take, plus what the take adds.
 
     ``first`` answers as ``SeenIds.lookup`` would have at that point of the take; ``put``
-    keeps the first-sighting rule of ``_Generation.put`` and writes through to the memory.
+    keeps the first-sighting rule of ``_Generation.put``; ``apply`` writes the take's
+    entries to the memory.
     """
 
-    __slots__ = ("_current", "_found", "gen", "partition", "seen")
+    __slots__ = ("_current", "_found", "gen", "partition", "pending", "seen")
 
     def __init__(
         self,
@@ -148,6 +149,9 @@ class Snapshot:
     ) -> None:
         self.seen, self.partition, self.gen = seen, partition, gen
         self._found, self._current = found, current
+        # Entries decided but not yet in the memory: ``apply`` writes them once the take's
+        # outputs exist, so a take that fails half way leaves the memory as it was.
+        self.pending: list[tuple[int, int]] = []
 
     def first(self, fp: int) -> tuple[int, bool] | None:
         """(position, rejected) of the first sighting, or None."""
@@ -158,6 +162,12 @@ class Snapshot:
         packed = (pos << 1) | rejected
         if _wins(packed, self._current.get(fp)):
             self._current[fp] = self._found[fp] = packed
+            self.pending.append((fp, packed))
+
+    def apply(self) -> None:
+        """Write what the take decided into the memory (idempotent)."""
+        pending, self.pending = self.pending, []
+        for fp, packed in pending:
             self.seen.put_packed(self.partition, self.gen, fp, packed)
 
 

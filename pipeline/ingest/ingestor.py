@@ -54,6 +54,7 @@ class IngestResult:
     # By event name of the plan, or UNPLANNED_EVENT: bounded labels for DLQ share per event.
     rejected_by_event: Counter[str] = field(default_factory=Counter)
     unknown_properties: list[tuple[str, str]] = field(default_factory=list)
+    snapshot: Snapshot | None = None  # the take's dedup decisions, see Ingestor.remember
 
 
 class Ingestor:
@@ -78,7 +79,12 @@ class Ingestor:
         )
         self._pii_keys = frozenset(plan.envelope.pii_identity_keys)
 
-    def process(self, partition: int, messages: list[RawMessage], now_ms: int) -> IngestResult:
+    def process(
+        self, partition: int, messages: list[RawMessage], now_ms: int, remember: bool = True
+    ) -> IngestResult:
+        """The outputs of ``messages``. With ``remember`` False the dedup memory is left as
+        it was until ``remember(result)``: the caller does that once it has every output
+        of the take, so a take that fails later and is redone in parts judges the same."""
         gen = self.seen.generation(now_ms)
         result = IngestResult(generation=gen)
         # Judge every event first, then look all their keys up in the dedup memory at once
@@ -98,7 +104,16 @@ class Ingestor:
                 self._decide(partition, msg, item, outcome, key, fp, snapshot, now_ms, result)
             except Exception as exc:
                 self._reject(partition, msg, item, _processing_error(exc), now_ms, result)
+        in_log_order(result.dlq)
+        result.snapshot = snapshot
+        if remember:
+            snapshot.apply()
         return result
+
+    @staticmethod
+    def remember(result: IngestResult) -> None:
+        if result.snapshot is not None:
+            result.snapshot.apply()
 
     def _judge(
         self, msg: RawMessage, item: Item, now_ms: int
@@ -289,6 +304,14 @@ class Ingestor:
         if masked_text == text:
             return original
         return masked_text.encode("utf-8", errors="surrogateescape")
+
+
+def in_log_order(dlq: list[dict[str, Any]]) -> None:
+    """Sort dead letters by position: the lake's sink keeps one record per position, in
+    order, and drops a record positioned below one it already kept for the message."""
+    dlq.sort(
+        key=lambda r: (r["source_offset"], -1 if r["source_index"] is None else r["source_index"])
+    )
 
 
 def _processing_error(exc: Exception) -> Rejected:

@@ -221,10 +221,10 @@ def test_a_message_whose_processing_fails_is_dead_lettered_whole(
 ) -> None:
     real = stage.ingestor.process
 
-    def flaky(partition: int, messages: list[RawMessage], now_ms: int) -> Any:
+    def flaky(partition: int, messages: list[RawMessage], now_ms: int, **kw: Any) -> Any:
         if any(m.offset == 11 for m in messages):
             raise RuntimeError("boom")
-        return real(partition, messages, now_ms)
+        return real(partition, messages, now_ms, **kw)
 
     monkeypatch.setattr(stage.ingestor, "process", flaky)
     hostile = orjson.dumps([good(7), good(8)])
@@ -251,6 +251,36 @@ def test_a_row_arrow_cannot_hold_is_dead_lettered_alone(
     assert (stored, codes(letters)) == (2, ["processing_error"])
     assert letters[0]["source_index"] == 1
     assert orjson.loads(letters[0]["payload"])["anonymous_id"] == "poison"
+
+
+def test_a_take_redone_in_halves_remembers_every_event_once(
+    stage: Validate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A take whose outputs fail to build is redone in halves; the dedup memory must not
+    hold the first attempt's sightings, or the halves log no changelog entries for them
+    (lost at a takeover) and a failing half dead-letters events the memory calls stored."""
+    batches = stage.ctx.domain.batches
+    real, calls = batches.build_each, []
+
+    def first_call_fails(rows: list[dict[str, Any]]) -> Any:
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise RuntimeError("transient")
+        return real(rows)
+
+    monkeypatch.setattr(batches, "build_each", first_call_fails)
+    events = [good(i) for i in range(4)]
+    messages = [RawMessage(20 + i, orjson.dumps(e)) for i, e in enumerate(events)]
+    now = int(time.time() * 1000)
+    out = stage.prepare(PART, messages, now)
+    assert len(calls) > 1  # it was redone
+    assert sorted(out.table["event_id"].to_pylist()) == sorted(e["event_id"] for e in events)
+    assert len(out.result.seen) == len(events)  # every sighting reaches the changelog
+    retry = stage.prepare(
+        PART, [RawMessage(30 + i, orjson.dumps(e)) for i, e in enumerate(events)], now
+    )
+    assert retry.table is None
+    assert retry.result.duplicates == len(events)
 
 
 PHONE = "13812345678"

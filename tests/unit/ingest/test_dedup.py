@@ -279,6 +279,7 @@ def test_a_snapshot_answers_as_lookup_and_put_as_add(monkeypatch: pytest.MonkeyP
             if expected is None or rejected is False:
                 per_id.add(P, gen, key, pos, rejected)
                 snap.put(dedup.fingerprint(key), pos, rejected)
+        snap.apply()  # the validate stage applies a take's decisions once its outputs exist
         probes = [f"e{k}" for k in range(70)]
         assert [batched.lookup(P, k, now) for k in probes] == [
             per_id.lookup(P, k, now) for k in probes

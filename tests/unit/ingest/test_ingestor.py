@@ -427,3 +427,26 @@ def test_deeply_nested_bad_event_does_not_raise(ingestor: Ingestor, value: bytes
     result = ingestor.process(PART, [RawMessage(1, value)], NOW)
     assert result.valid == []
     assert len(result.dlq) == 1
+
+
+def test_dead_letters_come_in_log_order_whatever_failed_first(
+    ingestor: Ingestor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lake's sink keeps one dead letter per position, in order: a processing error at
+    a later offset must not come before an earlier message's rejection, or that one is
+    dropped (and its retries then count as duplicates: lost)."""
+    real = ingestor.validator.validate
+
+    def crash_on_e2(obj: Any, now_ms: int, version: int | None = None) -> Any:
+        if isinstance(obj, dict) and obj.get("event_id") == "e2":
+            raise RuntimeError("a bug")
+        return real(obj, now_ms, version)
+
+    monkeypatch.setattr(ingestor.validator, "validate", crash_on_e2)
+    result = ingestor.process(
+        PART, [msg(10, ev(1, event_name="no_such_event")), msg(11, ev(2))], NOW
+    )
+    assert [(r["source_offset"], r["error_code"]) for r in result.dlq] == [
+        (10, "unknown_event"),
+        (11, "processing_error"),
+    ]
