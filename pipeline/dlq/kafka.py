@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from pipeline.contract.replay import HEADER, ReplayMarker, from_headers
+from pipeline.names import HEADER_SOURCE
 
 TIMEOUT_SECONDS = 30.0
 # librdkafka logs every failed connection attempt to stderr (dozens a second while a broker
@@ -34,6 +35,7 @@ class Outgoing:
     value: bytes
     key: bytes | None
     marker: ReplayMarker
+    source: str | None = None  # the collector source the dead letter came from
 
 
 @dataclass
@@ -123,7 +125,7 @@ class KafkaBroker:
                 m.value,
                 m.key,
                 partition=m.partition,
-                headers=[(HEADER, m.marker.encode())],
+                headers=_headers(m),
                 on_delivery=partial(delivered, m.dead_letter),
             )
             while True:
@@ -168,3 +170,11 @@ class KafkaBroker:
 
     def close(self) -> None:
         self._meta.close()
+
+
+def _headers(m: Outgoing) -> list[tuple[str, str | bytes | None]]:
+    """The replay marker, and the source: a replayed collector event keeps its source."""
+    headers: list[tuple[str, str | bytes | None]] = [(HEADER, m.marker.encode())]
+    if m.source:
+        headers.append((HEADER_SOURCE, m.source.encode()))
+    return headers

@@ -93,7 +93,7 @@ def outgoing(dl: DeadLetter) -> Outgoing:
                 break
     hashed = not (dl.error_detail or "").startswith("identities.")
     marker = ReplayMarker(dl.key, dl.received_at, hashed)
-    return Outgoing(dl.key, dl.source_partition, dl.payload, key, marker)
+    return Outgoing(dl.key, dl.source_partition, dl.payload, key, marker, dl.source)
 
 
 class Replay:

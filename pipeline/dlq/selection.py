@@ -92,12 +92,13 @@ class DeadLetter:
     truncated: bool
     received_at: int | None  # epoch ms
     replay_of: str | None
+    source: str | None = None  # the collector's source name; re-sent with the replay
 
 
 _COLUMNS = (
     "source_topic, source_partition, source_offset, source_index, error_code, error_detail, "
     "event_id, event_name, payload, coalesce(payload_truncated, false), "
-    "epoch_ms(received_at), replay_of"
+    "epoch_ms(received_at), replay_of, source"
 )
 
 
@@ -111,7 +112,7 @@ def dead_letters(con: duckdb.DuckDBPyConnection, filters: Filters) -> Iterator[D
         params,
     )
     while rows := cur.fetchmany(FETCH_ROWS):
-        for t, p, o, i, code, detail, eid, name, payload, cut, at, of in rows:
+        for t, p, o, i, code, detail, eid, name, payload, cut, at, of, src in rows:
             yield DeadLetter(
                 dead_letter_key(t, p, o, i),
                 t,
@@ -124,6 +125,7 @@ def dead_letters(con: duckdb.DuckDBPyConnection, filters: Filters) -> Iterator[D
                 bool(cut),
                 at,
                 of,
+                src,
             )
 
 

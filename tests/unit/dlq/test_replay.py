@@ -234,3 +234,20 @@ def test_a_send_the_log_cannot_settle_stays_in_doubt_and_is_never_resent(lake: P
     again = run(lake, broker)
     assert (again.in_doubt, again.replayed) == (1, 0)
     assert broker.sent().count("events.raw:0:1:0") == 1
+
+
+def test_a_collector_event_is_replayed_with_its_source(tmp_path: Path) -> None:
+    """The collector's source travels as a header; a replay without it would store the
+    event (or its new dead letter) with no source."""
+    from pipeline.dlq.kafka import _headers
+    from pipeline.dlq.replay import outgoing
+    from pipeline.dlq.selection import dead_letters
+    from pipeline.names import HEADER_SOURCE
+
+    write_dlq(tmp_path, [dead_letter(1, source="web"), dead_letter(2)], "a")
+    with connect(tmp_path) as con:
+        letters = list(dead_letters(con, make_filters()))
+    by_offset = {dl.key: dl for dl in letters}
+    web, kafka = outgoing(by_offset["events.raw:0:1:0"]), outgoing(by_offset["events.raw:0:2:0"])
+    assert (HEADER_SOURCE, b"web") in _headers(web)
+    assert [name for name, _ in _headers(kafka)] == ["trackflow-replay"]
