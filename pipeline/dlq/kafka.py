@@ -111,6 +111,8 @@ class KafkaBroker:
             {
                 **self.cluster.confluent(),
                 "acks": "all",
+                # No copies from the producer's own retries: replay promises at most once.
+                "enable.idempotence": True,
                 "linger.ms": 5,
                 "compression.type": "none",  # what the worker's aiokafka reads here
                 "message.max.bytes": 1_010_000,
