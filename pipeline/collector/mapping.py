@@ -18,6 +18,7 @@ Decisions (docs/collector.md):
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,9 +66,9 @@ class RequestInfo:
 
 @dataclass(slots=True)
 class Outgoing:
-    """The Kafka messages of one request: (key, value) pairs, and what they hold."""
+    """The Kafka messages of one request: (partition, key, value), and what they hold."""
 
-    messages: list[tuple[bytes, bytes]] = field(default_factory=list)
+    messages: list[tuple[int, bytes, bytes]] = field(default_factory=list)
     events: int = 0
     oversized: int = 0  # calls over the event size limit, sent as they came
 
@@ -221,24 +222,44 @@ def _dumps(value: Any) -> bytes:
         return NOT_ENCODABLE
 
 
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition librdkafka's default partitioner gives ``key`` (CRC-32 of the key
+    modulo the partition count; checked against librdkafka in the integration tests), so
+    an event lands where ``trackflow produce`` would put it, and an SDK retry where its
+    first copy went: on the same dedup memory."""
+    return zlib.crc32(key) % partitions
+
+
 def build(
-    calls: list[Any], kind: str | None, info: RequestInfo, check_size: bool, max_bytes: int
+    calls: list[Any],
+    kind: str | None,
+    info: RequestInfo,
+    check_size: bool,
+    max_bytes: int,
+    partitions: int,
 ) -> Outgoing:
-    """The Kafka messages of a request's calls: one per key, a JSON array when it holds
-    several events (DESIGN 3: the worker's cost is per message), split to stay under
-    ``MAX_MESSAGE_BYTES``. ``kind`` is the endpoint's call type, None for a batch.
+    """The Kafka messages of a request's calls: one per partition of events.raw, a JSON
+    array when it holds several events (DESIGN 3: the worker's cost is per message, and
+    so is the producer's), split to stay under ``MAX_MESSAGE_BYTES``; each event goes to
+    the partition of its key. A message's Kafka key is its first event's. ``kind`` is the
+    endpoint's call type, None for a batch.
 
     ``check_size``: the body was larger than ``max_bytes``, so a call may be too. Such a
     call is sent as it came (without its write key): validation dead-letters it alone as
     ``payload_too_large``, and the request's other events go on.
     """
     out = Outgoing(events=len(calls))
-    groups: dict[bytes, list[bytes]] = {}
+    groups: dict[int, tuple[bytes, list[bytes]]] = {}
     for call in calls:
         key, element = _element(call, kind, info, check_size, max_bytes, out)
-        groups.setdefault(key, []).append(element)
-    for key, elements in groups.items():
-        out.messages.extend((key, value) for value in _pack(elements))
+        partition = partition_of(key, partitions)
+        group = groups.get(partition)
+        if group is None:
+            groups[partition] = (key, [element])
+        else:
+            group[1].append(element)
+    for partition, (key, elements) in groups.items():
+        out.messages.extend((partition, key, value) for value in _pack(elements))
     return out
 
 

@@ -41,6 +41,7 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("trackflow.collector")
 ENSURE_TOPIC_SECONDS = 5.0
+METADATA_SECONDS = 30.0  # partition count refresh while all is well
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,7 @@ class Collector:
             response = answer(500, "internal error")
         finally:
             self.metrics.in_flight.dec()
-        self.metrics.requests.labels(seen.source, str(response.status)).inc()
-        self.metrics.latency.labels(seen.source).observe(time.perf_counter() - started)
+        self.metrics.answered(seen.source, response.status, time.perf_counter() - started)
         return response
 
     async def _handle(self, request: web.Request, seen: _Seen) -> web.Response:
@@ -138,8 +138,10 @@ class Collector:
             context if isinstance(context, dict) else None,
         )
         max_event = self.plan.max_event_bytes
-        out = build(calls, None if kind == "batch" else kind, info, size > max_event, max_event)
-        delivery = self.producer.send(asyncio.get_running_loop(), out.messages, source.headers)
+        endpoint = None if kind == "batch" else kind
+        partitions = self.producer.partitions
+        out = build(calls, endpoint, info, size > max_event, max_event, partitions)
+        delivery = self.producer.send(out.messages, source.headers)
         acknowledged = await delivery.wait(self.settings.collect_delivery_timeout + 1.0)
         self.producer.delivered(delivery)
         if not acknowledged:
@@ -170,7 +172,7 @@ class Collector:
                     f"over the source's rate of {source.events_per_second:g} events/s",
                     {hdrs.RETRY_AFTER: retry_after(wait)},
                 )
-        if not self.producer.available:
+        if not self.producer.available or not self.producer.partitions:
             self.metrics.events_rejected.labels(source.name, "kafka_unavailable").inc(events)
             raise Refusal(503, "Kafka is unavailable: retry later")
 
@@ -208,11 +210,18 @@ class Collector:
         self.producer.probe()
 
     async def watch_kafka(self) -> None:
+        """Probe Kafka every second while it is unavailable, and every 30 s anyway (the
+        topic may have gained partitions)."""
         loop = asyncio.get_running_loop()
+        last = time.monotonic()
         while True:
             await asyncio.sleep(PROBE_SECONDS)
             if not self.topic_ready or not self.producer.available:
                 await loop.run_in_executor(None, self.check_kafka)
+                last = time.monotonic()
+            elif time.monotonic() - last >= METADATA_SECONDS:
+                await loop.run_in_executor(None, self.producer.probe)
+                last = time.monotonic()
 
     def reload_sources(self) -> None:
         try:
@@ -227,6 +236,7 @@ async def serve(collector: Collector, on_listening: Any = None) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     loop = asyncio.get_running_loop()
     settings = collector.settings
+    collector.producer.start(loop)
     await loop.run_in_executor(None, collector.check_kafka)
     runner = web.AppRunner(
         collector.app(),
@@ -257,9 +267,9 @@ async def serve(collector: Collector, on_listening: Any = None) -> None:
     log.info("collector stopping: finishing requests in flight, then flushing")
     await runner.cleanup()  # closes the listener, waits for requests in flight
     watch.cancel()
-    left = await loop.run_in_executor(
-        None, collector.producer.close, max(1.0, settings.collect_shutdown_seconds)
-    )
+    # Blocking on purpose: nothing else runs any more, and the callbacks touch the loop's
+    # futures, so they are served on its thread.
+    left = collector.producer.close(max(1.0, settings.collect_shutdown_seconds))
     if left:
         log.error("collector stopped with %d messages Kafka did not acknowledge", left)
 
@@ -267,8 +277,19 @@ async def serve(collector: Collector, on_listening: Any = None) -> None:
 def run_collector(settings: Settings, kafka: KafkaCluster, sources: Sources, plan: Plan) -> int:
     producer = EventProducer(kafka, settings.topic(TOPIC_RAW), settings.collect_delivery_timeout)
     collector = Collector(settings, kafka, sources, plan, producer)
-    asyncio.run(serve(collector))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve(collector))
     return 0
+
+
+def _loop_factory() -> Any:
+    """uvloop's event loop when it is installed (a dependency: measured 15-20% less CPU per
+    20-event request than asyncio's own loop), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def plan_limits(schemas_dir: Path | None) -> Plan:

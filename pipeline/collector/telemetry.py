@@ -7,6 +7,7 @@ write key, or an answer given before the key was read); ``code`` an HTTP status.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -28,6 +29,7 @@ REJECT_REASONS = ("rate_limited", "kafka_unavailable", "source_disabled")
 
 class CollectorMetrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)
         self.build_info = Gauge(
@@ -83,6 +85,18 @@ class CollectorMetrics:
             "1 while Kafka takes the collector's events, 0 while it answers 503.",
             registry=r,
         )
+
+    def answered(self, source: str, code: int, seconds: float) -> None:
+        """Count one answered request; the labelled children are looked up once."""
+        key = (source, code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(source, str(code)),
+                self.latency.labels(source),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch(self, queue: Callable[[], float], kafka_up: Callable[[], float]) -> None:
         """Read the producer's queue length and Kafka's state at each scrape."""

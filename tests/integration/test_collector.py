@@ -155,6 +155,30 @@ def test_a_retried_request_stores_nothing_twice(stack: Stack) -> None:
     )
 
 
+def test_an_event_sent_over_http_and_to_kafka_is_stored_once(stack: Stack) -> None:
+    """The collector places each event on the partition ``trackflow produce`` gives its
+    key (librdkafka's partitioner): both copies meet the same dedup memory."""
+    tag = "cross"
+    calls = [track(tag, i, anonymousId=f"{tag}-anon-{i}") for i in range(12)]
+    ok(stack.collector.post("/v1/batch", {"batch": calls}, key=WEB_KEY))
+    envelopes = [
+        {
+            "event_id": c["messageId"],
+            "event_name": "signup",
+            "event_time": c["timestamp"],
+            "anonymous_id": c["anonymousId"],
+            "platform": "server",
+            "properties": {"method": "phone"},
+        }
+        for c in calls
+    ]
+    stack.dep.produce(orjson.dumps(e) for e in envelopes)
+    stack.settle(tag, 12)
+    assert {(r["event_id"], r["source"]) for r in stack.stored(tag)} == {
+        (c["messageId"], "web") for c in calls
+    }
+
+
 def test_gzip_text_plain_key_in_the_body_and_cors(stack: Stack) -> None:
     tag = "web"
     origin = "https://shop.example"

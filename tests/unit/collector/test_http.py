@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
-import threading
 import zlib
 
 import pytest
@@ -92,51 +91,63 @@ def test_refusal_answers_are_json() -> None:
 # -- one wait for all acknowledgements of a request --------------------------------------
 
 
-def run_delivery(outcomes: list[KafkaError | None], released: int, unsent: int = 0) -> Delivery:
-    async def main() -> Delivery:
-        loop = asyncio.get_running_loop()
-        delivery = Delivery(loop, len(outcomes) + unsent)
+class Owner:
+    """The producer side a Delivery reports to: its loop and count of waiting requests."""
 
-        # Acks arrive on the producer's poll thread, possibly before the request released
-        # its guard: the future resolves only after both.
-        def acks() -> None:
-            for err in outcomes:
-                delivery(err, None)  # type: ignore[arg-type]
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.outstanding = 0
 
-        thread = threading.Thread(target=acks)
-        thread.start()
-        thread.join()
-        assert not delivery._future.done()
-        delivery._release(released, unsent, "queue full" if unsent else None)
-        ok = await delivery.wait(5)
-        assert ok == (delivery.failed == 0)
-        return delivery
+
+def run_delivery(outcomes: list[KafkaError | None], unsent: int = 0) -> tuple[Delivery, Owner]:
+    async def main() -> tuple[Delivery, Owner]:
+        owner = Owner(asyncio.get_running_loop())
+        delivery = Delivery(owner, len(outcomes) + unsent)  # type: ignore[arg-type]
+        assert owner.outstanding == 1
+        if unsent:
+            delivery.unsent(unsent, "queue full")
+        waiting = asyncio.ensure_future(delivery.wait(5))
+        await asyncio.sleep(0)
+        for err in outcomes[:-1]:  # acks arrive one poll at a time
+            delivery(err, None)  # type: ignore[arg-type]
+            await asyncio.sleep(0)
+            assert not waiting.done()
+        delivery(outcomes[-1], None)  # type: ignore[arg-type]
+        assert await waiting == (delivery.failed == 0)
+        assert owner.outstanding == 0
+        return delivery, owner
 
     return asyncio.run(main())
 
 
 def test_delivery_resolves_when_every_message_is_acknowledged() -> None:
-    delivery = run_delivery([None, None, None], 1)
+    delivery, _ = run_delivery([None, None, None])
     assert delivery.failed == 0
+    assert delivery.error is None
 
 
 def test_one_failed_message_fails_the_request() -> None:
-    delivery = run_delivery([None, KafkaError(KafkaError._MSG_TIMED_OUT), None], 1)
+    delivery, _ = run_delivery([None, KafkaError(KafkaError._MSG_TIMED_OUT), None])
     assert delivery.failed == 1
     assert delivery.error == "_MSG_TIMED_OUT"
 
 
 def test_messages_never_handed_over_fail_the_request() -> None:
-    delivery = run_delivery([None], 1 + 2, unsent=2)
+    delivery, _ = run_delivery([None], unsent=2)
     assert delivery.failed == 2
     assert delivery.error == "queue full"
 
 
-def test_a_delivery_without_acks_times_out() -> None:
-    async def main() -> Delivery:
-        delivery = Delivery(asyncio.get_running_loop(), 1)
-        delivery._release(1)
-        assert not await delivery.wait(0.05)
-        return delivery
+def test_a_delivery_without_acks_times_out_and_late_acks_change_nothing() -> None:
+    async def main() -> tuple[Delivery, Owner, bool]:
+        owner = Owner(asyncio.get_running_loop())
+        delivery = Delivery(owner, 2)  # type: ignore[arg-type]
+        delivery(None, None)  # type: ignore[arg-type]
+        ok = await delivery.wait(0.05)
+        delivery(None, None)  # type: ignore[arg-type]  # after the answer: counted once
+        return delivery, owner, ok
 
-    assert asyncio.run(main()).error == "timed out waiting for Kafka"
+    delivery, owner, ok = asyncio.run(main())
+    assert not ok
+    assert delivery.error == "timed out waiting for Kafka"
+    assert owner.outstanding == 0

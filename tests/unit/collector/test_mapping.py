@@ -15,6 +15,7 @@ from pipeline.collector.mapping import (
     envelope,
     event_time,
     merge,
+    partition_of,
 )
 from pipeline.contract.errors import Rejected
 from pipeline.contract.pii import PiiHasher
@@ -264,7 +265,7 @@ def test_good_calls_pass_validation_with_identifiers_hashed(validator: Validator
 # -- Kafka messages ---------------------------------------------------------------------
 
 
-def test_one_message_per_key_arrays_for_several_events_in_order() -> None:
+def test_one_message_per_partition_arrays_for_several_events_in_order() -> None:
     calls = [
         call(type="track", event="a", messageId="1", anonymousId="x"),
         call(type="track", event="b", messageId="2", anonymousId="y"),
@@ -272,30 +273,47 @@ def test_one_message_per_key_arrays_for_several_events_in_order() -> None:
         call(type="track", event="c", messageId="4", anonymousId=None, userId="m"),
         7,
     ]
-    out = build(calls, None, INFO, False, LIMIT)
-    assert out.events == 5
-    keys = [k for k, _ in out.messages]
-    assert keys[:3] == [b"x", b"y", b"m"]
-    x = orjson.loads(out.messages[0][1])
-    assert [e["event_id"] for e in x] == ["1", "3"]
-    assert orjson.loads(out.messages[1][1])["event_id"] == "2"  # one event: an object
-    assert out.messages[3] == (content_key(b"7"), b"7")  # dead-lettered malformed_payload
+    keys = [b"x", b"y", b"x", b"m", content_key(b"7")]
+    for partitions in (1, 3, 8, 64):
+        out = build(calls, None, INFO, False, LIMIT, partitions)
+        assert out.events == 5
+        assert len({p for p, _, _ in out.messages}) == len(out.messages)  # one per partition
+        placed: dict[bytes, int] = {}
+        for partition, key, value in out.messages:
+            decoded = orjson.loads(value)
+            for element in decoded if isinstance(decoded, list) else [decoded]:
+                i = [1, 2, 3, 4, 7].index(
+                    int(element["event_id"]) if isinstance(element, dict) else element
+                )
+                placed[keys[i]] = partition
+            assert partition_of(key, partitions) == partition
+        # Every event on its own key's partition: a retry meets its first copy's memory.
+        assert placed == {k: partition_of(k, partitions) for k in keys}
+    (one,) = build(calls, None, INFO, False, LIMIT, 1).messages
+    assert [e if isinstance(e, int) else e["event_id"] for e in orjson.loads(one[2])] == [
+        "1",
+        "2",
+        "3",
+        "4",
+        7,
+    ]
 
 
 def test_the_endpoint_kind_wins_over_the_bodys_type() -> None:
-    out = build([call(type="track", name="home")], "page", INFO, False, LIMIT)
-    assert orjson.loads(out.messages[0][1])["event_name"] == "page_view"
+    out = build([call(type="track", name="home")], "page", INFO, False, LIMIT, 8)
+    assert orjson.loads(out.messages[0][2])["event_name"] == "page_view"
 
 
 def test_an_oversized_call_goes_alone_as_it_came_without_its_write_key() -> None:
     big = call(type="track", event="a", messageId="big", properties={"blob": "x" * 40_000})
     big["writeKey"] = "secret-key"
     small = call(type="track", event="a", messageId="small")
-    out = build([small, big], None, INFO, True, LIMIT)
+    out = build([small, big], None, INFO, True, LIMIT, 8)
     assert out.oversized == 1
-    ((key, value),) = out.messages
+    ((partition, key, value),) = out.messages
     items = decode_message(value, load_plan())
     assert key == b"anon-1"
+    assert partition == partition_of(b"anon-1", 8)
     assert items[0].error is None
     assert items[1].error is not None
     assert items[1].error.code == "payload_too_large"
@@ -308,10 +326,10 @@ def test_messages_are_split_under_the_kafka_limit() -> None:
         call(type="track", event="a", messageId=f"m{i}", properties={"p": "x" * 20_000})
         for i in range(60)
     ]
-    out = build(calls, None, INFO, True, LIMIT)
+    out = build(calls, None, INFO, True, LIMIT, 8)
     assert len(out.messages) > 1
-    assert all(len(v) <= MAX_MESSAGE_BYTES for _, v in out.messages)
-    ids = [e["event_id"] for _, v in out.messages for e in orjson.loads(v)]
+    assert all(len(v) <= MAX_MESSAGE_BYTES for _, _, v in out.messages)
+    ids = [e["event_id"] for _, _, v in out.messages for e in orjson.loads(v)]
     assert ids == [f"m{i}" for i in range(60)]
 
 
@@ -320,6 +338,6 @@ def test_a_retry_gives_the_same_messages() -> None:
         call(type="track", event="a", messageId=str(i), anonymousId=f"a{i % 3}") for i in range(9)
     ]
     assert (
-        build(calls, None, INFO, False, LIMIT).messages
-        == build(calls, None, INFO, False, LIMIT).messages
+        build(calls, None, INFO, False, LIMIT, 8).messages
+        == build(calls, None, INFO, False, LIMIT, 8).messages
     )
