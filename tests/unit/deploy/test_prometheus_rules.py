@@ -35,10 +35,15 @@ def test_promtool_accepts_every_rule_file(promtool: str) -> None:
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
 
 
+def promtool_test_files() -> list[Path]:
+    """Every promtool test file (trackflow_test.yml, collector_test.yml, ...)."""
+    return sorted((PROM / "tests").glob("*.yml"))
+
+
 def test_promtool_unit_tests_pass(promtool: str) -> None:
-    proc = subprocess.run(
-        [promtool, "test", "rules", "tests/trackflow_test.yml"], cwd=PROM, capture_output=True
-    )
+    files = [str(p.relative_to(PROM)) for p in promtool_test_files()]
+    assert "tests/trackflow_test.yml" in files
+    proc = subprocess.run([promtool, "test", "rules", *files], cwd=PROM, capture_output=True)
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
 
 
@@ -54,7 +59,7 @@ SEVERITIES = ("critical", "warning", "info")
 
 
 def test_every_alert_is_documented_and_tested_both_ways() -> None:
-    tests = yaml.safe_load((PROM / "tests" / "trackflow_test.yml").read_text())["tests"]
+    tests = [t for path in promtool_test_files() for t in yaml.safe_load(path.read_text())["tests"]]
     cases: dict[str, list[bool]] = {}
     for t in tests:
         for case in t["alert_rule_test"]:
