@@ -5,8 +5,8 @@ idempotent: a librdkafka retry never writes a message twice). Producing never wa
 message gets the request's ``Delivery`` as its callback and the request awaits one future,
 resolved by the last callback. The callbacks are served on the event loop itself (a
 ``poll(0)`` every millisecond while deliveries are outstanding, every 100 ms otherwise):
-no thread, no lock, no thread hop per request, and no wait for the GIL (measured: a poll
-thread cost more CPU per request than the mapping, and its GIL hand-overs showed in p99).
+no thread, no lock, no thread hop and no GIL hand-over per request (the first version's
+poll thread had all three; the loop-served reports measured less CPU per request).
 
 Kafka is "unavailable" (503 at once, nothing produced) after librdkafka reports that every
 broker is down or a delivery failed, until a metadata request succeeds again; a fatal
