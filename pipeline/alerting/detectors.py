@@ -299,7 +299,8 @@ class Adaptive(Detector):
                 for side in sides:
                     self.tails[f"{v}.{e}.{side}"] = TailModel(history)
         self.log_offset: float | None = None  # set from the first values' magnitude
-        self.first: list[float] = []
+        self.early = 0  # values seen before the offset was set
+        self.min_positive: float | None = None
         self.log_ok = log
         self.last_t: int | None = None
         self.n = 0
@@ -325,14 +326,14 @@ class Adaptive(Detector):
         if not self.log_ok:
             return None
         if self.log_offset is None:
-            # log(x + c), c = 5 % of the early magnitude: zeros stay finite and values far
-            # below the usual level do not dominate.
-            self.first.append(value)
-            if len(self.first) < 10:
+            # log(x + c), c = 10 % of the smallest positive of the first values: zeros stay
+            # finite, and the noise of values near zero does not dominate the view.
+            self.early += 1
+            if value > 0:
+                self.min_positive = min(self.min_positive or value, value)
+            if self.early < 10 or self.min_positive is None:
                 return None
-            positive = [v for v in self.first if v > 0]
-            self.log_offset = 0.1 * min(positive) if positive else 1e-9
-            self.first = []
+            self.log_offset = 0.1 * self.min_positive
         return math.log(value + self.log_offset)
 
     def update(self, t_ms: int, value: float | None, volume: float | None = None) -> Verdict:

@@ -327,3 +327,15 @@ def test_adaptive_rejects_inconsistent_parameters() -> None:
         Adaptive(risk=0.1, hold=0.01)
     with pytest.raises(ValueError, match="direction"):
         Adaptive(direction="sideways")
+
+
+def test_adaptive_log_view_waits_for_a_positive_value_and_stops_at_a_negative() -> None:
+    """A count that starts with zeros gets its log offset from its first positive values
+    (not a 1e-9 that would make every 0 -> 1 step enormous); a series that goes negative
+    is not multiplicative and leaves the log view."""
+    det = Adaptive(slots=1)
+    for i, v in enumerate([0.0] * 15 + [4.0, 2.0, 3.0]):
+        det.update(T0 + i * H, v)
+    assert det.log_offset == pytest.approx(0.4)
+    det.update(T0 + 20 * H, -1.0)
+    assert det._view_value("log", 5.0) is None
