@@ -10,6 +10,9 @@ Decisions (docs/collector.md):
 - a call without ``messageId`` keeps no ``event_id`` and is dead-lettered
   (``missing_required_field``): an id made up here would differ on an SDK retry and store
   the event twice, and every Segment and RudderStack SDK sets one;
+- a ``messageId`` string the envelope's id rule refuses (the classic Node SDKs' 74
+  characters, a ``:`` or ``.``) becomes a digest of itself: the same on every retry, so
+  dedup still holds, and the event is not dead-lettered for an SDK's id format;
 - ``group``'s own traits describe the group, not the person: they are stored as the
   event's properties but never become the person's identities;
 - a batch item of an unknown ``type`` keeps that type as its event name, so the dead
@@ -18,6 +21,8 @@ Decisions (docs/collector.md):
 
 from __future__ import annotations
 
+import hashlib
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,6 +54,9 @@ IDENTITY_TRAITS = ("phone", "email", "openid", "unionid")
 # a request is at most 500 KiB, but its envelopes may be larger than its calls).
 MAX_MESSAGE_BYTES = 512 * 1024
 MAX_MERGE_DEPTH = 4  # the mapping reads context at most 3 levels deep
+# The envelope's event_id rule (schemas/envelope); the server passes the plan's own.
+EVENT_ID_RULE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DIGEST_ID_PREFIX = "mid-"  # an event_id made from a messageId the rule refuses
 # What an event becomes when it cannot be re-encoded (nested deeper than orjson writes):
 # not an object, so validation dead-letters it as malformed_payload.
 NOT_ENCODABLE = orjson.dumps("an event the collector could not re-encode: nested too deeply")
@@ -62,6 +70,7 @@ class RequestInfo:
     platform: str | None = None  # the source's platform
     sent_at: Any = None  # batch-level sentAt
     context: dict[str, Any] | None = None  # batch-level context, merged into each call
+    event_id_rule: re.Pattern[str] = EVENT_ID_RULE  # the envelope's (tracking plan's)
 
 
 @dataclass(slots=True)
@@ -81,8 +90,9 @@ def envelope(call: dict[str, Any], kind: Any, info: RequestInfo) -> dict[str, An
     if not isinstance(context, dict):
         context = {}
     env: dict[str, Any] = {}
-    if call.get("messageId") is not None:
-        env["event_id"] = call["messageId"]
+    message_id = call.get("messageId")
+    if message_id is not None:
+        env["event_id"] = event_id(message_id, info.event_id_rule)
     name = call.get("event") if kind == "track" else EVENT_NAMES.get(kind, kind)
     if name is not None:
         env["event_name"] = name
@@ -109,6 +119,18 @@ def envelope(call: dict[str, Any], kind: Any, info: RequestInfo) -> dict[str, An
     if properties is not None:
         env["properties"] = properties
     return env
+
+
+def event_id(message_id: Any, rule: re.Pattern[str]) -> Any:
+    """``messageId`` as it is, or a digest of a non-empty string the envelope refuses.
+
+    Deterministic, so an SDK's retry gets the same id and is dropped as a duplicate; other
+    types are left for validation to refuse (``type_mismatch``).
+    """
+    if not isinstance(message_id, str) or not message_id or rule.fullmatch(message_id):
+        return message_id
+    digest = hashlib.blake2b(message_id.encode("utf-8", "surrogatepass"), digest_size=16)
+    return DIGEST_ID_PREFIX + digest.hexdigest()
 
 
 def event_time(call: dict[str, Any], info: RequestInfo) -> Any:

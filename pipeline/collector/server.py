@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from pipeline.collector.http import (
     preflight,
 )
 from pipeline.collector.kafka import PROBE_SECONDS, EventProducer
-from pipeline.collector.mapping import ENDPOINTS, RequestInfo, build
+from pipeline.collector.mapping import ENDPOINTS, EVENT_ID_RULE, RequestInfo, build
 from pipeline.collector.sources import Source, Sources, SourcesError, load_sources, retry_after
 from pipeline.collector.telemetry import UNKNOWN_SOURCE, CollectorMetrics
 from pipeline.names import TOPIC_RAW
@@ -50,6 +51,7 @@ class Plan:
 
     platforms: tuple[str, ...]
     max_event_bytes: int
+    event_id_rule: re.Pattern[str] = EVENT_ID_RULE
 
 
 @dataclass(slots=True)
@@ -136,6 +138,7 @@ class Collector:
             source.platform,
             body.get("sentAt") if kind == "batch" else None,
             context if isinstance(context, dict) else None,
+            self.plan.event_id_rule,
         )
         max_event = self.plan.max_event_bytes
         endpoint = None if kind == "batch" else kind
@@ -297,4 +300,6 @@ def plan_limits(schemas_dir: Path | None) -> Plan:
     from pipeline.contract.plan import load_plan
 
     envelope = load_plan(schemas_dir).envelope
-    return Plan(envelope.fields["platform"].symbols, envelope.max_event_bytes)
+    pattern = envelope.fields["event_id"].pattern
+    rule = re.compile(pattern) if pattern else EVENT_ID_RULE
+    return Plan(envelope.fields["platform"].symbols, envelope.max_event_bytes, rule)

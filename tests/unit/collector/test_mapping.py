@@ -219,7 +219,7 @@ def test_platform_from_the_call_else_the_source() -> None:
     [
         ({"messageId": None}, "missing_required_field", "event_id"),
         ({"messageId": 42}, "type_mismatch", "event_id"),
-        ({"messageId": "has space"}, "invalid_value", "event_id"),
+        ({"messageId": ""}, "invalid_value", "event_id"),
         ({"event": 7}, "type_mismatch", "event_name"),
         ({"event": "purchase"}, "unknown_event", "event_name"),
         ({"properties": "cheap"}, "type_mismatch", "properties"),
@@ -240,6 +240,23 @@ def test_bad_calls_are_rejected_by_validation(
         validator.validate(envelope(c, "track", INFO), RECEIVED)
     assert err.value.code == code
     assert detail in err.value.detail
+
+
+def test_message_ids_the_envelope_refuses_become_stable_digests(validator: Validator) -> None:
+    classic_node = "node-" + "0" * 32 + "-" + "f47ac10b-58cc-4372-a567-0e02b2c3d479"  # 74
+    for message_id in (classic_node, "order:42", "id with spaces", "事件-1", "x" * 65):
+        env = envelope(call(messageId=message_id, event="signup"), "track", INFO)
+        assert env["event_id"].startswith("mid-")
+        assert env["event_id"] == envelope(call(messageId=message_id), "track", INFO)["event_id"]
+        c = call(messageId=message_id, event="signup", properties={"method": "phone"})
+        c["timestamp"] = RECEIVED - 1000
+        record = validator.validate(envelope(c, "track", INFO), RECEIVED)
+        assert isinstance(record, dict)
+    assert envelope(call(messageId="node-next-1-ab_C"), "track", INFO)["event_id"] == (
+        "node-next-1-ab_C"
+    )
+    other = envelope(call(messageId="order:43"), "track", INFO)["event_id"]
+    assert other != envelope(call(messageId="order:42"), "track", INFO)["event_id"]
 
 
 def test_good_calls_pass_validation_with_identifiers_hashed(validator: Validator) -> None:
