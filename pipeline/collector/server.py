@@ -165,7 +165,11 @@ class Collector:
         return source
 
     def _admit(self, source: Source, events: int) -> None:
-        """429 over the source's rate, 503 while Kafka is known to be down."""
+        """503 while Kafka is known to be down (first: a refused request must not spend
+        the source's rate tokens), 429 over the source's rate."""
+        if not self.producer.available or not self.producer.partitions:
+            self.metrics.events_rejected.labels(source.name, "kafka_unavailable").inc(events)
+            raise Refusal(503, "Kafka is unavailable: retry later")
         if source.bucket is not None:
             wait = source.bucket.take(events)
             if wait > 0:
@@ -175,9 +179,6 @@ class Collector:
                     f"over the source's rate of {source.events_per_second:g} events/s",
                     {hdrs.RETRY_AFTER: retry_after(wait)},
                 )
-        if not self.producer.available or not self.producer.partitions:
-            self.metrics.events_rejected.labels(source.name, "kafka_unavailable").inc(events)
-            raise Refusal(503, "Kafka is unavailable: retry later")
 
     async def health(self, _request: web.Request) -> web.Response:
         """Liveness: 200 while the process serves; 503 after a fatal producer error (the
