@@ -5,10 +5,13 @@ metric's series go to one of them (``pipeline.metrics.routing``), and every part
 every source partition's watermark. A window is finalised when all source partitions'
 watermarks have passed its end plus the allowed lateness, or, after
 ``TRACKFLOW_IDLE_CLOSE_SECONDS`` without input, every open window is (the last windows of
-a replay). Finals are written to the state's changelog (its outbox) together with the
-state change that drops their windows, then sent; a worker that recovers the state
-re-sends the last outbox at the same position, which the lake writer and the detectors
-skip if it arrived before. So a crash anywhere is stored once.
+a replay). A silent source partition stops holding windows, and the pipeline counts as
+idle, only once the consumer group has read its input to the end, as the broker says
+(``pipeline.runtime.group_offsets``): silence alone may be a worker SIGKILLed with a
+backlog, and its events would all come late. Finals are written to the state's changelog
+(its outbox) together with the state change that drops their windows, then sent; a worker
+that recovers the state re-sends the last outbox at the same position, which the lake
+writer and the detectors skip if it arrived before. So a crash anywhere is stored once.
 """
 
 from __future__ import annotations
@@ -16,15 +19,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import faust
 
 from pipeline.contract.plan import TrackingPlan
+from pipeline.metrics.combine import CombineState
 from pipeline.names import AGENT_COMBINE
 from pipeline.runtime import wire
 from pipeline.runtime.context import Context
+from pipeline.runtime.group_offsets import GroupOffsets, TopicPartitionId, pending
+from pipeline.runtime.kafka_security import KafkaCluster
 from pipeline.runtime.ordered_input import OrderedInput, admit
 from pipeline.runtime.streams import Take, consumer_lag, take_batches
 
@@ -32,8 +39,37 @@ log = logging.getLogger(__name__)
 
 IDLE_INDEX_BASE = 1 << 19  # positions of idle-closed rows, after those of the same offset
 GAUGE_SECONDS = 5.0  # provisional metric values refresh at least this often
+QUIET_RECHECK_MS = 5_000  # ask the broker about a combine partition's sources at most this often
 
 SeriesId = tuple[str, str, str]  # metric, window label, dimensions
+
+
+class Drained:
+    """What the broker said of one combine partition's silent source partitions.
+
+    ``ends[p]`` for a source partition whose events.raw, events.valid and events.stitched
+    the group had read to the end when asked (``at_ms``): the partition's last heard time
+    then, and the metrics.partials end then. It is drained for the state while it stayed
+    silent since and the state has read metrics.partials that far (its last partials may
+    still wait there); an answer older than the idle time is asked again, so a partition
+    that got a backlog since is not taken as quiet for long.
+    """
+
+    def __init__(self, at_ms: int, ends: dict[int, tuple[int | None, int]]) -> None:
+        self.at_ms = at_ms
+        self.ends = ends
+
+    def known(self, state: CombineState, p: int, now_ms: int) -> bool:
+        """Whether the answer still covers ``p`` (asked lately, silent since)."""
+        got = self.ends.get(p)
+        fresh = now_ms - self.at_ms < (state.idle_ms or 0)
+        return fresh and got is not None and got[0] == state.heard.get(p)
+
+    def predicate(self, state: CombineState, now_ms: int) -> Callable[[int], bool]:
+        def drained(p: int) -> bool:
+            return self.known(state, p, now_ms) and state.offset >= self.ends[p][1] - 1
+
+        return drained
 
 
 def register(app: faust.App, ctx: Context) -> Any:
@@ -96,6 +132,13 @@ class Combine:
             for topic in (topics.raw, topics.valid, topics.stitched, topics.partials)
             for name in topic.topics
         }
+        # The group-wide view of what is unread, asked of the broker (rarely, off the loop).
+        self.source_names = sorted(
+            name for topic in (topics.raw, topics.valid, topics.stitched) for name in topic.topics
+        )
+        self.partials_names = sorted(topics.partials.topics)
+        self.group = GroupOffsets(KafkaCluster.from_settings(ctx.settings), ctx.settings.app_id)
+        self.drained: dict[int, Drained] = {}  # combine partition -> the broker's last answer
 
     async def process(self, events: Take) -> None:
         async with self.lock:
@@ -121,7 +164,11 @@ class Combine:
                     self.metrics.late_events.labels("any", AGENT_COMBINE).inc(late)
                 # Closes are positioned at the offset just read: a take of re-read messages
                 # only (all skipped) would reuse a position that may already be stored.
-                rows = [] if pending or not fresh else state.close_ready(now_ms=_monotonic_ms())
+                rows = []
+                if not pending and fresh:
+                    now = _monotonic_ms()
+                    drained = await self.drained_sources(c, state, now)
+                    rows = state.close_ready(now_ms=now, drained=drained)
                 await self.publish(c, rows, state.offset, 0, "watermark")
 
     async def close_if_idle(self) -> None:
@@ -131,8 +178,14 @@ class Combine:
         async with self.lock:
             await self.send_unsent()
             idle = time.monotonic() - self.last_input >= self.ctx.settings.idle_close_seconds
+            closing = any(state.open and state.offset >= 0 for _, state in self.states.items())
+            if not (idle and closing):
+                return
+            if not await self.group_drained():
+                self.last_input = time.monotonic()  # ask again after another idle time
+                return
             for c, state in self.states.items():
-                if state.open and idle and state.offset >= 0:
+                if state.open and state.offset >= 0:
                     await self.publish(c, state.close_all(), state.offset, IDLE_INDEX_BASE, "idle")
 
     async def publish(
@@ -167,6 +220,77 @@ class Combine:
             if unsent is not None and unsent[2]:
                 log.info("combine: re-sending %s final rows of partition %s", len(unsent[2]), c)
                 await self.send(c, *unsent)
+
+    async def drained_sources(
+        self, c: int, state: CombineState, now_ms: int
+    ) -> Callable[[int], bool]:
+        """The ``drained`` predicate of partition ``c``'s silent source partitions.
+
+        The broker is asked only when a silent partition is not covered by its last
+        answer, at most every ``QUIET_RECHECK_MS``; if it cannot answer, no silent
+        partition counts as drained (windows wait).
+        """
+        silent = state.silent(now_ms)
+        last = self.drained.get(c)
+        unknown = [p for p in silent if last is None or not last.known(state, p, now_ms)]
+        if unknown and (last is None or now_ms - last.at_ms >= QUIET_RECHECK_MS):
+            last = self.drained[c] = Drained(now_ms, await self.ask_drained(c, state, silent))
+        if last is None:
+            return lambda p: False  # no partition is silent: nothing to ask
+        return last.predicate(state, now_ms)
+
+    async def ask_drained(
+        self, c: int, state: CombineState, silent: list[int]
+    ) -> dict[int, tuple[int | None, int]]:
+        """Of the ``silent`` source partitions, those the group has read to the end,
+        with their heard time and the end of metrics.partials ``c``; {} if unknown."""
+        sources = [(name, p) for p in silent for name in self.source_names]
+        partials = [(name, c) for name in self.partials_names]
+        try:
+            positions = await asyncio.to_thread(self.group.positions, sources + partials)
+        except Exception as exc:  # unknown is not drained: the windows wait
+            log.warning(
+                "combine: cannot ask the broker whether source partitions %s are drained "
+                "(%s: %s); their windows wait",
+                silent,
+                type(exc).__name__,
+                exc,
+            )
+            return {}
+        end = max(positions[tp].high for tp in partials)
+        return {
+            p: (state.heard.get(p), end)
+            for p in silent
+            if all(positions[(name, p)].unread == 0 for name in self.source_names)
+        }
+
+    async def group_drained(self) -> bool:
+        """Whether the whole consumer group has read every upstream partition to its end.
+
+        This worker's own lag cannot see partitions another worker owns, or nobody does
+        during a rebalance or after a SIGKILL. False when the broker cannot answer.
+        """
+        settings = self.ctx.settings
+        wanted: list[TopicPartitionId] = [
+            (name, p) for name in self.source_names for p in range(self.ctx.partitions)
+        ]
+        wanted += [(name, 0) for name in sorted(self.links_topics)]
+        wanted += [
+            (name, c) for name in self.partials_names for c in range(settings.combine_partitions)
+        ]
+        try:
+            positions = await asyncio.to_thread(self.group.positions, wanted)
+        except Exception as exc:
+            log.warning(
+                "combine: no idle close: cannot ask the broker what the group has read (%s: %s)",
+                type(exc).__name__,
+                exc,
+            )
+            return False
+        left = pending(positions)
+        if left:
+            log.info("combine: no idle close, input unread in the group: %s", ", ".join(left))
+        return not left
 
     def upstream_pending(self) -> bool:
         """Input this worker has not yet consumed: the pipeline is catching up, not idle."""

@@ -69,10 +69,14 @@ class Settings(BaseSettings):
         60.0,
         gt=0,
         description="A source partition without input for this long stops holding metric "
-        "windows open (its later events are late, and counted).",
+        "windows open once the consumer group has read its input to the end, as the broker "
+        "says (its later events are late, and counted).",
     )
     idle_close_seconds: float = Field(
-        30.0, gt=0, description="Close every open metric window after this long without input."
+        30.0,
+        gt=0,
+        description="Close every open metric window after this long without input, once the "
+        "consumer group has read every upstream partition to its end, as the broker says.",
     )
     combine_partitions: int = Field(
         4,

@@ -56,8 +56,9 @@ class CombineState:
         self.fclosed: dict[str, int] = {}
         self.resolve: Any = lambda n: n
         # Quiet partitions (as Flink's idle sources): one that sent no partial for
-        # ``idle_ms`` of processing time stops holding windows open. Not logged: after a
-        # restart every partition counts as active until it has been quiet that long.
+        # ``idle_ms`` of processing time stops holding windows open if its input is
+        # drained (``close_ready``'s ``drained``). Not logged: after a restart every
+        # partition counts as active until it has been quiet that long.
         self.idle_ms: int | None = None
         self.heard: dict[int, int] = {}  # partition -> processing time of its last partial
         self.started_ms: int | None = None
@@ -121,21 +122,37 @@ class CombineState:
             key=lambda w: (w[1] + w[0] * 1000, w[0]),
         )
 
-    def _marks(self, now_ms: int | None) -> list[int]:
-        """Watermarks of the partitions that count: all, or those heard from lately."""
-        counted = list(range(self.partitions))
-        if self.idle_ms is not None and now_ms is not None:
-            since = self.started_ms if self.started_ms is not None else now_ms
-            counted = [p for p in counted if now_ms - self.heard.get(p, since) < self.idle_ms]
-        return [self.wm.get(p, NO_WATERMARK) for p in counted]
+    def silent(self, now_ms: int) -> list[int]:
+        """Source partitions without a partial for ``idle_ms``: quiet if also drained."""
+        if self.idle_ms is None:
+            return []
+        since = self.started_ms if self.started_ms is not None else now_ms
+        return [
+            p for p in range(self.partitions) if now_ms - self.heard.get(p, since) >= self.idle_ms
+        ]
 
-    def close_ready(self, funnels: bool = True, now_ms: int | None = None) -> list[dict[str, Any]]:
+    def _marks(self, now_ms: int | None, drained: Callable[[int], bool] | None) -> list[int]:
+        """Watermarks of the partitions that count: all but the silent and drained ones."""
+        quiet = set() if now_ms is None else set(self.silent(now_ms))
+        if drained is not None:
+            quiet = {p for p in quiet if drained(p)}
+        return [self.wm.get(p, NO_WATERMARK) for p in range(self.partitions) if p not in quiet]
+
+    def close_ready(
+        self,
+        funnels: bool = True,
+        now_ms: int | None = None,
+        drained: Callable[[int], bool] | None = None,
+    ) -> list[dict[str, Any]]:
         """Windows every counted partition's watermark has passed (end + lateness).
 
-        With ``now_ms``, partitions quiet for ``idle_ms`` do not count; their later
-        partials for closed windows are late, and counted.
+        With ``now_ms``, partitions silent for ``idle_ms`` whose input is ``drained`` do
+        not count; their later partials for closed windows are late, and counted. Silence
+        alone is no proof of quiet: a partition whose upstream owner died is silent with a
+        backlog, and its partials would all come late (issue 13's soak). Without
+        ``drained`` (the state alone cannot know) every silent partition is taken as quiet.
         """
-        marks = self._marks(now_ms)
+        marks = self._marks(now_ms, drained)
         ready = [
             w for w in self._windows() if closable(window_end(w[1], w[0]), self.lateness_s, marks)
         ]

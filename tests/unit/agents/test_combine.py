@@ -21,6 +21,7 @@ from agents.combine import IDLE_INDEX_BASE, Combine
 from pipeline import names
 from pipeline.app import create_app
 from pipeline.runtime import wire
+from pipeline.runtime.group_offsets import GroupOffsetsUnavailable, Position, TopicPartitionId
 from pipeline.runtime.streams import Take
 from pipeline.settings import Settings
 
@@ -58,8 +59,30 @@ def take(*messages: tuple[int, dict[str, Any]], on: int = 0) -> Take:
     )
 
 
+class FakeGroup:
+    """The broker's view of the consumer group: every partition read to its end (0), but
+    for ``unread`` messages and the ``ends`` given; ``down``: the broker cannot answer."""
+
+    def __init__(self) -> None:
+        self.unread: dict[TopicPartitionId, int] = {}
+        self.ends: dict[TopicPartitionId, int] = {}
+        self.down = False
+        self.asked: list[list[TopicPartitionId]] = []
+
+    def positions(self, partitions: list[TopicPartitionId]) -> dict[TopicPartitionId, Position]:
+        self.asked.append(sorted(partitions))
+        if self.down:
+            raise GroupOffsetsUnavailable("the broker is away")
+        out = {}
+        for tp in partitions:
+            unread = self.unread.get(tp, 0)
+            end = max(self.ends.get(tp, 0), unread)
+            out[tp] = Position(committed=end - unread, low=0, high=end)
+        return out
+
+
 class Harness:
-    """A ``Combine`` with a fake rollups topic, changelog and consumer lag."""
+    """A ``Combine`` with a fake rollups topic, changelog, consumer lag and group view."""
 
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         settings = Settings(
@@ -77,6 +100,8 @@ class Harness:
         self.log: list[str] = []  # "send o:base" and "record key" in the order they happened
         self.records: list[tuple[str, dict[str, Any]]] = []  # key, record
         self.lag: dict[TP, int] | None = {}
+        self.group = FakeGroup()
+        self.stage.group = self.group  # type: ignore[assignment]
         monkeypatch.setattr(self.ctx.topics.rollups, "send", self._send)
         monkeypatch.setattr(self.ctx.tables.combine_windows, "append", self._append)
         monkeypatch.setattr(agents.combine, "consumer_lag", lambda app: self.lag)
