@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from pipeline.app import create_app
-from pipeline.runtime import logs, task_dump
+from pipeline.runtime import heap, logs, task_dump
 from pipeline.settings import Settings
 
 
@@ -15,6 +15,7 @@ def run_worker(settings: Settings) -> None:
     if json_logs:  # create_app already logs (topic creation), before Faust sets logging up
         logs.setup("json", settings.log_level)
     app, _ctx = create_app(settings)
+    heap.register(app)  # free heap back to the OS each minute (RSS after a takeover)
     worker = faust.Worker(
         app,
         loglevel=settings.log_level,
