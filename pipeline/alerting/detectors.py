@@ -8,15 +8,13 @@ detect agent and ``trackflow anomaly score`` run exactly these classes.
 * ``relative_drop``: the value falls ``drop`` (e.g. 20 %) or more below a trailing
   baseline (the median of the last ``baseline`` normal points), with a minimum volume so a
   quiet window cannot fire. Points judged anomalous do not feed the baseline.
-* ``adaptive``: a robust, seasonal, online model for series without a fixed threshold
-  (volume per event, GMV, UV, recorded series of any kind): expected = level + trend +
-  the offset of the time-of-day slot (additive Holt-Winters; by default one slot per
-  sampling interval), scale = 1.25 x the mean absolute deviation of residuals. Residuals
-  are clipped before they update the model, so an incident does not teach the model that
-  the incident is normal. A point is anomalous when its surprise (|z|) reaches a bar the
-  series sets for itself: ``margin`` x a high quantile of its own past surprises, never
-  below ``z_alert``; a bursty series thus pages on what is unusual for it.
-  docs/anomaly-detection.md explains the parameters and how they were chosen.
+* ``adaptive``: for series without a fixed threshold (volume per event, GMV, UV,
+  recorded series of any kind): robust seasonal forecasts (additive Holt-Winters, one
+  slot per sampling interval by default) of the value, its logarithm and a slow level;
+  each surprise becomes a tail probability against the series' own history of surprises
+  (peaks over threshold), so ``score`` > 0.5 means "rarer than ``risk`` for this series"
+  on every series, bursty or quiet (issue 15). docs/anomaly-detection.md explains the
+  parameters and how they were chosen.
 """
 
 from __future__ import annotations
@@ -234,13 +232,15 @@ class Adaptive(Detector):
     Views: the value (``raw``), its logarithm while the series is non-negative (``log``:
     multiplicative noise, bytes and counts whose spread grows with the level) and the value
     against a slowly moving level (``slow``: a lasting shift the fast level would adopt
-    before it looks significant). Evidence per view: the point's surprise |z| and that of
-    the mean of its last ``run`` points (``slow_run`` for the slow view). Each evidence is
-    compared with its own history (``TailModel``), and the smallest probability, times the
-    number of evidences (Bonferroni), is the point's p. Anomalous when p < ``risk`` and the
-    evidence behind it is at least ``z_alert`` noise scales; an open anomaly lasts while
-    p < ``hold`` (hysteresis, so an incident does not flap). score = log10(1/p) / (2 x
-    log10(1/risk)), capped at 1: 0.5 at the bar, comparable across series.
+    before it looks significant). Evidence per view: the point's z and the mean z of its
+    last ``run`` points (``slow_run`` for the slow view), each split into its upward and
+    downward part. Each evidence is compared with its own history (``TailModel``), and the
+    smallest probability, times the number of evidences (Bonferroni), is the point's p.
+    Anomalous when p < ``risk`` and the evidence behind it is at least ``z_alert`` noise
+    scales; an open anomaly lasts while p < ``hold`` (hysteresis, so an incident does not
+    flap) and teaches the tail histories nothing. score = log10(1/p) / (2 x log10(1/risk)),
+    capped at 1: 0.5 at the bar, comparable across series; above 0.5 only where an anomaly
+    starts, 0.5 while it holds.
     """
 
     kind = "adaptive"
