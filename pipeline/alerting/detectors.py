@@ -337,7 +337,9 @@ class Adaptive(Detector):
         return math.log(value + self.log_offset)
 
     def update(self, t_ms: int, value: float | None, volume: float | None = None) -> Verdict:
-        if value is None or (volume is not None and volume < self.min_volume):
+        if value is None or not math.isfinite(value):
+            return Verdict(0.0, False, None)  # a gap, or a NaN from a recorded file
+        if volume is not None and volume < self.min_volume:
             return Verdict(0.0, False, None)
         slot = self._slot(t_ms)
         self.last_t = t_ms

@@ -339,3 +339,14 @@ def test_adaptive_log_view_waits_for_a_positive_value_and_stops_at_a_negative() 
     assert det.log_offset == pytest.approx(0.4)
     det.update(T0 + 20 * H, -1.0)
     assert det._view_value("log", 5.0) is None
+
+
+def test_adaptive_skips_gaps_and_non_finite_values() -> None:
+    """A NaN from a recorded file is a gap, not a point: it must not poison the model."""
+    series = seasonal(24 * 10, seed=17)
+    det, clean = Adaptive(slots=24), Adaptive(slots=24)
+    for i, v in enumerate(series):
+        if i == 24 * 5:
+            assert det.update(T0 + i * H, math.nan).anomalous is False
+            assert det.update(T0 + i * H, None).anomalous is False
+        assert det.update(T0 + i * H, v) == clean.update(T0 + i * H, v)
