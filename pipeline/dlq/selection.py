@@ -141,16 +141,17 @@ STATS_COLUMNS = [
 
 
 def stats(con: duckdb.DuckDBPyConnection, filters: Filters) -> list[dict[str, Any]]:
-    """Dead letters per (error code, event, source topic), with how many were cut
+    """Dead letters per (error code, event, source), with how many were cut
     (cannot be replayed), replayed (the ledger says sent) and are themselves a failed
-    replay (``replay_of`` set). Largest groups first."""
+    replay (``replay_of`` set). Largest groups first. ``source`` is the collector's
+    source name, as in ``events`` (DESIGN 13): null for payloads produced to Kafka."""
     where, params = filters.where()
     key = (
         "d.source_topic || ':' || d.source_partition || ':' || d.source_offset || ':' "
         "|| d.source_index"
     )
     cur = con.execute(
-        "SELECT d.error_code, d.event_name, d.source_topic AS source, count(*) AS count, "
+        "SELECT d.error_code, d.event_name, d.source, count(*) AS count, "
         "count(*) FILTER (WHERE d.payload_truncated) AS truncated, "
         "count(*) FILTER (WHERE r.state = 'sent') AS replayed, "
         "count(*) FILTER (WHERE d.replay_of IS NOT NULL) AS failed_again "

@@ -100,12 +100,27 @@ def test_stats_count_by_code_event_and_source_with_replays(lake: Path) -> None:
     ledger = Ledger(lake / "lake")
     ledger.write([Entry("events.raw:0:3:0", SENDING, "r1"), Entry("events.raw:2:1:0", SENT, "r1")])
     ledger.write([Entry("events.raw:0:3:0", SENT, "r1")])  # the latest state counts
+    # The collector's source name, as in events; null for payloads produced to Kafka.
+    write_dlq(lake, [dead_letter(20, error_code="unknown_event", source="web")], "c")
     rows = stats(connect(lake), make_filters())
+    web = [r for r in rows if r["source"] == "web"]
+    rows = [r for r in rows if r["source"] != "web"]
+    assert web == [
+        {
+            "error_code": "unknown_event",
+            "event_name": "page_view",
+            "source": "web",
+            "count": 1,
+            "truncated": 0,
+            "replayed": 0,
+            "failed_again": 0,
+        }
+    ]
     assert rows == [
         {
             "error_code": "invalid_value",
             "event_name": "page_view",
-            "source": "events.raw",
+            "source": None,
             "count": 4,
             "truncated": 1,
             "replayed": 2,
@@ -114,7 +129,7 @@ def test_stats_count_by_code_event_and_source_with_replays(lake: Path) -> None:
         {
             "error_code": "invalid_value",
             "event_name": "login",
-            "source": "events.raw",
+            "source": None,
             "count": 1,
             "truncated": 0,
             "replayed": 0,
@@ -123,7 +138,7 @@ def test_stats_count_by_code_event_and_source_with_replays(lake: Path) -> None:
         {
             "error_code": "unknown_event",
             "event_name": "page_view",
-            "source": "events.raw",
+            "source": None,
             "count": 1,
             "truncated": 0,
             "replayed": 0,
