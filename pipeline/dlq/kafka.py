@@ -19,6 +19,9 @@ from pipeline.contract.replay import HEADER, ReplayMarker, from_headers
 from pipeline.names import HEADER_SOURCE
 
 TIMEOUT_SECONDS = 30.0
+# How long a request the producer gave up on may still be appended by the broker: longer
+# than a broker takes to handle one request it has read.
+SETTLE_GRACE_SECONDS = 3.0
 # librdkafka logs every failed connection attempt to stderr (dozens a second while a broker
 # is down); the command ends with one message naming the cause instead.
 QUIET = {"log.connection.close": False, "log_level": 2}
@@ -136,7 +139,13 @@ class KafkaBroker:
                     break
                 except BufferError:
                     producer.poll(0.05)
-        producer.flush(self.timeout + 5)
+        if producer.flush(self.timeout + 5):
+            # Still queued or in flight: abort them here, so that none is delivered after
+            # the caller has read the log and called it not sent (it would then be sent
+            # twice by the next run). A request already on the wire may still be
+            # appended: the caller waits SETTLE_GRACE_SECONDS before it reads the log.
+            producer.purge(in_queue=True, in_flight=True, blocking=False)
+            producer.flush(0)  # serves the purged messages' callbacks
         for m in messages:
             results.setdefault(m.dead_letter, "not acknowledged in time")
         return results

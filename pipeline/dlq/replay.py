@@ -29,7 +29,7 @@ import duckdb
 import orjson
 
 from pipeline.contract.replay import ReplayMarker
-from pipeline.dlq.kafka import Broker, Outgoing
+from pipeline.dlq.kafka import SETTLE_GRACE_SECONDS, Broker, Outgoing
 from pipeline.dlq.ledger import NOT_SENT, SENDING, SENT, Entry, Ledger
 from pipeline.dlq.selection import DeadLetter, Filters, dead_letters
 from pipeline.dlq.suppression import Suppressions, identifiers
@@ -105,6 +105,7 @@ class Replay:
         topic: str,
         suppressions: Suppressions,
         chunk: int = CHUNK,
+        settle_grace: float = SETTLE_GRACE_SECONDS,
     ) -> None:
         self.con = con
         self.ledger = ledger
@@ -112,6 +113,7 @@ class Replay:
         self.topic = topic  # events.raw of this deployment (with its prefix)
         self.suppressions = suppressions
         self.chunk = chunk
+        self.settle_grace = settle_grace
         self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
         self.unsettled = 0  # sends of this run whose fate is still unknown
 
@@ -192,7 +194,10 @@ class Replay:
         report.replayed += len(sent)
         # A send the broker did not acknowledge may still be in the log: look before
         # calling it failed, so it is neither lost nor sent twice.
-        decided = self._settle(unsure) if unsure else []
+        decided: list[Entry] = []
+        if unsure:
+            time.sleep(self.settle_grace)  # a request given up on may still land
+            decided = self._settle(unsure)
         for entry in decided:
             if entry.state == SENT:
                 report.replayed += 1

@@ -36,6 +36,8 @@ class FakeBroker:
         self.crash_after_send = False
         self.unacked: set[str] = set()  # written, but the ack is lost
         self.refused: set[str] = set()  # never written
+        self.late: set[str] = set()  # given up on by the producer, written a moment later
+        self.landing: list[Outgoing] = []
         self.scans = 0
 
     def partitions(self, topic: str) -> int:
@@ -50,6 +52,10 @@ class FakeBroker:
         for m in messages:
             if m.dead_letter in self.refused:
                 out[m.dead_letter] = "refused"
+                continue
+            if m.dead_letter in self.late:
+                self.landing.append(m)
+                out[m.dead_letter] = "not acknowledged in time"
                 continue
             log = self.log[m.partition]
             log.append((len(log), m.marker, m.value, m.key))
@@ -70,6 +76,12 @@ class FakeBroker:
     def close(self) -> None:
         pass
 
+    def land(self) -> None:
+        for m in self.landing:
+            log = self.log[m.partition]
+            log.append((len(log), m.marker, m.value, m.key))
+        self.landing = []
+
     def sent(self) -> list[str]:
         return [m.of for p in sorted(self.log) for _, m, _, _ in self.log[p]]
 
@@ -78,7 +90,9 @@ def run(
     data_dir: Path, broker: FakeBroker | None, dry_run: bool = False, **kw: str
 ) -> ReplayReport:
     con = connect(data_dir)
-    job = Replay(con, Ledger(data_dir / "lake"), broker, TOPIC, NoSuppressions(), chunk=2)
+    job = Replay(
+        con, Ledger(data_dir / "lake"), broker, TOPIC, NoSuppressions(), chunk=2, settle_grace=0
+    )
     return job.run(make_filters(**kw), dry_run)
 
 
@@ -222,12 +236,37 @@ def test_an_unacknowledged_send_is_looked_up_before_it_counts_as_failed(lake: Pa
     assert broker.sent().count("events.raw:0:1:0") == 1
 
 
+def test_the_log_is_read_for_a_send_given_up_on_only_after_a_grace(
+    lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The producer gave up on a send that the broker appends a moment later: read at
+    once, the log would call it not sent and the next run would send it twice."""
+    broker = FakeBroker()
+    broker.late = {"events.raw:0:1:0"}
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        broker.land()
+
+    monkeypatch.setattr("pipeline.dlq.replay.time.sleep", sleep)
+    job = Replay(connect(lake), Ledger(lake / "lake"), broker, TOPIC, NoSuppressions())
+    report = job.run(make_filters(), dry_run=False)
+    assert waits == [3.0]
+    assert (report.replayed, report.failed, report.in_doubt) == (3, 0, 0)
+    assert Ledger(lake / "lake").states()["events.raw:0:1:0"].state == SENT
+    broker.late = set()
+    monkeypatch.undo()
+    assert run(lake, broker).already_replayed == 3
+    assert broker.sent().count("events.raw:0:1:0") == 1
+
+
 def test_a_send_the_log_cannot_settle_stays_in_doubt_and_is_never_resent(lake: Path) -> None:
     broker = FakeBroker()
     broker.unacked = {"events.raw:0:1:0"}
     broker.low[0] = 10**6  # the broker no longer holds the range: cannot tell
     con = connect(lake)
-    job = Replay(con, Ledger(lake / "lake"), broker, TOPIC, NoSuppressions())
+    job = Replay(con, Ledger(lake / "lake"), broker, TOPIC, NoSuppressions(), settle_grace=0)
     report = job.run(make_filters(), dry_run=False)
     assert report.in_doubt == 1
     assert job.unsettled == 1
