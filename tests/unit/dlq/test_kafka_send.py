@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -19,7 +19,7 @@ class Cluster:
 class SilentProducer:
     """Queues every message; nothing is ever acknowledged."""
 
-    made: list[SilentProducer] = []
+    made: ClassVar[list[SilentProducer]] = []
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.queued = 0
