@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 IDLE_INDEX_BASE = 1 << 19  # positions of idle-closed rows, after those of the same offset
 GAUGE_SECONDS = 5.0  # provisional metric values refresh at least this often
+SEED_RETRY_SECONDS = 60.0  # after a failed read of the stored finals
 QUIET_RECHECK_MS = 5_000  # ask the broker about a combine partition's sources at most this often
 
 SeriesId = tuple[str, str, str]  # metric, window label, dimensions
@@ -125,6 +126,7 @@ class Combine:
         self.finals: dict[int, dict[SeriesId, tuple[int, float | None]]] = {}
         self.shown: dict[str, set[SeriesId]] = {"final": set(), "provisional": set()}
         self.seeded: set[int] = set()  # held partitions whose stored finals were read
+        self.seed_retry_at = 0.0  # monotonic time before which a failed read is not retried
         topics = ctx.topics
         self.links_topics = set(topics.links.topics)
         self.upstream = {
@@ -308,15 +310,16 @@ class Combine:
         held = {c for c, _ in self.states.items()}
         self.seeded &= held
         new = held - self.seeded
-        if not new:
+        if not new or time.monotonic() < self.seed_retry_at:
             return
-        self.seeded |= new
         settings, domain = self.ctx.settings, self.ctx.domain
         try:
             rows = await asyncio.to_thread(stored_finals, settings.data_dir, domain.plan)
-        except Exception as exc:  # no lake yet, unreadable files: finals come with closes
+        except Exception as exc:  # unreadable files (a file being replaced): try again later
             log.warning("combine: stored finals not read (%s: %s)", type(exc).__name__, exc)
+            self.seed_retry_at = time.monotonic() + SEED_RETRY_SECONDS
             return
+        self.seeded |= new
         for metric, window, dims, start, value in rows:
             c = domain.combine_place.get(metric)
             if c in new and value is not None:

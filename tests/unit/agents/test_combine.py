@@ -582,3 +582,34 @@ def test_newly_held_partitions_show_the_lakes_newest_finals_at_once(
     asyncio.run(h.stage.seed_finals())  # already seeded: nothing read again
     h.stage.show_values()
     assert h.sample("trackflow_metric_final", **labels) == 11
+
+
+def test_a_failed_read_of_stored_finals_is_tried_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that failed (a file being replaced) must not leave the partition's final
+    gauges empty until its next close: it is retried after a pause."""
+    import agents.combine as combine_module
+
+    h = Harness(tmp_path, monkeypatch)
+    place = h.ctx.domain.combine_place
+    held = place["events"]
+    h.ctx.domain.combine[held]
+    calls: list[int] = []
+
+    def flaky(data_dir: Path, plan: Any) -> list[tuple[str, str, str, int, Any]]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("file replaced while read")
+        return [("events", "1h", PAGE_VIEW, 1, 4.0)]
+
+    monkeypatch.setattr(combine_module, "stored_finals", flaky)
+    clock = [1000.0]
+    monkeypatch.setattr(combine_module.time, "monotonic", lambda: clock[0])
+    asyncio.run(h.stage.seed_finals())
+    asyncio.run(h.stage.seed_finals())  # too soon: not read again
+    assert len(calls) == 1
+    clock[0] += combine_module.SEED_RETRY_SECONDS
+    asyncio.run(h.stage.seed_finals())
+    assert len(calls) == 2
+    assert h.stage.finals[held][("events", "1h", PAGE_VIEW)] == (1, 4.0)
