@@ -7,7 +7,9 @@ partition 3 never arrived``, then that event missing from the lake). Everything
 downstream relies on positions arriving in order (the sink skips positions below its
 high water), so a skipped offset would be lost for good. The guard holds back what
 follows a hole and asks for a seek back to it; only a hole still open after ``patience``
-seconds is accepted as real, counted and logged.
+seconds AND ``reads`` reads that came back without it is accepted as real, counted and
+logged. Time alone is not evidence: on a loaded machine a seek's re-read can take longer
+than the patience, and a hole accepted too early is an event lost.
 """
 
 from __future__ import annotations
@@ -34,22 +36,31 @@ class Admission:
 class OffsetGuard:
     """Per key (a partition): the next offset expected, and holes waiting to be filled."""
 
-    def __init__(self, patience: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        patience: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        reads: int = 4,
+    ) -> None:
         self.patience = patience
         self.clock = clock
+        self.reads = reads  # reads past a hole, each after a seek back, before accepting it
         self.expected: dict[Hashable, int] = {}
         self.since: dict[tuple[Hashable, int], float] = {}  # hole -> when first seen
+        self.seen: dict[tuple[Hashable, int], int] = {}  # hole -> reads that skipped it
 
     def forget(self, keys: Iterable[Hashable] | None = None) -> None:
         """After a rebalance the stream restarts from committed offsets."""
         if keys is None:
             self.expected.clear()
             self.since.clear()
+            self.seen.clear()
             return
         for key in keys:
             self.expected.pop(key, None)
         for hole in [h for h in self.since if h[0] not in self.expected]:
             del self.since[hole]
+            self.seen.pop(hole, None)
 
     def knows(self, key: Hashable) -> bool:
         return key in self.expected
@@ -70,12 +81,16 @@ class OffsetGuard:
             if exp is not None and m.offset > exp:
                 hole = (key, exp)
                 first = self.since.setdefault(hole, self.clock())
-                if self.clock() - first < self.patience:
+                self.seen[hole] = self.seen.get(hole, 0) + 1
+                if self.clock() - first < self.patience or self.seen[hole] < self.reads:
                     out.hold = list(range(i, len(messages)))
                     out.seek_to = exp
                     break
-                del self.since[hole]
+                del self.since[hole], self.seen[hole]
                 out.accepted_gap += m.offset - exp
+            elif exp is not None and (key, exp) in self.since:  # the hole filled
+                del self.since[(key, exp)]
+                self.seen.pop((key, exp), None)
             out.process.append(i)
             exp = m.offset + 1
         if exp is not None:

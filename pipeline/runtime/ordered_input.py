@@ -6,7 +6,7 @@ it never received as a "gap", and its commit passes a message missing right at t
 committed offset (``min(acked) - committed > 1`` lets ``committed + 1`` through). This
 guard starts each partition at its committed offset, holds back what follows a hole (not
 processed, not acked, so the commit cannot pass it) and seeks back to the hole; a hole
-still open after ``patience`` seconds is given up on, counted
+still open after ``patience`` seconds and several re-reads is given up on, counted
 (``trackflow_offset_gaps_total``), logged as an error and alerted on
 (``TrackflowOffsetHoleAccepted``).
 """

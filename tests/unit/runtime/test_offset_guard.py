@@ -47,6 +47,29 @@ def test_a_hole_that_never_fills_is_accepted_after_patience_and_counted() -> Non
     assert (a.process, a.accepted_gap, a.seek_to) == ([0, 1], 2, None)
 
 
+def test_a_hole_is_not_accepted_on_time_alone_while_re_reads_are_slow() -> None:
+    """On a loaded machine a seek's re-read can take longer than the patience: the hole
+    is accepted only once several reads came back without it."""
+    now = [0.0]
+    g = OffsetGuard(patience=10.0, clock=lambda: now[0], reads=4)
+    g.admit(1, msgs(9))
+    assert g.admit(1, msgs(12, 13)).seek_to == 10  # the first read past the hole
+    for t in (60.0, 120.0):  # each re-read after the seek came back a minute later
+        now[0] = t
+        a = g.admit(1, msgs(12, 13))
+        assert (a.process, a.accepted_gap, a.seek_to) == ([], 0, 10)
+    now[0] = 180.0
+    assert g.admit(1, msgs(12, 13)).accepted_gap == 2  # the fourth read without it
+
+
+def test_a_filled_hole_leaves_nothing_behind() -> None:
+    g = OffsetGuard()
+    g.admit(0, msgs(1))
+    g.admit(0, msgs(3))
+    g.admit(0, msgs(2, 3))
+    assert (g.since, g.seen) == ({}, {})
+
+
 def test_partitions_are_independent_and_forget_resets() -> None:
     g = OffsetGuard()
     g.admit(0, msgs(1))
