@@ -82,3 +82,11 @@ class Fence:
 
     def release(self, key: Key) -> None:
         self.held.pop(key, None)
+
+    @contextmanager
+    def exclusive(self, key: Key) -> Iterator[None]:
+        """Hold the partition's lock without claiming it: for lake maintenance and privacy
+        rewrites, which must not run during a flush or a claim but must not fence the
+        live writer out either (its epoch is left alone)."""
+        with self._locked(key):
+            yield

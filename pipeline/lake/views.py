@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 
 from pipeline.contract.plan import TrackingPlan, load_plan
+from pipeline.lake.rewrite import hidden_files
 from pipeline.lake.schema import (
     ALERT_SCHEMA,
     DLQ_REPLAY_SCHEMA,
@@ -45,20 +46,33 @@ def _duck_type(typ: pa.DataType) -> str:
     return _DUCK_TYPES[typ]
 
 
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _source(
     root: Path, columns: list[tuple[str, str]], partition_cols: list[tuple[str, str]]
 ) -> str:
     """SQL of a table: its Parquet files (if any) united by name with an empty typed frame.
 
     The empty frame gives every view its full column list even before the first file (or
-    before the first event that fills an optional column) is written.
+    before the first event that fills an optional column) is written. While a rewrite
+    (compaction, privacy deletion) of the table is in progress, the files its journal says
+    are not current are left out, so the view shows each row once (``lake/rewrite.py``).
     """
     empty = ", ".join(f'NULL::{typ} AS "{name}"' for name, typ in columns + partition_cols)
     frame = f"SELECT {empty} WHERE false"
     if not root.exists() or next(root.rglob("*.parquet"), None) is None:
         return frame
-    glob = (root / "**" / "*.parquet").as_posix().replace("'", "''")
-    files = f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"
+    glob = _quote((root / "**" / "*.parquet").as_posix())
+    files = f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true)"
+    hidden = sorted(p.as_posix() for p in hidden_files(root.parent, root.name))
+    if hidden:
+        files = (
+            f"SELECT * EXCLUDE (filename) FROM read_parquet({glob}, hive_partitioning = true, "
+            f"union_by_name = true, filename = true) "
+            f"WHERE filename NOT IN ({', '.join(_quote(p) for p in hidden)})"
+        )
     return f"{files} UNION ALL BY NAME {frame}"
 
 
