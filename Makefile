@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
+SDK_DIR := tests/e2e/sdk
+SDK_STAMP := $(SDK_DIR)/node_modules/.package-lock.json
 
 .DEFAULT_GOAL := help
 
@@ -19,13 +21,20 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-tools: ## Install prometheus/promtool from Debian if missing (needs root)
+tools: $(SDK_STAMP) ## Install prometheus/promtool from Debian if missing (needs root), the npm SDKs of the collector tests
 	@if ! command -v promtool >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
 	      || echo "warning: could not install prometheus; promtool tests will be skipped"; \
 	  else echo "warning: promtool missing and not root; promtool tests will be skipped"; fi; \
 	fi
+
+# The npm SDKs the collector's end-to-end tests send with (tests/e2e/sdk/, git-ignored
+# node_modules), from the lock file; without npm those tests are skipped.
+$(SDK_STAMP): $(SDK_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(SDK_DIR) && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "warning: npm missing; the collector's npm SDK tests will be skipped"; fi
 
 demo: install ## Broker + worker + simulated traffic, then a summary and a queryable lake
 	$(VENV)/bin/trackflow demo
@@ -57,4 +66,4 @@ soak: install ## One hour: 2 workers, steady traffic, payment outage, SIGKILL ev
 	$(PY) -m bench.soak --out bench/results/$$(date +%F)-soak.json
 
 clean: ## Remove the virtualenv, caches and the local lake
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data $(SDK_DIR)/node_modules

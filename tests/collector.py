@@ -12,16 +12,22 @@ import http.client
 import signal
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pipeline.lake.views import connect
 from pipeline.runtime.telemetry import parse_text
 from pipeline.tools.broker import free_port
 from tests.support import BIN, Deployment, wait_for
+
+if TYPE_CHECKING:
+    from pipeline.tools.broker import EmbeddedBroker
 
 
 def now_iso(offset_ms: int = 0) -> str:
@@ -121,3 +127,64 @@ class CollectorProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class Stack:
+    """A worker and a collector on the session's broker, and what their lake holds."""
+
+    def __init__(self, dep: Deployment, collector: CollectorProcess) -> None:
+        self.dep = dep
+        self.collector = collector
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.collector.port}"
+
+    def rows(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        con = connect(self.dep.data_dir)
+        try:
+            cur = con.execute(sql, list(params))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        finally:
+            con.close()
+
+    def stored(self, tag: str) -> list[dict[str, Any]]:
+        """Stored events of a test: their ids start with its tag."""
+        return self.rows(
+            "SELECT * FROM events WHERE starts_with(event_id, ?) ORDER BY event_id", tag
+        )
+
+    def dead(self, tag: str) -> list[dict[str, Any]]:
+        """Dead letters of a test: its tag is in their payload."""
+        return self.rows(
+            "SELECT *, decode(payload) AS text FROM dlq WHERE contains(decode(payload), ?) "
+            "ORDER BY source_index",
+            tag,
+        )
+
+    def settle(self, tag: str, events: int, dead: int = 0) -> None:
+        self.dep.wait_settled(
+            lambda: len(self.stored(tag)) == events and len(self.dead(tag)) == dead,
+            timeout=120,
+        )
+
+
+@contextmanager
+def running_stack(
+    broker: EmbeddedBroker, tmp: Path, sources: list[dict[str, Any]]
+) -> Iterator[Stack]:
+    """One worker and one collector with ``sources``; on the way out the collector stops
+    gracefully (exit 0) and must not have logged a write key."""
+    dep = Deployment(broker.url, tmp, f"t-collector-{uuid.uuid4().hex[:8]}")
+    collector = CollectorProcess(dep, sources)
+    try:
+        dep.start_worker()
+        collector.start()
+        yield Stack(dep, collector)
+        assert collector.stop() == 0, collector.log_text()
+        log = collector.log_text()
+        assert not any(s["write_key"] in log for s in sources), "a write key was logged"
+    finally:
+        collector.stop()
+        dep.stop()

@@ -13,6 +13,8 @@ Decisions (docs/collector.md):
 - a ``messageId`` string the envelope's id rule refuses (the classic Node SDKs' 74
   characters, a ``:`` or ``.``) becomes a digest of itself: the same on every retry, so
   dedup still holds, and the event is not dead-lettered for an SDK's id format;
+- ``identify``'s traits are its ``traits``, else its ``context.traits`` (RudderStack's
+  SDKs put them only there);
 - ``group``'s own traits describe the group, not the person: they are stored as the
   event's properties but never become the person's identities;
 - a batch item of an unknown ``type`` keeps that type as its event name, so the dead
@@ -103,6 +105,8 @@ def envelope(call: dict[str, Any], kind: Any, info: RequestInfo) -> dict[str, An
     if call.get("userId") is not None:
         env["user_id"] = call["userId"]
     traits = call.get("traits")
+    if kind == "identify" and traits is None:
+        traits = context.get("traits")  # RudderStack's SDKs send identify's traits only there
     identities = _identities(context.get("traits"), traits if kind == "identify" else None)
     if identities:
         env["identities"] = identities

@@ -16,9 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.lake.views import connect
 from pipeline.tools.broker import EmbeddedBroker, free_port
-from tests.collector import CollectorProcess, Reply, now_iso
+from tests.collector import CollectorProcess, Reply, Stack, now_iso, running_stack
 from tests.support import Deployment, wait_for
 
 WEB_KEY = f"wk-web-{uuid.uuid4().hex}"
@@ -36,56 +35,10 @@ PHONE = "13912345678"
 EMAIL = "ada.lovelace@example.com"
 
 
-class Stack:
-    def __init__(self, dep: Deployment, collector: CollectorProcess) -> None:
-        self.dep = dep
-        self.collector = collector
-
-    def rows(self, sql: str, *params: Any) -> list[dict[str, Any]]:
-        con = connect(self.dep.data_dir)
-        try:
-            cur = con.execute(sql, list(params))
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        finally:
-            con.close()
-
-    def stored(self, tag: str) -> list[dict[str, Any]]:
-        """Stored events of a test: their ids start with its tag."""
-        return self.rows(
-            "SELECT * FROM events WHERE starts_with(event_id, ?) ORDER BY event_id", tag
-        )
-
-    def dead(self, tag: str) -> list[dict[str, Any]]:
-        """Dead letters of a test: its tag is in their payload."""
-        return self.rows(
-            "SELECT *, decode(payload) AS text FROM dlq WHERE contains(decode(payload), ?) "
-            "ORDER BY source_index",
-            tag,
-        )
-
-    def settle(self, tag: str, events: int, dead: int = 0) -> None:
-        self.dep.wait_settled(
-            lambda: len(self.stored(tag)) == events and len(self.dead(tag)) == dead,
-            timeout=120,
-        )
-
-
 @pytest.fixture(scope="module")
 def stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("collector")
-    dep = Deployment(broker.url, tmp, f"t-collector-{uuid.uuid4().hex[:8]}")
-    collector = CollectorProcess(dep, SOURCES)
-    try:
-        dep.start_worker()
-        collector.start()
-        yield Stack(dep, collector)
-        assert collector.stop() == 0, collector.log_text()
-        log = collector.log_text()
-        assert not any(key in log for key in KEYS), "a write key was logged"
-    finally:
-        collector.stop()
-        dep.stop()
+    with running_stack(broker, tmp_path_factory.mktemp("collector"), SOURCES) as stack:
+        yield stack
 
 
 def track(tag: str, n: int, **over: Any) -> dict[str, Any]:

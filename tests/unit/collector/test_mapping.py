@@ -98,6 +98,17 @@ def test_identify_traits_become_properties_and_identities() -> None:
     assert env["properties"] == {"name": "Ada", "plan": "gold"}
 
 
+def test_identify_traits_only_in_context_as_rudderstack_sends_them() -> None:
+    """RudderStack's SDKs put identify's traits in context.traits alone."""
+    traits = {"email": "ada@example.com", "name": "Ada"}
+    env = envelope(call(userId="m-7", context={"traits": traits}), "identify", INFO)
+    assert env["identities"] == {"email": "ada@example.com"}
+    assert env["properties"] == {"name": "Ada"}
+    # Not for other calls: context.traits describe the person, not the event.
+    other = envelope(call(event="signup", context={"traits": traits}), "track", INFO)
+    assert "name" not in (other.get("properties") or {})
+
+
 def test_alias_links_previous_id_and_user_id() -> None:
     env = envelope(call(previousId="anon-0", userId="m-7"), "alias", INFO)
     assert env["event_name"] == "alias"

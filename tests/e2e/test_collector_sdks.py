@@ -1,0 +1,234 @@
+"""Real SDKs, unchanged but for their host, send to a running collector, the session's
+broker and a real worker; the lake then holds exactly what they sent (DESIGN section 13).
+
+Server SDKs: Segment's ``segment-analytics-python`` and RudderStack's ``rudder-sdk-python``
+from PyPI (the dev extra), Segment's ``@segment/analytics-node`` and RudderStack's
+``@rudderstack/rudder-sdk-node`` from npm (``tests/e2e/sdk/``, installed by ``make tools``
+or here with ``npm ci``). Each SDK has its own source, so the lake's ``source`` column
+tells its events apart. One worker and one collector for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline.contract.pii import PiiHasher
+from pipeline.tools.broker import EmbeddedBroker
+from tests.collector import Stack, running_stack
+from tests.support import wait_for
+
+SDK_DIR = Path(__file__).parent / "sdk"
+PII_SECRET = "test-secret"  # tests.support.Deployment's
+SDKS = ("segment-python", "rudderstack-python", "segment-node", "rudderstack-node")
+SOURCES: list[dict[str, Any]] = [
+    {"name": name, "write_key": f"wk-{name}-{uuid.uuid4().hex}", "platform": "server"}
+    for name in SDKS
+]
+KEYS = {s["name"]: s["write_key"] for s in SOURCES}
+# A call's type -> the envelope's event name (track: its event).
+EVENT_NAMES = {"page": "page_view", "screen": "page_view"}
+EVENT_NAMES.update(identify="identify", alias="alias", group="group")
+
+
+@pytest.fixture(scope="module")
+def stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(broker, tmp_path_factory.mktemp("sdks"), SOURCES) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def node_sdks() -> Path:
+    """``tests/e2e/sdk/node_modules``, installed from the lock file if missing."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node and npm are not installed: the npm SDKs cannot run")
+    modules = SDK_DIR / "node_modules"
+    lock = SDK_DIR / "package-lock.json"
+    stamp = modules / ".package-lock.json"  # npm writes it; older than the lock: stale
+    if not stamp.exists() or stamp.stat().st_mtime < lock.stat().st_mtime:
+        proc = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=SDK_DIR,
+            capture_output=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    return SDK_DIR
+
+
+def phone_of(name: str) -> str:
+    """A mainland mobile number of its own for each SDK (11 digits)."""
+    return f"1391234{SDKS.index(name):04d}"
+
+
+def script(name: str) -> list[dict[str, Any]]:
+    """A visitor's path, in the SDKs' own terms: browses anonymously, buys, signs in,
+    pays; its app is aliased to the member; the member's company is a group. Every call
+    differs in its identifiers or name, so the node sender can tell them apart."""
+    device, app, member = f"{name}-device", f"{name}-app", f"{name}-member"
+    order = f"{name}-order-1"
+    return [
+        {"type": "page", "anonymousId": device, "name": "home", "properties": {"referrer": "ad"}},
+        {
+            "type": "track",
+            "anonymousId": device,
+            "event": "add_to_cart",
+            "properties": {"product_id": "p-1", "quantity": 2, "price": 59.9},
+        },
+        {
+            "type": "identify",
+            "anonymousId": device,
+            "userId": member,
+            "traits": {"phone": phone_of(name), "email": f"{name}@Example.com", "name": "Ada"},
+        },
+        {"type": "track", "userId": member, "event": "login", "properties": {"method": "phone"}},
+        {
+            "type": "track",
+            "userId": member,
+            "event": "pay_success",
+            "properties": {"order_id": order, "amount": 129.5, "pay_method": "wechat_pay"},
+        },
+        {"type": "screen", "anonymousId": app, "name": "cart"},
+        {"type": "alias", "previousId": app, "userId": member},
+        {"type": "group", "userId": member, "groupId": f"{name}-co", "traits": {"plan": "pro"}},
+    ]
+
+
+def expected_row(name: str, call: dict[str, Any]) -> dict[str, Any]:
+    """What the lake's ``events`` must hold for one call (DESIGN 13's mapping)."""
+    kind = call["type"]
+    properties: Any = call.get("properties") or {}  # the lake's properties: {} when none
+    identities = None
+    if kind in ("page", "screen"):
+        properties = {**properties, "page": call["name"]}
+    elif kind == "identify":
+        hasher = PiiHasher(PII_SECRET)
+        traits = call["traits"]
+        identities = {
+            "phone": hasher.hash_phone(traits["phone"]),
+            "email": hasher.hash_email(traits["email"]),
+        }
+        properties = {k: v for k, v in traits.items() if k not in identities}
+    elif kind == "group":
+        properties = {**call["traits"], "group_id": call["groupId"]}
+    return {
+        "event_name": EVENT_NAMES.get(kind) or call["event"],
+        "anonymous_id": call.get("previousId") or call.get("anonymousId"),
+        "user_id": call.get("userId"),
+        "source": name,
+        "platform": "server",
+        "identities": identities,
+        "properties": properties,
+    }
+
+
+PYTHON_ARGS = {"anonymousId": "anonymous_id", "userId": "user_id"}
+PYTHON_ARGS.update(previousId="previous_id", groupId="group_id")
+
+
+def send_python(name: str, calls: list[dict[str, Any]], host: str) -> list[str]:
+    """The PyPI SDK's Client (a background thread posting /v1/batch), as an app uses it."""
+    if name == "segment-python":
+        from segment.analytics import Client
+    else:
+        from rudderstack.analytics import Client
+    errors: list[str] = []
+    client = Client(
+        write_key=KEYS[name],
+        host=host,
+        on_error=lambda error, _batch: errors.append(repr(error)),
+        max_retries=3,
+    )
+    ids = []
+    for call in calls:
+        args = {PYTHON_ARGS.get(k, k): v for k, v in call.items() if k != "type"}
+        queued, message = getattr(client, call["type"])(**args)
+        assert queued, message
+        ids.append(message["messageId"])
+    client.flush()
+    client.join()
+    assert not errors, errors
+    return ids
+
+
+def send_node(name: str, calls: list[dict[str, Any]], host: str, sdk_dir: Path) -> list[str]:
+    """``tests/e2e/sdk/send.mjs``: the npm SDK in a node process, its message ids back."""
+    spec = {"sdk": name.split("-")[0], "host": host, "writeKey": KEYS[name], "calls": calls}
+    proc = subprocess.run(
+        ["node", str(sdk_dir / "send.mjs")],
+        input=orjson.dumps(spec),
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, (proc.stdout.decode(), proc.stderr.decode())
+    ids = json.loads(proc.stdout)["messageIds"]
+    assert all(ids), ids
+    return ids
+
+
+def lake_bytes(stack: Stack) -> bytes:
+    return b"".join(p.read_bytes() for p in (stack.dep.data_dir / "lake").rglob("*.parquet"))
+
+
+def assert_stored_exactly(
+    stack: Stack, name: str, calls: list[dict[str, Any]], ids: list[str]
+) -> None:
+    """Each call stored once, under the SDK's messageId, mapped as DESIGN 13 says; nothing
+    dead-lettered; the identifiers hashed and none in clear; one person."""
+    assert len(set(ids)) == len(calls)
+
+    def stored() -> list[dict[str, Any]]:
+        return stack.rows("SELECT * FROM events WHERE source = ?", name)
+
+    stack.dep.wait_settled(lambda: len(stored()) >= len(calls), timeout=90)
+    rows = {r["event_id"]: r for r in stored()}
+    assert len(rows) == len(stored()) == len(calls)  # each once
+    assert set(rows) == set(ids)
+    for message_id, call in zip(ids, calls, strict=True):
+        row = rows[message_id]
+        got = {k: row[k] for k in ("event_name", "anonymous_id", "user_id", "source", "platform")}
+        got["identities"] = orjson.loads(row["identities"]) if row["identities"] else None
+        got["properties"] = orjson.loads(row["properties"])
+        assert got == expected_row(name, call), call
+    assert stack.rows("SELECT * FROM dlq WHERE source = ?", name) == []
+
+    wait_for(
+        lambda: (
+            len(stack.rows("SELECT DISTINCT person_id FROM events_resolved WHERE source = ?", name))
+            == 1
+        ),
+        timeout=60,
+        what=f"one person for {name}'s events",
+    )
+    blob = lake_bytes(stack)
+    identify = next(c for c in calls if c["type"] == "identify")
+    phone, email = identify["traits"]["phone"], identify["traits"]["email"]
+    for secret in (phone, email, email.lower(), KEYS[name]):
+        assert secret.encode() not in blob, secret
+    for view in ("events", "dlq", "identities", "identity_merges"):
+        text = orjson.dumps(stack.rows(f"SELECT * FROM {view}"), default=str).decode()
+        assert phone not in text
+        assert email.lower() not in text.lower()
+
+
+@pytest.mark.parametrize("name", ["segment-python", "rudderstack-python"])
+def test_python_sdk_sends_unchanged(stack: Stack, name: str) -> None:
+    calls = script(name)
+    ids = send_python(name, calls, stack.url)
+    assert_stored_exactly(stack, name, calls, ids)
+
+
+@pytest.mark.parametrize("name", ["segment-node", "rudderstack-node"])
+def test_node_sdk_sends_unchanged(stack: Stack, node_sdks: Path, name: str) -> None:
+    calls = script(name)
+    ids = send_node(name, calls, stack.url, node_sdks)
+    assert_stored_exactly(stack, name, calls, ids)
