@@ -157,10 +157,30 @@ class Settings(BaseSettings):
         "acknowledge what was produced.",
     )
 
+    # User analytics (DESIGN 16): day and week boundaries of the reports.
+    timezone: str = Field(
+        "Asia/Shanghai",
+        description="IANA time zone of the analytics reports' days and weeks (weeks start "
+        "on Monday).",
+    )
+
     @field_validator("broker")
     @classmethod
     def _broker_url(cls, value: str) -> str:
         return value if "://" in value else f"kafka://{value}"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name, e.g. Asia/Shanghai)"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _kafka_combinations(self) -> Settings:

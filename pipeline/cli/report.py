@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.cli import analytics
 from pipeline.cli.app import DataDir, _opt, settings_from
 from pipeline.settings import MissingPiiKey
 
@@ -110,3 +111,9 @@ def report_trail(
     from pipeline.cli.output import print_trail
 
     print_trail(trail)
+
+
+# User analytics (DESIGN 16); the commands live in pipeline/cli/analytics.py.
+app.command("retention")(analytics.retention)
+app.command("lifecycle")(analytics.lifecycle)
+app.command("rfm")(analytics.rfm)
