@@ -21,12 +21,16 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-tools: $(SDK_STAMP) ## Install prometheus/promtool from Debian if missing (needs root), the npm SDKs of the collector tests
-	@if ! command -v promtool >/dev/null 2>&1; then \
+tools: $(SDK_STAMP) ## Install from Debian what tests need if missing (prometheus, chromium, chromium-driver; needs root), and the npm SDKs of the collector tests
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
-	      || echo "warning: could not install prometheus; promtool tests will be skipped"; \
-	  else echo "warning: promtool missing and not root; promtool tests will be skipped"; fi; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing; the tests that need them will be skipped"; \
+	  else echo "warning:$$missing missing and not root; the tests that need them will be skipped"; fi; \
 	fi
 
 # The npm SDKs the collector's end-to-end tests send with (tests/e2e/sdk/, git-ignored

@@ -4,17 +4,24 @@ broker and a real worker; the lake then holds exactly what they sent (DESIGN sec
 Server SDKs: Segment's ``segment-analytics-python`` and RudderStack's ``rudder-sdk-python``
 from PyPI (the dev extra), Segment's ``@segment/analytics-node`` and RudderStack's
 ``@rudderstack/rudder-sdk-node`` from npm (``tests/e2e/sdk/``, installed by ``make tools``
-or here with ``npm ci``). Each SDK has its own source, so the lake's ``source`` column
-tells its events apart. One worker and one collector for the module.
+or here with ``npm ci``). The web path: Debian's headless chromium loads a page that
+bundles ``@segment/analytics-next`` from another origin. Each SDK has its own source, so
+the lake's ``source`` column tells its events apart. One worker and one collector for the
+module.
 """
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
 import shutil
 import subprocess
+import threading
+import urllib.parse
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +36,13 @@ from tests.support import wait_for
 SDK_DIR = Path(__file__).parent / "sdk"
 PII_SECRET = "test-secret"  # tests.support.Deployment's
 SDKS = ("segment-python", "rudderstack-python", "segment-node", "rudderstack-node")
+BROWSER = "segment-browser"
 SOURCES: list[dict[str, Any]] = [
     {"name": name, "write_key": f"wk-{name}-{uuid.uuid4().hex}", "platform": "server"}
     for name in SDKS
-]
+] + [{"name": BROWSER, "write_key": f"wk-{BROWSER}-{uuid.uuid4().hex}", "platform": "web"}]
 KEYS = {s["name"]: s["write_key"] for s in SOURCES}
+PLATFORMS = {s["name"]: s["platform"] for s in SOURCES}
 # A call's type -> the envelope's event name (track: its event).
 EVENT_NAMES = {"page": "page_view", "screen": "page_view"}
 EVENT_NAMES.update(identify="identify", alias="alias", group="group")
@@ -67,7 +76,7 @@ def node_sdks() -> Path:
 
 def phone_of(name: str) -> str:
     """A mainland mobile number of its own for each SDK (11 digits)."""
-    return f"1391234{SDKS.index(name):04d}"
+    return f"1391234{list(KEYS).index(name):04d}"
 
 
 def script(name: str) -> list[dict[str, Any]]:
@@ -125,7 +134,7 @@ def expected_row(name: str, call: dict[str, Any]) -> dict[str, Any]:
         "anonymous_id": call.get("previousId") or call.get("anonymousId"),
         "user_id": call.get("userId"),
         "source": name,
-        "platform": "server",
+        "platform": PLATFORMS[name],
         "identities": identities,
         "properties": properties,
     }
@@ -232,3 +241,160 @@ def test_node_sdk_sends_unchanged(stack: Stack, node_sdks: Path, name: str) -> N
     calls = script(name)
     ids = send_node(name, calls, stack.url, node_sdks)
     assert_stored_exactly(stack, name, calls, ids)
+
+
+class PageServer:
+    """The web page's own origin: a static HTTP server of ``tests/e2e/sdk`` (the page and
+    the SDK's bundle in node_modules) on another port than the collector's."""
+
+    def __init__(self, root: Path) -> None:
+        self.paths: list[str] = []
+        paths = self.paths
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                paths.append(self.path)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> PageServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def chromium() -> Any:
+    """Debian's chromium, headless, through Debian's chromedriver (no browser download).
+    Every host but the loopback address resolves to nothing: the page cannot reach a CDN
+    even by mistake."""
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (make tools)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # root, as CI runs
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+def network_log(driver: Any) -> list[dict[str, Any]]:
+    """The browser's own record of its requests (DevTools' Network events)."""
+    events = [json.loads(e["message"])["message"] for e in driver.get_log("performance")]
+    return [e for e in events if e["method"].startswith("Network.")]
+
+
+@dataclass
+class Exchange:
+    """One request the browser made, as it made it, and the answer it got."""
+
+    method: str
+    url: str
+    kind: str = ""  # DevTools' resource type: Document, Script, Fetch, Preflight, ...
+    headers: dict[str, str] = field(default_factory=dict)  # as sent on the wire
+    body: bytes = b""
+    status: int | None = None
+
+
+def exchanges(log: list[dict[str, Any]]) -> list[Exchange]:
+    by_id: dict[str, Exchange] = {}
+    for event in log:
+        params = event["params"]
+        rid = params.get("requestId")
+        if event["method"] == "Network.requestWillBeSent":
+            request = params["request"]
+            body = b"".join(
+                base64.b64decode(e.get("bytes", "")) for e in request.get("postDataEntries", [])
+            )
+            by_id[rid] = Exchange(request["method"], request["url"], body=body)
+        elif event["method"] == "Network.requestWillBeSentExtraInfo" and rid in by_id:
+            by_id[rid].headers.update({k.lower(): v for k, v in params["headers"].items()})
+        elif event["method"] == "Network.responseReceived" and rid in by_id:
+            by_id[rid].kind = params["type"]
+            by_id[rid].status = params["response"]["status"]
+    return list(by_id.values())
+
+
+def test_a_web_page_sends_across_origins_with_the_browser_sdk(
+    stack: Stack, node_sdks: Path
+) -> None:
+    """A real browser (Debian's chromium, headless) loads a page that bundles
+    ``@segment/analytics-next`` (its npm UMD bundle, served from node_modules by the page's
+    own server: no CDN) from another origin than the collector's. The SDK sends page,
+    track, identify and group calls as browsers send them: ``text/plain``, the write key in
+    the body and an Authorization header, so a CORS preflight first. The lake then holds
+    exactly what the browser posted, each call once."""
+    name = BROWSER
+    collector = f"127.0.0.1:{stack.collector.port}"
+    with PageServer(node_sdks) as pages:
+        driver = chromium()
+        try:
+            # In the fragment: the SDK sends the page's URL and query string with every
+            # call, never its fragment, and the key and the phone must not be stored.
+            config = urllib.parse.urlencode(
+                {"key": KEYS[name], "collector": collector, "tag": name}
+                | {"phone": phone_of(name), "email": f"{name}@Example.com"}
+            )
+            driver.set_script_timeout(60)
+            driver.get(f"http://127.0.0.1:{pages.port}/analytics-next.html#{config}")
+            called = driver.execute_async_script(
+                "const done = arguments[arguments.length - 1];"
+                "window.trackflow.then((sent) => done(sent.length), (e) => done(String(e)));"
+            )
+            assert called == 6, (called, driver.get_log("browser"))
+            # Each call is delivered before the page's next: all six posts are answered.
+            # (The browser hands its log out once: keep what it gave.)
+            log: list[dict[str, Any]] = []
+
+            def answered() -> bool:
+                log.extend(network_log(driver))
+                return sum(x.method == "POST" and x.status for x in exchanges(log)) >= called
+
+            wait_for(answered, timeout=30, what="the browser's six posts answered")
+        finally:
+            driver.quit()
+
+    page_origin = f"http://127.0.0.1:{pages.port}"
+    seen = exchanges(log)
+    # Nothing left the machine: the page, its bundle (and favicon) from the page's origin,
+    # the calls to the collector's.
+    assert all(x.url.startswith((page_origin + "/", f"http://{collector}/")) for x in seen)
+    assert "/node_modules/@segment/analytics-next/dist/umd/index.js" in pages.paths
+    posts = [x for x in seen if x.method == "POST"]
+    assert len(posts) == called
+    for post in posts:
+        assert post.url.startswith(f"http://{collector}/v1/")
+        assert post.headers["content-type"] == "text/plain"  # as browsers send, no JSON type
+        assert post.headers["origin"] == page_origin  # across origins
+        assert post.status == 200, post
+    preflights = [x for x in seen if x.method == "OPTIONS"]
+    assert preflights, "no CORS preflight"  # the Authorization header needs one
+    for pre in preflights:
+        assert pre.kind == "Preflight"
+        assert pre.status == 204
+        assert pre.headers["access-control-request-method"] == "POST"
+        assert "authorization" in pre.headers["access-control-request-headers"]
+
+    calls = [orjson.loads(post.body) for post in posts]
+    assert {c["type"] for c in calls} == {"page", "track", "identify", "group"}
+    assert all(c["writeKey"] == KEYS[name] for c in calls)  # the key in the body too
+    assert_stored_exactly(stack, name, calls, [c["messageId"] for c in calls])
