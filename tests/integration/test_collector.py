@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from pipeline.collector.mapping import EVENT_ID_RULE, event_id
 from pipeline.tools.broker import EmbeddedBroker, free_port
 from tests.collector import CollectorProcess, Reply, Stack, now_iso, running_stack
 from tests.support import Deployment, wait_for
@@ -99,13 +100,23 @@ def test_a_retried_request_stores_nothing_twice(stack: Stack) -> None:
     tag = "retry"
     batch = [track(tag, i, anonymousId=f"{tag}-anon-{i % 3}") for i in range(6)]
     single = track(tag, 99)
+    # The classic Node SDKs' 74-character id: stored under its digest, once too.
+    classic_id = f"node-{uuid.uuid4().hex}-{uuid.uuid4()}"
+    classic = track(tag, 0, messageId=classic_id, anonymousId=f"{tag}-classic")
     for _ in range(3):  # an SDK that never saw the first answers
         ok(stack.collector.post("/v1/batch", {"batch": batch}, key=WEB_KEY, gzip=True))
         ok(stack.collector.post("/v1/track", single, key=WEB_KEY))
-    stack.settle(tag, 7)
+        ok(stack.collector.post("/v1/t", {**classic, "writeKey": WEB_KEY}))
+    digest = event_id(classic_id, EVENT_ID_RULE)
+
+    def classic_rows() -> list[dict[str, Any]]:
+        return stack.rows("SELECT * FROM events WHERE anonymous_id = ?", f"{tag}-classic")
+
+    stack.dep.wait_settled(lambda: len(stack.stored(tag)) == 7 and len(classic_rows()) == 1)
     assert sorted(r["event_id"] for r in stack.stored(tag)) == sorted(
         [c["messageId"] for c in batch] + [single["messageId"]]
     )
+    assert [r["event_id"] for r in classic_rows()] == [digest]
 
 
 def test_an_event_sent_over_http_and_to_kafka_is_stored_once(stack: Stack) -> None:
@@ -186,7 +197,14 @@ def test_answer_codes(stack: Stack) -> None:
     assert c.post("/v1/batch", body, key=RETIRED_KEY).status == 404
     assert c.post("/v1/batch", {**body, "writeKey": RETIRED_KEY}).status == 404
     assert c.post("/v1/nothing", body, key=WEB_KEY).status == 404
+    # Just under 500 KiB: 100 events of 4.5 KiB pass whole.
+    near = [
+        track(tag, 100 + i, properties={"method": "phone", "note": "y" * 4500}) for i in range(100)
+    ]
+    ok(c.post("/v1/batch", {"batch": near}, key=WEB_KEY))
     big = {"batch": [track(tag, 3, properties={"blob": "x" * 600 * 1024})]}
+    many = {"batch": [track(tag, 1000 + i, properties={"note": "z" * 6000}) for i in range(100)]}
+    assert c.post("/v1/batch", many, key=WEB_KEY).status == 413  # 600 KiB of small events
     assert c.post("/v1/batch", big, key=WEB_KEY).status == 413
     assert c.post("/v1/batch", big, key=WEB_KEY, gzip=True).status == 413  # once inflated
 
@@ -199,9 +217,11 @@ def test_answer_codes(stack: Stack) -> None:
     time.sleep(int(limited.headers["Retry-After"]))
     ok(c.post("/v1/track", track(tag, 5), key=LIMITED_KEY))
 
-    stack.settle(tag, 2)
+    stack.settle(tag, 102)
     got = {(r["event_id"], r["source"], r["platform"]) for r in stack.stored(tag)}
-    assert got == {(f"{tag}-4", "limited", "h5"), (f"{tag}-5", "limited", "h5")}
+    assert got == {(f"{tag}-4", "limited", "h5"), (f"{tag}-5", "limited", "h5")} | {
+        (f"{tag}-{100 + i}", "web", "web") for i in range(100)
+    }
 
 
 def test_an_event_over_32_kib_in_a_good_batch_is_dead_lettered_alone(stack: Stack) -> None:
@@ -232,12 +252,39 @@ def test_bad_events_are_dead_lettered_alone_with_their_source(stack: Stack) -> N
         f"{tag}-not-an-object",
         track(tag, 7, context={"traits": {"email": "not-an-email"}}),
         track(tag, 8),
+        track(tag, 9, messageId=42, anonymousId=f"{tag}-number-id"),
+        track(tag, 10, messageId="", anonymousId=f"{tag}-empty-id"),
+        track(tag, 11, anonymousId=5),
+        track(tag, 12, anonymousId=None),  # neither anonymousId nor userId
+        track(tag, 13, event=None),
+        {k: v for k, v in track(tag, 14).items() if k != "type"},  # a batch item's type
+        track(tag, 15, type="purchase"),
+        track(tag, 16, timestamp=now_iso(-8 * 86_400_000)),  # over 7 days old
+        track(tag, 17, userId={"id": 7}),
+        track(tag, 18, context={"consent": {"categoryPreferences": "yes"}}),
+        # Consent: analytics refused is dropped (neither stored nor dead-lettered);
+        # marketing refused alone is stored.
+        track(tag, 19, context={"consent": {"categoryPreferences": {"analytics": False}}}),
+        track(tag, 20, context={"consent": {"categoryPreferences": {"marketing": False}}}),
     ]
+    dropped = stack.dep.workers[0].metric("trackflow_consent_dropped_total")
     ok(stack.collector.post("/v1/batch", {"batch": batch}, key=MINI_KEY))
-    stack.settle(tag, 2, dead=8)
-    assert [r["event_id"] for r in stack.stored(tag)] == [f"{tag}-1", f"{tag}-8"]
+    stack.settle(tag, 3, dead=18)
+    stored = [r["event_id"] for r in stack.stored(tag)]
+    assert stored == [f"{tag}-1", f"{tag}-20", f"{tag}-8"]
+    assert stack.dep.workers[0].metric("trackflow_consent_dropped_total") == dropped + 1
     dead = stack.dead(tag)
     markers = {
+        f"{tag}-number-id": "type_mismatch",
+        f"{tag}-empty-id": "invalid_value",
+        f'"{tag}-11"': "type_mismatch",
+        f'"{tag}-12"': "missing_required_field",
+        f'"{tag}-13"': "missing_required_field",
+        f'"{tag}-14"': "missing_required_field",
+        f'"{tag}-15"': "unknown_event",
+        f'"{tag}-16"': "invalid_timestamp",
+        f'"{tag}-17"': "type_mismatch",
+        f'"{tag}-18"': "type_mismatch",
         f"{tag}-noid": "missing_required_field",
         f'"{tag}-2"': "type_mismatch",
         f'"{tag}-3"': "type_mismatch",
