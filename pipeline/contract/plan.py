@@ -15,11 +15,14 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+# The lake's own columns of events (pipeline.lake.schema.EVENT_COLUMNS, and the partition
+# column event_date): a property of the same name would clash with one of them.
 ENVELOPE_COLUMNS = frozenset(
     {
         "event_id", "event_name", "event_time", "received_at", "anonymous_id", "user_id",
         "person_id", "platform", "app_version", "channel", "properties", "identities",
         "consent_marketing", "schema_version", "event_date", "source_partition", "source_offset",
+        "source_index", "source",
     }
 )  # fmt: skip
 
