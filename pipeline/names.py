@@ -54,3 +54,6 @@ LAKE_ROLLUPS: Final = "rollups"
 LAKE_ALERTS: Final = "alerts"
 # The replay ledger of ``trackflow dlq replay``: which dead letters were sent back, when.
 LAKE_DLQ_REPLAYS: Final = "dlq_replays"
+# Pseudo source topic of ``trackflow backfill``: its lake files and checkpoints are named
+# ``backfill-p<run>-...`` (the run = a digest of the input), apart from the stream's.
+BACKFILL_SOURCE: Final = "backfill"

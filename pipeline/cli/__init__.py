@@ -6,7 +6,18 @@ One module per command group; this module puts them on the root app in the order
 
 from __future__ import annotations
 
-from pipeline.cli import anomaly, collect, dlq, metrics, query, report, schema, services, traffic
+from pipeline.cli import (
+    anomaly,
+    backfill,
+    collect,
+    dlq,
+    metrics,
+    query,
+    report,
+    schema,
+    services,
+    traffic,
+)
 from pipeline.cli.app import cli
 
 __all__ = ["cli", "main"]
@@ -16,6 +27,7 @@ for _command in (
     services.worker,
     collect.collect,
     traffic.produce,
+    backfill.backfill,
     traffic.simulate,
     query.query,
     services.demo,

@@ -244,11 +244,15 @@ class CompiledEvent:
 class Validator:
     """Turns a decoded event object into a normalised record, or raises ``Rejected``."""
 
-    def __init__(self, plan: TrackingPlan, hasher: PiiHasher) -> None:
+    def __init__(self, plan: TrackingPlan, hasher: PiiHasher, historic: bool = False) -> None:
+        """``historic``: no lower bound on event_time (``trackflow backfill`` loads history
+        older than the stream's limit); every other rule, the future bound included, holds."""
         self.plan = plan
         self.hasher = hasher
         env = plan.envelope
         self._env = env
+        # About 3,000 years: any event time Arrow can store passes the past bound.
+        self._max_past = 10**11 if historic else env.max_past_seconds
         self._events = {name: CompiledEvent(s) for name, s in plan.latest.items()}
         self._versions = {key: CompiledEvent(s) for key, s in plan.versions.items()}
         f = env.fields
@@ -287,9 +291,7 @@ class Validator:
         if raw_time is None:
             raise Rejected(ErrorCode.MISSING_REQUIRED_FIELD, "event_time is required")
         event_time = parse_event_time(raw_time)
-        check_time_range(
-            event_time, now_ms, self._env.max_past_seconds, self._env.max_future_seconds
-        )
+        check_time_range(event_time, now_ms, self._max_past, self._env.max_future_seconds)
 
         ids: dict[str, Any] = {}
         for name, check in self._ids.items():

@@ -98,11 +98,14 @@ def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
     ident_cols = [(f.name, _duck_type(f.type)) for f in IDENTITY_SCHEMA]
     ident_src = _source(lake / "identities", ident_cols, [("updated_date", "DATE")])
     # The writer appends a row whenever an identifier's person or seen-range changes; the
-    # latest row (highest source position) is the identifier's state.
+    # latest row is the identifier's state: the latest decision (updated_at), then the
+    # highest source position. updated_at first because two writers write here: the
+    # stream's identity writer and ``trackflow backfill``, whose positions are not comparable.
     identities = (
         "SELECT identifier_type, identifier, person_id, first_seen, last_seen, updated_at "
         f"FROM ({ident_src}) QUALIFY row_number() OVER (PARTITION BY identifier_type, "
-        "identifier ORDER BY source_offset DESC, source_index DESC) = 1"
+        "identifier ORDER BY updated_at DESC NULLS LAST, source_offset DESC, "
+        "source_index DESC) = 1"
     )
     merge_cols = [(f.name, _duck_type(f.type)) for f in MERGE_SCHEMA]
     merge_src = _source(lake / "identity_merges", merge_cols, [("decided_date", "DATE")])
