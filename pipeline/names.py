@@ -57,3 +57,8 @@ LAKE_DLQ_REPLAYS: Final = "dlq_replays"
 # Pseudo source topic of ``trackflow backfill``: its lake files and checkpoints are named
 # ``backfill-p<run>-...`` (the run = a digest of the input), apart from the stream's.
 BACKFILL_SOURCE: Final = "backfill"
+# ``trackflow segments build``: one row of tags per person, rebuilt whole by each build.
+LAKE_PERSON_TAGS: Final = "person_tags"
+# Pseudo source of the analytics rows ``trackflow report retention|lifecycle --export``
+# writes to ``rollups`` (files ``analytics-p0-...``), apart from the combine stage's.
+ANALYTICS_SOURCE: Final = "analytics"

@@ -15,6 +15,7 @@ from pipeline.cli import (
     query,
     report,
     schema,
+    segments,
     services,
     traffic,
 )
@@ -37,6 +38,7 @@ cli.add_typer(metrics.app, name="metrics")
 cli.add_typer(schema.app, name="schema")
 cli.add_typer(anomaly.app, name="anomaly")
 cli.add_typer(report.app, name="report")
+cli.add_typer(segments.app, name="segments")
 cli.add_typer(dlq.app, name="dlq")
 
 

@@ -46,7 +46,7 @@ To = Annotated[
 
 
 @contextmanager
-def _refusals(command: str) -> Iterator[None]:
+def refusals(command: str, prefix: str = "trackflow report") -> Iterator[None]:
     """Bad input becomes one line on stderr and exit code 2."""
     from pipeline.analytics.calendar import BadInput
     from pipeline.analytics.segments import SegmentRulesError
@@ -54,7 +54,7 @@ def _refusals(command: str) -> Iterator[None]:
     try:
         yield
     except (BadInput, SegmentRulesError) as exc:
-        typer.echo(f"trackflow report {command}: {exc}", err=True)
+        typer.echo(f"{prefix} {command}: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -79,7 +79,7 @@ def _show(kind: str, columns: list[str], rows: list[dict[str, Any]], fmt: str, m
 
 def _run(command: str, fmt: str, body: Callable[[], None]) -> None:
     _check_format(command, fmt)
-    with _refusals(command):
+    with refusals(command):
         body()
 
 

@@ -287,3 +287,24 @@ ALERT_SCHEMA = pa.schema(
         ("source_index", pa.int32()),
     ]
 )
+
+
+# ``trackflow segments build`` (pipeline/analytics/tags.py): one row per person.
+PERSON_TAGS_SCHEMA = pa.schema(
+    [
+        ("person_id", pa.string()),
+        ("lifecycle_stage", pa.string()),  # new | returning | resurrecting | dormant | inactive
+        ("rfm_segment", pa.string()),  # null without a pay_success in the RFM window
+        ("r", pa.int64()),
+        ("f", pa.int64()),
+        ("m", pa.int64()),
+        ("first_seen", TS),
+        ("last_seen", TS),
+        ("orders", pa.int64()),
+        ("gmv", pa.decimal128(38, 2)),
+        ("repurchase", pa.bool_()),
+        ("as_of", pa.date32()),
+        ("period", pa.string()),
+        ("built_at", TS),
+    ]
+)

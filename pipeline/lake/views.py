@@ -23,10 +23,11 @@ from pipeline.lake.schema import (
     EVENT_COLUMNS,
     IDENTITY_SCHEMA,
     MERGE_SCHEMA,
+    PERSON_TAGS_SCHEMA,
     ROLLUP_SCHEMA,
     arrow_type,
 )
-from pipeline.names import LAKE_DLQ_REPLAYS
+from pipeline.names import LAKE_DLQ_REPLAYS, LAKE_PERSON_TAGS
 
 _DUCK_TYPES = {
     pa.string(): "VARCHAR",
@@ -35,6 +36,7 @@ _DUCK_TYPES = {
     pa.float64(): "DOUBLE",
     pa.bool_(): "BOOLEAN",
     pa.binary(): "BLOB",
+    pa.date32(): "DATE",
 }
 
 
@@ -74,6 +76,12 @@ def _source(
             f"WHERE filename NOT IN ({', '.join(_quote(p) for p in hidden)})"
         )
     return f"{files} UNION ALL BY NAME {frame}"
+
+
+def _person_tags(lake: Path) -> str:
+    """One file, replaced whole by each ``trackflow segments build``."""
+    tag_cols = [(f.name, _duck_type(f.type)) for f in PERSON_TAGS_SCHEMA]
+    return f"SELECT * FROM ({_source(lake / LAKE_PERSON_TAGS, tag_cols, [])})"
 
 
 def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
@@ -146,6 +154,7 @@ def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
         "r.resolved_window_end, f.runbook_url FROM f LEFT JOIN r USING (alert_id)"
     )
     return {
+        LAKE_PERSON_TAGS: _person_tags(lake),
         "alerts": alerts,
         "rollups": rollups,
         "events": events,

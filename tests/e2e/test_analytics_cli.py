@@ -150,3 +150,38 @@ def test_bad_input_is_one_line_and_exit_2(
     assert out.returncode == 2
     assert out.stderr == message + "\n"
     assert out.stdout == ""
+
+
+def test_segments_build_writes_person_tags(data_dir: Path) -> None:
+    out = trackflow(data_dir, "segments", "build", "--as-of", "2026-03-04", "--period", "day")
+    assert out.returncode == 0, out.stderr
+    rows = trackflow(
+        data_dir,
+        "query",
+        "SELECT person_id, lifecycle_stage, rfm_segment, orders, repurchase FROM person_tags "
+        "ORDER BY person_id",
+        "--format",
+        "json",
+    )
+    assert orjson.loads(rows.stdout) == [
+        {
+            "person_id": "p_a",
+            "lifecycle_stage": "dormant",
+            "rfm_segment": "lost",
+            "orders": 1,
+            "repurchase": False,
+        },
+        {
+            "person_id": "p_b",
+            "lifecycle_stage": "dormant",
+            "rfm_segment": None,
+            "orders": 0,
+            "repurchase": False,
+        },
+    ]
+    bad = trackflow(data_dir, "segments", "build", "--as-of", "yesterday")
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert (
+        bad.stderr
+        == "trackflow segments build: --as-of must be a date YYYY-MM-DD, not 'yesterday'\n"
+    )

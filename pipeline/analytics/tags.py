@@ -1,0 +1,88 @@
+"""``trackflow segments build``: one row of tags per person, the ``person_tags`` table.
+
+Built as of a local date (default today), from every event up to the end of that day:
+
+* ``lifecycle_stage`` in the period (``--period``, default week) holding ``--as-of``:
+  ``new``, ``returning`` or ``resurrecting`` when active in it (as the lifecycle report
+  splits them), ``dormant`` when active only in the period before, ``inactive`` otherwise;
+* ``rfm_segment`` (and ``r``, ``f``, ``m``) as ``report rfm --as-of --days`` gives them, null
+  for a person without a ``pay_success`` in that window;
+* ``first_seen``, ``last_seen``: first and last event; ``orders``: distinct ``order_id`` of
+  ``pay_success`` ever; ``gmv``: their summed ``amount``; ``repurchase``: two or more orders.
+
+The table is one Parquet file replaced whole and atomically by each build (written under a
+temporary name, synced, renamed), so readers see the previous build or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+
+from pipeline.analytics.calendar import Calendar
+from pipeline.analytics.rfm import rfm_params, rfm_sql
+from pipeline.analytics.segments import SegmentRules
+from pipeline.lake.durable import fsync_dir, fsync_file
+from pipeline.names import LAKE_PERSON_TAGS
+
+STAGES = ("new", "returning", "resurrecting", "dormant", "inactive")
+FILE = "person_tags.parquet"
+
+
+def tags_sql(cal: Calendar, rules: SegmentRules) -> str:
+    return f"""
+    WITH ev AS (
+        SELECT person_id, event_time, event_name, order_id, amount, {cal.bucket()} AS p
+        FROM events_resolved WHERE event_time < $t_end AND person_id IS NOT NULL),
+    per AS (
+        SELECT person_id, min(event_time) AS first_seen, max(event_time) AS last_seen,
+               min(p) AS first_p, bool_or(p = $cur) AS now, bool_or(p = $prev) AS before,
+               count(DISTINCT order_id) FILTER (event_name = 'pay_success') AS orders,
+               coalesce(sum(amount) FILTER (event_name = 'pay_success'), 0) AS gmv
+        FROM ev GROUP BY person_id),
+    rfm AS ({rfm_sql(cal, rules)})
+    SELECT per.person_id,
+           CASE WHEN now AND first_p = $cur THEN 'new'
+                WHEN now AND before THEN 'returning'
+                WHEN now THEN 'resurrecting'
+                WHEN before THEN 'dormant'
+                ELSE 'inactive' END AS lifecycle_stage,
+           rfm.segment AS rfm_segment, rfm.r, rfm.f, rfm.m,
+           per.first_seen, per.last_seen, per.orders, per.gmv, per.orders >= 2 AS repurchase,
+           $as_of::DATE AS as_of, '{cal.period}' AS period, now() AS built_at
+    FROM per LEFT JOIN rfm ON rfm.person_id = per.person_id
+    ORDER BY per.person_id
+    """
+
+
+def build_tags(
+    con: duckdb.DuckDBPyConnection,
+    lake_dir: Path,
+    cal: Calendar,
+    rules: SegmentRules,
+    as_of: date,
+    days: int,
+) -> int:
+    """Writes ``person_tags`` as of ``as_of``; returns how many persons it holds."""
+    cur = cal.start(as_of)
+    params = {
+        **rfm_params(cal, as_of, days),
+        "t_end": cal.midnight(as_of + timedelta(days=1)),
+        "cur": cur,
+        "prev": cur - timedelta(days=cal.step),
+    }
+    root = lake_dir / LAKE_PERSON_TAGS
+    root.mkdir(parents=True, exist_ok=True)
+    final, tmp = root / FILE, root / f".{FILE}.tmp"
+    target = str(tmp).replace("'", "''")
+    con.execute(
+        f"COPY ({tags_sql(cal, rules)}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)", params
+    )
+    fsync_file(tmp)
+    os.replace(tmp, final)
+    fsync_dir(root)
+    row = con.execute(f"SELECT count(*) FROM read_parquet('{final.as_posix()}')").fetchone()
+    return int(row[0]) if row else 0
