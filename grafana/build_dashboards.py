@@ -321,6 +321,26 @@ BUSINESS = dashboard(
             "short",
         ),
         panel(
+            "Retention D1 and D7, newest complete daily cohort (final)",
+            [
+                (
+                    f'max by (dimensions) (trackflow_metric_final{{{JOB}, metric="retention", '
+                    r'window="1d", dimensions=~".*\"k\":\"(1|7)\".*"})',
+                    "{{dimensions}}",
+                )
+            ],
+            "percentunit",
+            description="Share of a day's cohort back 1 and 7 days later, as exported by "
+            "`trackflow report retention --export` (complete cells only; docs/analytics.md).",
+        ),
+        panel(
+            "Lifecycle, newest complete day, by stage (final)",
+            [(final("lifecycle", "1d"), "{{dimensions}}")],
+            "short",
+            description="New, returning, resurrecting and dormant persons of the last "
+            "complete day, as exported by `trackflow report lifecycle --export`.",
+        ),
+        panel(
             "Open anomaly incidents by rule and severity",
             [
                 (

@@ -25,6 +25,13 @@ Timezone = Annotated[
 ]
 Period = Annotated[str, _opt("PERIOD", "day | week (weeks start on Monday, labelled by it)")]
 SchemasDir = Annotated[Path | None, _opt("SCHEMAS_DIR", "Tracking plan directory")]
+Export = Annotated[
+    bool,
+    _opt(
+        "REPORT_EXPORT",
+        "Also store the complete cells in the rollups table (Grafana shows them)",
+    ),
+]
 From = Annotated[
     str,
     typer.Option(
@@ -77,6 +84,13 @@ def _show(kind: str, columns: list[str], rows: list[dict[str, Any]], fmt: str, m
     emit(columns, rows, fmt)
 
 
+def _export(con: Any, lake_dir: Path, rollups: list[dict[str, Any]]) -> None:
+    from pipeline.analytics.export import write_rollups
+
+    n = write_rollups(con, lake_dir, rollups)
+    typer.echo(f"exported {n} new rollups ({len(rollups)} complete cells)", err=True)
+
+
 def _run(command: str, fmt: str, body: Callable[[], None]) -> None:
     _check_format(command, fmt)
     with refusals(command):
@@ -101,6 +115,7 @@ def retention(
     data_dir: DataDir = None,
     schemas_dir: SchemasDir = None,
     format: Format = "table",
+    export: Export = False,
 ) -> None:
     """Cohort retention: rows {cohort, size, k, retained, complete} (docs/analytics.md).
 
@@ -109,7 +124,8 @@ def retention(
     in period cohort+k (n-day) or in any period >= cohort+k (unbounded); period 0 counts a
     return-event before the cohort event too. Only events inside the range count.
     complete is false while period cohort+k has not ended by the end of --to and by now.
-    Every cohort period of the range has its N rows, zeros when empty.
+    Every cohort period of the range has its N rows, zeros when empty. --export also
+    stores the complete cells in rollups (metric retention) for Grafana.
     """
 
     def body() -> None:
@@ -132,7 +148,12 @@ def retention(
         )
         plan = load_plan(settings.schemas_dir)
         q.check(plan.latest)
-        rows = compute(views.connect(settings.data_dir, plan), q, cal.today())
+        con = views.connect(settings.data_dir, plan)
+        rows = compute(con, q, cal.today())
+        if export:
+            from pipeline.analytics.export import retention_rollups
+
+            _export(con, settings.lake_dir, retention_rollups(rows, q))
         _show("retention", COLUMNS, rows, format, q)
 
     _run("retention", format, body)
@@ -146,6 +167,7 @@ def lifecycle(
     data_dir: DataDir = None,
     schemas_dir: SchemasDir = None,
     format: Format = "table",
+    export: Export = False,
 ) -> None:
     """Per period: new, returning, resurrecting and dormant persons (docs/analytics.md).
 
@@ -153,6 +175,7 @@ def lifecycle(
     resurrecting: active, not in the previous period, not new; dormant: active in the
     previous period, not in this one (counted once, in the first period missed). History
     before --from counts; events after --to are not read. Empty periods are rows of zeros.
+    --export also stores the ended periods in rollups (metric lifecycle) for Grafana.
     """
 
     def body() -> None:
@@ -167,6 +190,10 @@ def lifecycle(
         lo, hi = parse_date(from_, "--from"), parse_date(to, "--to")
         con = views.connect(settings.data_dir, load_plan(settings.schemas_dir))
         rows = compute(con, cal, lo, hi)
+        if export:
+            from pipeline.analytics.export import lifecycle_rollups
+
+            _export(con, settings.lake_dir, lifecycle_rollups(rows, cal, hi, cal.today()))
         _show("lifecycle", COLUMNS, rows, format, cal)
 
     _run("lifecycle", format, body)

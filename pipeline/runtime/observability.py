@@ -7,7 +7,7 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
-from pipeline.runtime import stall_watch
+from pipeline.runtime import analytics_finals, stall_watch
 from pipeline.runtime.context import Context
 from pipeline.runtime.readiness import register_probes
 from pipeline.runtime.streams import InputLag
@@ -38,6 +38,12 @@ def register_observability(app: faust.App, ctx: Context) -> None:
     @app.timer(interval=5.0)
     async def watch_stalls() -> None:
         stall_watch.report(stalls.check(app), metrics)
+
+    exported: set[analytics_finals.Series] = set()
+
+    @app.timer(interval=analytics_finals.INTERVAL_SECONDS)
+    async def show_exported_analytics() -> None:
+        await analytics_finals.refresh(metrics.metric_final, ctx.settings.lake_dir, exported)
 
 
 def show_lag(gauge: Gauge, lag: dict[Any, int], shown: set[tuple[str, str]]) -> None:

@@ -36,7 +36,7 @@ REQUIRED_VARIABLES = {
     "trackflow-quality": {"job", "event"},
 }
 CURRENCY_METRICS = {"gmv", "aov"}  # amounts in the shop's currency, CNY
-RATIO_METRICS = {"payment_success_rate"}
+RATIO_METRICS = {"payment_success_rate", "retention"}
 VARIABLE_REF = re.compile(r"\$\{?(\w+)\}?")
 LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>\w+)\)$")
 
