@@ -59,10 +59,11 @@ format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install ## Throughput and anomaly-detection benchmarks; JSON results in bench/results/
+bench: install ## Throughput, collector and anomaly-detection benchmarks; JSON results in bench/results/
 	mkdir -p bench/results
 	$(PY) bench/run.py --out bench/results/latest.json
 	$(PY) bench/produce_rate.py --out bench/results/latest-produce.json
+	$(PY) bench/collector.py --out bench/results/$$(date -u +%F)-collector.json
 	$(PY) bench/anomaly/nab.py --seed 11 --out bench/results/latest-nab.json
 
 soak: install ## One hour: 2 workers, steady traffic, payment outage, SIGKILL every 10 min (not in test)
