@@ -62,3 +62,8 @@ LAKE_PERSON_TAGS: Final = "person_tags"
 # Pseudo source of the analytics rows ``trackflow report retention|lifecycle --export``
 # writes to ``rollups`` (files ``analytics-p0-...``), apart from the combine stage's.
 ANALYTICS_SOURCE: Final = "analytics"
+# Member profiles (DESIGN 14, docs/members.md): every stored profile update (the profiles
+# and profile_changes views read it), rejected member rows, and one row per import run.
+LAKE_PROFILE_CHANGES: Final = "profile_changes"
+LAKE_MEMBER_REJECTS: Final = "member_rejects"
+LAKE_MEMBER_IMPORTS: Final = "member_imports"

@@ -43,7 +43,8 @@ MAX_FUNCTION_LINES = 80
 MAX_CREATE_APP_LINES = 40
 
 DOMAIN = tuple(
-    f"pipeline.{s}" for s in ("contract", "ingest", "identity", "metrics", "alerting", "lake")
+    f"pipeline.{s}"
+    for s in ("contract", "ingest", "identity", "metrics", "alerting", "lake", "members")
 )
 FRAMEWORKS = ("faust", "mode", "aiokafka")
 WIRING = tuple(f"pipeline.{s}" for s in ("runtime", "cli", "tools", "app", "worker"))

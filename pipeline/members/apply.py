@@ -1,0 +1,152 @@
+"""Which staged updates change the profiles: the ordering rule, decided in DuckDB.
+
+For every (person, field) the staged updates follow the value the lake holds (the
+``profile_updates`` view), in row order. An update *applies* when its time is not older
+than every update before it (so an older update arriving later never wins); it *changes*
+the field when its value differs from the value held before it (a null removes the field;
+null and absent are the same). An update is stored when it applies and either changes
+the value or moves the field's time forward (rows with their own time only); re-importing
+the same file therefore stores nothing. The views apply the same rule to the stored rows,
+so what the import decides is what they show.
+
+DuckDB does the work out of core (``memory_limit`` and a spill directory), so a million
+rows do not need a million Python objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+DECISIONS = "member_decisions"
+
+
+def _q(path: Path) -> str:
+    return "'" + path.as_posix().replace("'", "''") + "'"
+
+
+@dataclass
+class Outcome:
+    rows_unchanged: int = 0
+    fields_changed: int = 0
+    members_new: int = 0
+    by_field: dict[str, int] = field(default_factory=dict)  # field -> values changed
+    sample: list[dict[str, Any]] = field(default_factory=list)  # a few changes, for a report
+
+
+def decide(
+    con: duckdb.DuckDBPyConnection, staged: Path, accepted: int, own_time: bool = True
+) -> Outcome:
+    """Fill the temporary table ``member_decisions`` (one row per staged field update that
+    applies) and count what would change.
+
+    ``own_time``: the rows carry their own update time (an incremental column). Without
+    one, a row's time is the run's start, and an update that only confirms the value held
+    is not stored: re-importing the same file then stores nothing at all."""
+    src = f"read_parquet({_q(staged)})"
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {DECISIONS} AS
+        WITH s AS (SELECT person_id, user_id, seq, "at",
+                          unnest(map_entries(field_values), recursive := true) FROM {src}),
+        persons AS (SELECT DISTINCT person_id FROM {src}),
+        held AS (SELECT u.person_id, u.field, u.value, epoch_ms(u."at") AS "at"
+                 FROM profile_updates u SEMI JOIN persons p ON u.person_id = p.person_id
+                 QUALIFY row_number() OVER (PARTITION BY u.person_id, u.field
+                                            ORDER BY u."at" DESC, u.arrival DESC, u.seq DESC) = 1),
+        both_ AS (SELECT person_id, NULL::VARCHAR AS user_id, -1::BIGINT AS seq, field, value,
+                         "at", true AS held FROM held
+                  UNION ALL
+                  SELECT person_id, user_id, seq, key AS field, value, "at", false FROM s),
+        w AS (SELECT *, max("at") OVER (PARTITION BY person_id, field ORDER BY seq
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_max
+              FROM both_),
+        a AS (SELECT *, lag(value) OVER (PARTITION BY person_id, field ORDER BY seq) AS before
+              FROM w WHERE prev_max IS NULL OR "at" >= prev_max)
+        SELECT person_id, user_id, seq, field, value, before, "at",
+               value IS DISTINCT FROM before AS changed,
+               value IS DISTINCT FROM before
+                   OR ({"true" if own_time else "false"} AND (prev_max IS NULL OR "at" > prev_max))
+                   AS stored,
+               person_id NOT IN (SELECT person_id FROM held) AS new_member
+        FROM a WHERE NOT held"""
+    )
+    out = Outcome()
+    changed_rows, members_new = con.execute(
+        f"SELECT count(DISTINCT seq) FILTER (WHERE changed), "
+        f"count(DISTINCT person_id) FILTER (WHERE new_member) FROM {DECISIONS}"
+    ).fetchone() or (0, 0)
+    out.rows_unchanged = accepted - int(changed_rows)
+    out.members_new = int(members_new)
+    for name, count in con.execute(
+        f"SELECT field, count(*) FROM {DECISIONS} WHERE changed GROUP BY field ORDER BY field"
+    ).fetchall():
+        out.by_field[name] = int(count)
+    out.fields_changed = sum(out.by_field.values())
+    cur = con.execute(
+        f'SELECT user_id, field, before AS old, value AS new, "at" FROM {DECISIONS} '
+        "WHERE changed ORDER BY seq, field LIMIT 20"
+    )
+    out.sample = [
+        {"user_id": u, "field": f, "old": o, "new": n, "at": t} for u, f, o, n, t in cur.fetchall()
+    ]
+    return out
+
+
+def write_updates(
+    con: duckdb.DuckDBPyConnection,
+    target: Path,
+    arrival_ms: int,
+    source: str,
+    run_id: str,
+) -> int:
+    """Write the stored updates (one row per source row) to ``target``; returns the rows."""
+    con.execute(
+        f"""COPY (SELECT person_id, any_value(user_id) AS user_id,
+                  NULL::VARCHAR AS anonymous_id,
+                  map_from_entries(list({{'key': field, 'value': value}} ORDER BY field))
+                      AS field_values,
+                  epoch_ms(any_value("at"))::TIMESTAMPTZ AS "at",
+                  epoch_ms({int(arrival_ms)})::TIMESTAMPTZ AS arrival,
+                  seq, $source AS source, $run AS run_id, NULL::VARCHAR AS event_id,
+                  epoch_ms({int(arrival_ms)})::TIMESTAMPTZ AS recorded_at,
+                  NULL::INTEGER AS source_partition, NULL::BIGINT AS source_offset,
+                  NULL::INTEGER AS source_index
+              FROM {DECISIONS} WHERE stored GROUP BY person_id, seq ORDER BY seq)
+           TO {_q(target)} (FORMAT parquet, COMPRESSION zstd)""",
+        {"source": source, "run": run_id},
+    )
+    row = con.execute(
+        f"SELECT count(*) FROM (SELECT DISTINCT seq FROM {DECISIONS} WHERE stored)"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def links(
+    con: duckdb.DuckDBPyConnection, identity_fields: dict[str, str], chunk: int = 5000
+) -> Iterator[list[tuple[str, str, int]]]:
+    """One ID links of the run, in chunks: a member to each identifier field that changed
+    to a value, and a sighting of every new member (so it is in ``identities`` at once)."""
+    if identity_fields:
+        kinds = " ".join(f"WHEN '{f}' THEN '{k}'" for f, k in identity_fields.items())
+        wanted = ", ".join(f"'{f}'" for f in identity_fields)
+        ids = (
+            f"SELECT 'user_id:' || user_id, (CASE field {kinds} END) || ':' || value, "
+            f'"at" FROM {DECISIONS} '
+            f"WHERE changed AND value IS NOT NULL AND field IN ({wanted})"
+        )
+    else:
+        ids = f"SELECT NULL, NULL, NULL FROM {DECISIONS} WHERE false"
+    sightings = (
+        f"SELECT 'user_id:' || user_id, 'user_id:' || user_id, min(\"at\") "
+        f"FROM {DECISIONS} WHERE new_member GROUP BY user_id"
+    )
+    cur = con.execute(f"{sightings} UNION ALL {ids}")
+    while True:
+        rows = cur.fetchmany(chunk)
+        if not rows:
+            return
+        yield [(str(a), str(b), int(t)) for a, b, t in rows]
