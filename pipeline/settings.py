@@ -161,7 +161,27 @@ class Settings(BaseSettings):
     timezone: str = Field(
         "Asia/Shanghai",
         description="IANA time zone of the analytics reports' days and weeks (weeks start "
-        "on Monday).",
+        "on Monday); member times without an offset are read in it, and 'today' of the "
+        "profile rules follows it.",
+    )
+    # Member data and profiles (``trackflow members``, DESIGN 14, docs/members.md).
+    members_memory_mb: int = Field(
+        256,
+        ge=64,
+        description="Memory DuckDB may use when an import compares its rows with the "
+        "profiles (it spills to the data directory beyond it).",
+    )
+    members_link_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds an import waits for Kafka to take its One ID links; links it "
+        "could not send stay in <data-dir>/members/outbox/ for the next import.",
+    )
+    members_sla_hours: float = Field(
+        24.0,
+        gt=0,
+        description="Default time within which every member source must import successfully "
+        "again (a mapping's sla_hours overrides it); TrackflowMemberImportOverdue fires after.",
     )
 
     @field_validator("broker")

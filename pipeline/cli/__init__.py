@@ -11,6 +11,7 @@ from pipeline.cli import (
     backfill,
     collect,
     dlq,
+    members,
     metrics,
     query,
     report,
@@ -40,6 +41,7 @@ cli.add_typer(anomaly.app, name="anomaly")
 cli.add_typer(report.app, name="report")
 cli.add_typer(segments.app, name="segments")
 cli.add_typer(dlq.app, name="dlq")
+cli.add_typer(members.app, name="members")
 
 
 def main() -> None:
