@@ -67,3 +67,4 @@ ANALYTICS_SOURCE: Final = "analytics"
 LAKE_PROFILE_CHANGES: Final = "profile_changes"
 LAKE_MEMBER_REJECTS: Final = "member_rejects"
 LAKE_MEMBER_IMPORTS: Final = "member_imports"
+LAKE_MEMBER_QUALITY: Final = "member_quality"  # per import run and field: nulls, values

@@ -127,7 +127,7 @@ def _run(
 ) -> dict[str, Any]:
     from pipeline import __version__
     from pipeline.identity.rules import load_identity_rules, node
-    from pipeline.lake.profiles import MEMBER_IMPORT_SCHEMA, install
+    from pipeline.lake.profiles import MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA, install
     from pipeline.members import apply
     from pipeline.members import run as runs
     from pipeline.members.importer import Judge, Staging
@@ -174,7 +174,13 @@ def _run(
         outbox = Outbox(settings.data_dir / "members" / "outbox")
         paths = runs.Paths(settings.lake_dir, scratch, outbox)
         links = runs.stage_links(con, dictionary.identity_fields(), wire.encode_links)
-        extra = {"dictionary_version": dictionary.version, "processor_version": __version__}
+        extra = {
+            "dictionary_version": dictionary.version,
+            "processor_version": __version__,
+            "sla_seconds": 3600 * (mapping.sla_hours or settings.members_sla_hours),
+        }
+        fields = [f.field for f in mapping.fields]
+        quality = judge.stats.rows_of(run_id, mapping.source, fields, mapping.required)
         runs.commit(
             con,
             report,
@@ -185,7 +191,8 @@ def _run(
             install,
             links,
             lambda: send_outbox(settings, outbox),
-            MEMBER_IMPORT_SCHEMA,
+            (MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA),
+            quality,
         )
         return report.as_dict()
     finally:

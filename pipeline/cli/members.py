@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,7 +58,7 @@ def import_(
     topic_prefix: TopicPrefix = None,
     schemas_dir: SchemasDir = None,
     dev: Dev = None,
-    output: Annotated[str, _opt("FORMAT", "json | table")] = "json",
+    format: Annotated[str, _opt("FORMAT", "json | table")] = "json",
 ) -> None:
     """Import members into profiles: rows are checked against the profile dictionary,
     bad rows rejected whole (member_rejects), good rows applied by their own time.
@@ -70,7 +69,7 @@ def import_(
     broker; when it cannot take them they are kept and sent by the next import."""
     from pipeline.cli import member_import
 
-    if output not in ("json", "table"):
+    if format not in ("json", "table"):
         raise _fail("import", "--format must be json or table")
     settings = settings_from(
         broker=broker,
@@ -85,7 +84,7 @@ def import_(
         )
     except member_import.ImportFailed as exc:
         raise _fail("import", str(exc)) from None
-    _print_report(report, output)
+    _print_report(report, format)
     if report.get("links_pending") and not dry_run:
         typer.echo(
             "trackflow members import: One ID links not sent yet (broker unavailable or no "
@@ -113,23 +112,21 @@ def report(
     source: Annotated[str | None, _opt("MEMBERS_SOURCE", "Only this source")] = None,
     data_dir: DataDir = None,
     schemas_dir: SchemasDir = None,
-    output: Annotated[str, _opt("FORMAT", "table | json")] = "table",
+    format: Annotated[str, _opt("FORMAT", "table | json")] = "table",
 ) -> None:
     """Data quality per source: null rate of every field, values of enum fields, drift
     against the previous import, rule violations of the latest import."""
     from pipeline.cli import member_import
 
-    if output not in ("json", "table"):
+    if format not in ("json", "table"):
         raise _fail("report", "--format must be table or json")
     settings = settings_from(data_dir=data_dir, schemas_dir=schemas_dir)
-    started = time.monotonic()
     result = member_import.quality(settings, source)
     if not result["sources"]:
         raise _fail(
             "report", "no member import found" + (f" of source {source}" if source else ""), 1
         )
-    del started
-    if output == "json":
+    if format == "json":
         from pipeline.lake import views
 
         sys.stdout.write(views.to_json_object(result) + "\n")

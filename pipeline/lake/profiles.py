@@ -25,7 +25,12 @@ import pyarrow as pa
 
 from pipeline.contract.profiles import ProfileDictionary
 from pipeline.lake.durable import fsync_dir, fsync_file
-from pipeline.names import LAKE_MEMBER_IMPORTS, LAKE_MEMBER_REJECTS, LAKE_PROFILE_CHANGES
+from pipeline.names import (
+    LAKE_MEMBER_IMPORTS,
+    LAKE_MEMBER_QUALITY,
+    LAKE_MEMBER_REJECTS,
+    LAKE_PROFILE_CHANGES,
+)
 
 TS = pa.timestamp("ms", tz="UTC")
 FIELD_VALUES = pa.map_(pa.string(), pa.string())
@@ -90,6 +95,22 @@ MEMBER_IMPORT_SCHEMA = pa.schema(
         ("mapping", pa.string()),
         ("dictionary_version", pa.int32()),
         ("processor_version", pa.string()),
+        ("sla_seconds", pa.float64()),  # the source must import again within this
+    ]
+)
+
+# Data quality of one run (pipeline/members/quality.py): one row per mapped field.
+MEMBER_QUALITY_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("source", pa.string()),
+        ("field", pa.string()),
+        ("required", pa.bool_()),
+        ("rows", pa.int64()),  # rows judged in the run
+        ("nulls", pa.int64()),  # of them without a value for the field
+        ("null_rate", pa.float64()),
+        ("value_counts", pa.string()),  # enum fields: JSON {value: accepted rows}
+        ("violations", pa.int64()),  # rules the field broke in rejected rows
     ]
 )
 
@@ -196,12 +217,15 @@ def view_sql(
         f"SELECT * EXCLUDE (rejected_date) FROM ({rejects_src}) r WHERE r.run_id IS NULL "
         "OR r.run_id IN (SELECT run_id FROM member_imports)"
     )
+    quality_src = source(lake / LAKE_MEMBER_QUALITY, _columns(MEMBER_QUALITY_SCHEMA, duck_type), [])
+    quality = f"SELECT * FROM ({quality_src}) WHERE run_id IN (SELECT run_id FROM member_imports)"
     return {
         "profile_updates": updates_sql(lake, source, duck_type),
         "profile_changes": changes,
         "profiles": profiles,
         "member_imports": imports,
         "member_rejects": rejects,
+        "member_quality": quality,
     }
 
 

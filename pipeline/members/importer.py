@@ -9,6 +9,7 @@ installs the result only when the whole source was read.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -23,6 +24,7 @@ from pipeline.contract.errors import ErrorCode
 from pipeline.contract.pii import PiiHasher
 from pipeline.contract.profiles import ProfileDictionary
 from pipeline.members.mapping import Mapping
+from pipeline.members.quality import FieldStats, enum_fields
 from pipeline.members.rules import Violation, check
 from pipeline.members.sources import BadRecord, Record
 from pipeline.members.times import BadTime, parse_time
@@ -84,9 +86,12 @@ class Judge:
     default_at: int  # the run's start: the time of rows without an incremental column
     watermark: int | None = None  # previous run's; rows at or below it are skipped
     seen_max: int | None = None  # highest incremental time read in this run
+    stats: FieldStats = field(default_factory=FieldStats)
     _pii_columns: dict[str, str] = field(default_factory=dict)
+    _enums: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        self._enums = enum_fields(self.dictionary) & {f.field for f in self.mapping.fields}
         for f in self.mapping.fields:
             kind = self.dictionary.fields[f.field].pii
             if kind:
@@ -121,10 +126,22 @@ class Judge:
             self.mapping.required,
         )
         violations += broken
+        self._count(values, violations)
         if violations or user_id is None:
             return Rejected(row, user_id, violations, self.masked(record))
+        for name in self._enums:
+            self.stats.values.setdefault(name, Counter())[str(typed.get(name))] += 1
         stored = {name: canonical(value) for name, value in typed.items()}
         return Accepted(row, user_id, at if at is not None else self.default_at, stored)
+
+    def _count(self, values: dict[str, Any], violations: list[Violation]) -> None:
+        stats = self.stats
+        stats.rows += 1
+        for name, value in values.items():
+            if value is None:
+                stats.nulls[name] += 1
+        for v in violations:
+            stats.violations[v.field] += 1
 
     def _time(self, record: dict[str, Any]) -> tuple[int | None, Violation | None]:
         column = self.mapping.incremental

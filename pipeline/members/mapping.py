@@ -43,6 +43,7 @@ class Mapping:
     incremental: str | None
     fields: tuple[FieldMap, ...]
     path: Path | None = None
+    sla_hours: float | None = None  # how often the source must import (the alert's SLA)
 
     @property
     def columns(self) -> list[str]:
@@ -108,7 +109,10 @@ def parse_mapping(
     if not isinstance(fields, dict) or not fields:
         raise MappingError("'fields' must be an object of profile_field: {from, transform}")
     maps = tuple(_field(name, spec, dictionary, hasher) for name, spec in fields.items())
-    return Mapping(source, key, incremental, maps, path)
+    sla = data.get("sla_hours")
+    if sla is not None and (isinstance(sla, bool) or not isinstance(sla, int | float) or sla <= 0):
+        raise MappingError("'sla_hours' must be a positive number of hours")
+    return Mapping(source, key, incremental, maps, path, sla)
 
 
 def _field(

@@ -147,11 +147,17 @@ def commit(
     install: Installer,
     links: Iterator[bytes],
     send: Sender,
-    imports_schema: pa.Schema,
+    schemas: tuple[pa.Schema, pa.Schema],
+    quality: list[dict[str, Any]],
 ) -> None:
     """Write the run to the lake in the order of the module doc, sending its links after
     the profile files are in place and before the run's ``member_imports`` row."""
-    from pipeline.names import LAKE_MEMBER_IMPORTS, LAKE_MEMBER_REJECTS, LAKE_PROFILE_CHANGES
+    from pipeline.names import (
+        LAKE_MEMBER_IMPORTS,
+        LAKE_MEMBER_QUALITY,
+        LAKE_MEMBER_REJECTS,
+        LAKE_PROFILE_CHANGES,
+    )
 
     run, day = report.run_id, _day(started_ms)
     updates_tmp = paths.scratch / "out-updates.parquet"
@@ -191,8 +197,12 @@ def commit(
     del outbox_file  # sent with any older pending files
     report.links_pending = not send()
     report.finished = iso(int(time.time() * 1000))
+    imports_schema, quality_schema = schemas
+    quality_tmp = paths.scratch / "out-quality.parquet"
+    pq.write_table(pa.Table.from_pylist(quality, schema=quality_schema), quality_tmp)
     imports_tmp = paths.scratch / "out-import.parquet"
     pq.write_table(_imports_row(report, mapping, extra, imports_schema), imports_tmp)
+    install([(quality_tmp, paths.lake / LAKE_MEMBER_QUALITY / f"{run}.parquet")])
     install([(imports_tmp, paths.lake / LAKE_MEMBER_IMPORTS / f"{run}.parquet")])
 
 

@@ -154,6 +154,22 @@ def test_import_then_reimport_then_incremental(cli: Cli) -> None:
     assert runs[-1]["watermark"].startswith("2024-06-01T01:00:00")
     assert len(cli.query("SELECT * FROM member_rejects")) == 2  # not read twice
 
+    report = cli.run("members", "report", "--source", "crm", "--format", "json")
+    assert report.returncode == 0, report.stderr.decode()
+    (crm,) = orjson.loads(report.stdout)["sources"]
+    fields = {f["field"]: f for f in crm["fields"]}
+    assert crm["latest"]["rows_read"] == 1  # the run with rows, not the empty re-run
+    assert fields["level"]["values"] == {"silver": 1}
+    assert fields["level"]["values_drift"] == 0.666667  # {gold: 2, silver: 1} -> {silver: 1}
+    assert fields["tags"]["null_rate_previous"] == 0.5
+    table = cli.run("members", "report")
+    assert table.returncode == 0
+    assert b"null_rate" in table.stdout
+    assert "tags" in table.stdout.decode()
+    none = cli.run("members", "report", "--source", "nope")
+    assert none.returncode == 1
+    assert b"no member import found" in none.stderr
+
 
 def test_dry_run_reports_and_writes_nothing(cli: Cli) -> None:
     members = cli.tmp / "members.csv"

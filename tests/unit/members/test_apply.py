@@ -15,7 +15,7 @@ from pipeline.contract.pii import PiiHasher
 from pipeline.contract.profiles import load_profile_dictionary
 from pipeline.identity.rules import load_identity_rules, node
 from pipeline.lake import views
-from pipeline.lake.profiles import MEMBER_IMPORT_SCHEMA, install
+from pipeline.lake.profiles import MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA, install
 from pipeline.members import apply
 from pipeline.members import run as runs
 from pipeline.members.importer import Judge, Staging
@@ -93,7 +93,10 @@ class Lake:
             install,
             links,
             lambda: False,
-            MEMBER_IMPORT_SCHEMA,
+            (MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA),
+            judge.stats.rows_of(
+                run_id, source, [f.field for f in self.mapping.fields], self.mapping.required
+            ),
         )
         return report
 

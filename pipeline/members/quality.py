@@ -1,0 +1,185 @@
+"""Data quality of member sources (DESIGN 14): per import run and field, the null rate over
+the rows read, the value distribution of enum fields, and the rule violations; the report
+compares the latest run of each source with the one before (drift).
+
+``FieldStats`` is filled by the importer while it judges rows (no second pass over the
+source); the CLI stores it as ``member_quality`` rows, and the report and the worker's
+Prometheus metrics read them from the lake.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from pipeline.contract.profiles import ProfileDictionary
+
+NULL = "(null)"
+
+
+@dataclass
+class FieldStats:
+    rows: int = 0  # rows judged (malformed records excluded)
+    nulls: Counter[str] = field(default_factory=Counter)  # field -> rows without a value
+    values: dict[str, Counter[str]] = field(default_factory=dict)  # enum field -> accepted values
+    violations: Counter[str] = field(default_factory=Counter)  # field -> rules broken
+
+    def rows_of(
+        self, run_id: str, source: str, fields: list[str], required: frozenset[str]
+    ) -> list[dict[str, Any]]:
+        out = []
+        for name in fields:
+            nulls = self.nulls.get(name, 0)
+            values = self.values.get(name)
+            out.append(
+                {
+                    "run_id": run_id,
+                    "source": source,
+                    "field": name,
+                    "required": name in required,
+                    "rows": self.rows,
+                    "nulls": nulls,
+                    "null_rate": nulls / self.rows if self.rows else 0.0,
+                    "value_counts": orjson.dumps(dict(values)).decode() if values else None,
+                    "violations": self.violations.get(name, 0),
+                }
+            )
+        return out
+
+
+def enum_fields(dictionary: ProfileDictionary) -> frozenset[str]:
+    return frozenset(n for n, f in dictionary.fields.items() if f.allowed and f.type == "string")
+
+
+def distance(a: dict[str, int] | None, b: dict[str, int] | None) -> float | None:
+    """Total variation distance of two value distributions (0 same, 1 disjoint)."""
+    if not a or not b:
+        return None
+    ta, tb = sum(a.values()), sum(b.values())
+    if not ta or not tb:
+        return None
+    keys = set(a) | set(b)
+    return round(0.5 * sum(abs(a.get(k, 0) / ta - b.get(k, 0) / tb) for k in keys), 6)
+
+
+QUALITY_SQL = """
+WITH runs AS (
+  SELECT run_id, source, finished, rows_read, rows_rejected, sla_seconds,
+         row_number() OVER (PARTITION BY source ORDER BY finished DESC) AS n
+  FROM member_imports WHERE ($source IS NULL OR source = $source) AND rows_read > 0)
+SELECT r.source, r.n, r.run_id, r.finished, r.rows_read, r.rows_rejected,
+       q.field, q.required, q.rows, q.nulls, q.null_rate, q.value_counts, q.violations
+FROM runs r JOIN member_quality q USING (run_id)
+WHERE r.n <= 2 ORDER BY r.source, q.field, r.n
+"""
+
+
+def quality_report(con: Any, dictionary: ProfileDictionary, source: str | None) -> dict[str, Any]:
+    """Per source: its latest run with data, every field's null rate, enum values and
+    violations, and the drift against the run before."""
+    rows = con.execute(QUALITY_SQL, {"source": source}).fetchall()
+    sources: dict[str, dict[str, Any]] = {}
+    for (
+        src,
+        n,
+        run_id,
+        finished,
+        read,
+        rejected,
+        fname,
+        required,
+        total,
+        nulls,
+        rate,
+        counts,
+        viol,
+    ) in rows:
+        s = sources.setdefault(src, {"source": src, "fields": {}})
+        key = "latest" if n == 1 else "previous"
+        if key not in s:
+            s[key] = {
+                "run_id": run_id,
+                "finished": finished,
+                "rows_read": read,
+                "rows_rejected": rejected,
+                "rejected_share": rejected / read if read else 0.0,
+            }
+        f = s["fields"].setdefault(fname, {"field": fname, "required": bool(required)})
+        values = orjson.loads(counts) if counts else None
+        f[key] = {
+            "rows": total,
+            "nulls": nulls,
+            "null_rate": rate,
+            "values": values,
+            "violations": viol,
+        }
+    out = []
+    for s in sources.values():
+        if "latest" not in s:
+            continue
+        fields = []
+        for f in s["fields"].values():
+            latest, previous = f.get("latest"), f.get("previous")
+            if latest is None:
+                continue
+            fields.append(
+                {
+                    "field": f["field"],
+                    "required": f["required"],
+                    "null_rate": latest["null_rate"],
+                    "nulls": latest["nulls"],
+                    "rows": latest["rows"],
+                    "values": latest["values"],
+                    "violations": latest["violations"],
+                    "null_rate_previous": previous["null_rate"] if previous else None,
+                    "null_rate_drift": (latest["null_rate"] - previous["null_rate"])
+                    if previous
+                    else None,
+                    "values_drift": distance(
+                        latest["values"], previous["values"] if previous else None
+                    ),
+                }
+            )
+        out.append(
+            {
+                "source": s["source"],
+                "latest": s["latest"],
+                "previous": s.get("previous"),
+                "fields": fields,
+            }
+        )
+    del dictionary
+    return {"sources": out}
+
+
+def rows_for_table(result: dict[str, Any]) -> list[tuple[str, list[str], list[tuple[Any, ...]]]]:
+    """The report as (title, columns, rows) tables, one per source."""
+    tables = []
+    columns = ["field", "required", "null_rate", "drift", "violations", "values", "values_drift"]
+    for s in result["sources"]:
+        latest = s["latest"]
+        title = (
+            f"{s['source']}: run {latest['run_id']} ({latest['rows_read']} rows, "
+            f"{latest['rejected_share']:.1%} rejected)"
+        )
+        rows = [
+            (
+                f["field"],
+                "yes" if f["required"] else "",
+                f"{f['null_rate']:.1%}",
+                "" if f["null_rate_drift"] is None else f"{f['null_rate_drift']:+.1%}",
+                f["violations"],
+                ""
+                if not f["values"]
+                else ", ".join(
+                    f"{k}={v}" for k, v in sorted(f["values"].items(), key=lambda kv: -kv[1])
+                ),
+                "" if f["values_drift"] is None else f"{f['values_drift']:.3f}",
+            )
+            for f in s["fields"]
+        ]
+        tables.append((title, columns, rows))
+    return tables
