@@ -153,20 +153,12 @@ def _run(
             runs.read_rows(src, judge, staging, report)
         except SourceError as exc:
             raise ImportFailed(str(exc)) from None
-        high = (
-            max(x for x in (watermark, judge.seen_max) if x is not None)
-            if (watermark is not None or judge.seen_max is not None)
-            else None
-        )
-        report.watermark = iso(high) if high is not None else None
+        marks = [x for x in (watermark, judge.seen_max) if x is not None]
+        report.watermark = iso(max(marks)) if marks else None
         outcome = apply.decide(
             con, staging.updates_path, report.rows_accepted, mapping.incremental is not None
         )
-        report.rows_unchanged = outcome.rows_unchanged
-        report.fields_changed = outcome.fields_changed
-        report.members_new = outcome.members_new
-        report.changes_by_field = outcome.by_field
-        report.sample_changes = outcome.sample
+        report.take(outcome)
         report.rejects_by_rule = _rejects_by_rule(con, staging.rejects_path)
         if dry_run:
             report.finished = iso(int(time.time() * 1000))

@@ -15,7 +15,7 @@ import orjson
 import pyarrow as pa
 
 from pipeline.contract.plan import TrackingPlan, load_plan
-from pipeline.contract.profiles import ProfileDictionary, load_profile_dictionary
+from pipeline.contract.profiles import load_profile_dictionary
 from pipeline.lake import profiles as member_views
 from pipeline.lake.rewrite import hidden_files
 from pipeline.lake.schema import (
@@ -86,9 +86,7 @@ def _person_tags(lake: Path) -> str:
     return f"SELECT * FROM ({_source(lake / LAKE_PERSON_TAGS, tag_cols, [])})"
 
 
-def view_sql(
-    lake: Path, plan: TrackingPlan, dictionary: ProfileDictionary | None = None
-) -> dict[str, str]:
+def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
     event_cols = [(n, _duck_type(t)) for n, t in EVENT_COLUMNS]
     props = [(s.name, _duck_type(arrow_type(s))) for s in plan.property_columns().values()]
     events_src = _source(lake / "events", event_cols + props, [("event_date", "DATE")])
@@ -167,20 +165,22 @@ def view_sql(
         "identities": identities,
         "identity_merges": merges,
         "events_resolved": resolved,
-        **member_views.view_sql(lake, dictionary or _dictionary(plan), _source, _duck_type),
     }
 
 
-def _dictionary(plan: TrackingPlan) -> ProfileDictionary:
-    """The plan's own member dictionary, else the built-in one (a test plan may lack it)."""
+def _member_views(lake: Path, plan: TrackingPlan) -> dict[str, str]:
+    """Profiles and imports (DESIGN 14), after ``identities``: the plan's own member
+    dictionary, else the built-in one (a test plan may lack it)."""
     own = plan.root / "profiles" / "member"
-    return load_profile_dictionary(own if own.is_dir() else None)
+    dictionary = load_profile_dictionary(own if own.is_dir() else None)
+    return member_views.view_sql(lake, dictionary, _source, _duck_type)
 
 
 def connect(data_dir: Path, plan: TrackingPlan | None = None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    for name, sql in view_sql(Path(data_dir) / "lake", plan or load_plan()).items():
+    lake, plan = Path(data_dir) / "lake", plan or load_plan()
+    for name, sql in {**view_sql(lake, plan), **_member_views(lake, plan)}.items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
     return con
 

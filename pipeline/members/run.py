@@ -66,6 +66,14 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def take(self, outcome: apply.Outcome) -> None:
+        """What ``apply.decide`` found."""
+        self.rows_unchanged = outcome.rows_unchanged
+        self.fields_changed = outcome.fields_changed
+        self.members_new = outcome.members_new
+        self.changes_by_field = outcome.by_field
+        self.sample_changes = outcome.sample
+
 
 @dataclass
 class Paths:
