@@ -27,6 +27,7 @@ from pipeline.backfill.source import chunks
 from pipeline.contract.errors import ErrorCode, Rejected
 from pipeline.contract.pii import PiiHasher
 from pipeline.contract.plan import TrackingPlan
+from pipeline.identity.graph import IdentityGraph, Link
 from pipeline.identity.rules import IdentityRules
 from pipeline.identity.stitching import Stitcher
 from pipeline.ingest.dedup import SeenIds
@@ -72,6 +73,7 @@ class Backfill:
         hasher: PiiHasher,
         con: duckdb.DuckDBPyConnection,
         max_payload_bytes: int,
+        collect_links: bool = False,
     ) -> None:
         self.plan = plan
         self.con = con
@@ -88,6 +90,10 @@ class Backfill:
         self.batches = EventBatches(plan)
         self.identity = BackfillIdentity(rules, con)
         self.stitcher = Stitcher(rules, self.identity.graph, refresh_ms=DAY_MS)
+        # Every link of the input, whether the lake knew it or not (for --publish-links: a
+        # rerun must send them again): a stitcher over a graph that stays empty.
+        self.links: list[Link] | None = [] if collect_links else None
+        self._all_links = Stitcher(rules, IdentityGraph(rules), refresh_ms=DAY_MS)
         self.writers = {
             LAKE_EVENTS: TableWriter(lake_dir, LAKE_EVENTS, EventsSplitter(plan)),
             LAKE_DLQ: TableWriter(lake_dir, LAKE_DLQ, split_dlq),
@@ -141,6 +147,8 @@ class Backfill:
         the map gives the event once the whole chunk is known."""
         _, links = self.stitcher.stitch(table)
         self.identity.apply(links)
+        if self.links is not None:
+            self.links += self._all_links.stitch(table)[1]
         stitched, _ = self.stitcher.stitch(table)
         return stitched
 

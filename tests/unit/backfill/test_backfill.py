@@ -205,3 +205,15 @@ def test_a_run_killed_halfway_is_resumed_exactly(
     assert query(tmp_path, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(40, 40)]
     assert query(tmp_path, "SELECT count(*) FROM dlq") == [(1,)]
     assert query(tmp_path, "SELECT count(*) FROM identities") == [(7,)]
+
+
+def test_links_to_publish_are_the_inputs_even_when_the_lake_knows_them(tmp_path: Path) -> None:
+    path = write(tmp_path / "h.jsonl", [orjson.dumps(e) for e in HISTORY])
+    backfill(tmp_path, path)
+    con = views.connect(tmp_path, PLAN)
+    job = Backfill(tmp_path / "lake", PLAN, RULES, PiiHasher("k" * 32), con, 256 * 1024, True)
+    job.run(path, run_number(path))
+    assert job.identity.merges == []  # nothing new for the lake ...
+    pairs = {(a, b) for a, b, _ in job.links or []}
+    assert ("user_id:u1", "anonymous_id:d2") in pairs  # ... yet the links go out again
+    assert ("anonymous_id:v1", "anonymous_id:v1") in pairs
