@@ -17,6 +17,7 @@ from typing import Any
 import faust
 import pyarrow as pa
 
+from pipeline.lake.profiles import MEMBER_REJECT_SCHEMA, PROFILE_UPDATE_SCHEMA
 from pipeline.lake.schema import (
     ALERT_SCHEMA,
     IDENTITY_SCHEMA,
@@ -26,6 +27,7 @@ from pipeline.lake.schema import (
     positioned_table,
 )
 from pipeline.lake.writer import Fenced, TableWriter
+from pipeline.members.identify import IdentifyProfiles
 from pipeline.names import (
     AGENT_SINK_ALERTS,
     AGENT_SINK_DLQ,
@@ -36,7 +38,9 @@ from pipeline.names import (
     LAKE_DLQ,
     LAKE_EVENTS,
     LAKE_IDENTITIES,
+    LAKE_MEMBER_REJECTS,
     LAKE_MERGES,
+    LAKE_PROFILE_CHANGES,
     LAKE_ROLLUPS,
     TOPIC_LINKS,
     TOPIC_PARTIALS,
@@ -189,8 +193,21 @@ class Sink:
                 token.ack()
 
 
-def decode_events(value: bytes) -> dict[str, pa.Table]:
-    return {LAKE_EVENTS: wire.decode_events(value)}
+def events_decoder(identify: IdentifyProfiles) -> Decoder:
+    """Events, and the member profile updates and rejects of their identify calls (each
+    positioned by its event, so stored exactly once with it)."""
+
+    def decode(value: bytes) -> dict[str, pa.Table]:
+        events = wire.decode_events(value)
+        updates, rejects = identify.rows(events)
+        tables = {LAKE_EVENTS: events}
+        if updates:
+            tables[LAKE_PROFILE_CHANGES] = pa.Table.from_pylist(updates, PROFILE_UPDATE_SCHEMA)
+        if rejects:
+            tables[LAKE_MEMBER_REJECTS] = pa.Table.from_pylist(rejects, MEMBER_REJECT_SCHEMA)
+        return tables
+
+    return decode
 
 
 def decode_dlq(value: bytes) -> dict[str, pa.Table]:
@@ -231,8 +248,13 @@ def decode_changes(value: bytes) -> dict[str, pa.Table]:
 
 def register(app: faust.App, ctx: Context) -> list[Any]:
     lake = ctx.domain.lake
+    profile_tables = (LAKE_EVENTS, LAKE_PROFILE_CHANGES, LAKE_MEMBER_REJECTS)
     events_sink = Sink(
-        ctx, AGENT_SINK_EVENTS, TOPIC_RAW, {LAKE_EVENTS: lake[LAKE_EVENTS]}, decode_events
+        ctx,
+        AGENT_SINK_EVENTS,
+        TOPIC_RAW,
+        {table: lake[table] for table in profile_tables},
+        events_decoder(ctx.domain.identify),
     )
     dlq_sink = Sink(ctx, AGENT_SINK_DLQ, TOPIC_RAW, {LAKE_DLQ: lake[LAKE_DLQ]}, decode_dlq)
     identity_sink = Sink(

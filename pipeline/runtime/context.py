@@ -7,20 +7,24 @@ the Faust topology (topics and tables of this app), and the worker's telemetry.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from pipeline import names
+from pipeline import __version__, names
 from pipeline.alerting.rules import AlertRule, load_alert_rules
 from pipeline.contract.pii import PiiHasher
 from pipeline.contract.plan import TrackingPlan, load_plan
+from pipeline.contract.profiles import load_profile_dictionary
 from pipeline.identity.graph import IdentityGraph
-from pipeline.identity.rules import IdentityRules, load_identity_rules
+from pipeline.identity.rules import IdentityRules, load_identity_rules, node
 from pipeline.identity.stitching import Stitcher
 from pipeline.ingest.dedup import SeenIds
 from pipeline.ingest.validation import Validator
 from pipeline.lake.schema import EventBatches, EventsSplitter, split_by_day, split_dlq
 from pipeline.lake.writer import TableWriter
+from pipeline.members.identify import IdentifyProfiles
 from pipeline.metrics import routing
 from pipeline.metrics.combine import CombineState, CombineStates
 from pipeline.metrics.definitions import MetricDef, load_metrics
@@ -49,6 +53,7 @@ class Domain:
     combine_place: dict[str, int]  # metric -> combine partition
     alert_rules: dict[str, AlertRule]
     lake: dict[str, TableWriter]  # lake table name -> writer
+    identify: IdentifyProfiles  # identify traits -> member profile updates (DESIGN 14)
 
     @classmethod
     def build(cls, settings: Settings, partitions: int) -> Domain:
@@ -82,7 +87,24 @@ class Domain:
             combine_place=routing.partitions(metric_defs, settings.combine_partitions, guards),
             alert_rules=alert_rules,
             lake=lake_writers(settings.lake_dir, plan),
+            identify=identify_profiles(settings, plan, hasher, rules),
         )
+
+
+def identify_profiles(
+    settings: Settings, plan: TrackingPlan, hasher: PiiHasher, rules: IdentityRules
+) -> IdentifyProfiles:
+    """The plan's member dictionary (else the built-in one); 'today' in the project zone."""
+    own = plan.root / "profiles" / "member"
+    dictionary = load_profile_dictionary(own if own.is_dir() else None)
+    zone = ZoneInfo(settings.timezone)
+    return IdentifyProfiles(
+        dictionary,
+        hasher,
+        lambda: datetime.now(zone).date(),
+        __version__,
+        lambda kind, value: rules.person_id(node(kind, value)),
+    )
 
 
 def lake_writers(lake_dir: Path, plan: TrackingPlan) -> dict[str, TableWriter]:
@@ -96,6 +118,10 @@ def lake_writers(lake_dir: Path, plan: TrackingPlan) -> dict[str, TableWriter]:
         names.LAKE_MERGES: by_day(names.LAKE_MERGES, "decided_at", "decided_date"),
         names.LAKE_ROLLUPS: by_day(names.LAKE_ROLLUPS, "window_start", "window_date"),
         names.LAKE_ALERTS: by_day(names.LAKE_ALERTS, "window_end", "alert_date"),
+        names.LAKE_PROFILE_CHANGES: by_day(
+            names.LAKE_PROFILE_CHANGES, "recorded_at", "recorded_date"
+        ),
+        names.LAKE_MEMBER_REJECTS: by_day(names.LAKE_MEMBER_REJECTS, "at", "rejected_date"),
     }
 
 

@@ -11,7 +11,7 @@ import orjson
 import pyarrow.parquet as pq
 from faust.types import TP
 
-from agents.sink import Sink, decode_changes, decode_events
+from agents.sink import Sink, decode_changes, events_decoder
 from pipeline import names
 from pipeline.app import create_app
 from pipeline.runtime.wire import PositionedRows, encode_events
@@ -57,8 +57,53 @@ def batch(ctx: Any, offsets: list[int]) -> bytes:
 
 
 def events_sink(ctx: Any) -> Sink:
-    writers = {names.LAKE_EVENTS: ctx.domain.lake[names.LAKE_EVENTS]}
-    return Sink(ctx, names.AGENT_SINK_EVENTS, names.TOPIC_RAW, writers, decode_events)
+    tables = (names.LAKE_EVENTS, names.LAKE_PROFILE_CHANGES, names.LAKE_MEMBER_REJECTS)
+    writers = {t: ctx.domain.lake[t] for t in tables}
+    decode = events_decoder(ctx.domain.identify)
+    return Sink(ctx, names.AGENT_SINK_EVENTS, names.TOPIC_RAW, writers, decode)
+
+
+def test_identify_traits_are_stored_once_with_their_event(tmp_path: Path) -> None:
+    """identify calls in an events batch become profile updates (and rejects) positioned by
+    their event, so a replayed message stores them once, like the events."""
+    from pipeline.lake.views import connect
+
+    settings = Settings(data_dir=tmp_path, sink_flush_rows=1_000_000, sink_flush_seconds=3600)
+    app, ctx = create_app(settings, ensure_topics=False)
+    sink = events_sink(ctx)
+    t0 = record(1)["event_time"]
+
+    def identify(offset: int, t: int = t0, **traits: Any) -> dict[str, Any]:
+        row = record(offset)
+        return {
+            **row,
+            "event_name": "identify",
+            "user_id": "M1",
+            "event_time": t,
+            "properties": traits,
+        }
+
+    rows = [
+        record(1),
+        identify(2, level="gold", nickname="阿宝", favourite="tea"),
+        identify(3, level="mythic"),  # not an allowed level: rejected whole
+        identify(4, t0 - 60_000, nickname=None),  # older than the nickname: ignored
+        identify(5, marketing_opt_in=True),
+        identify(6, t0 + 1000, marketing_opt_in=None),  # newer: removes it
+    ]
+    (value,) = encode_events(ctx.domain.batches.build(rows))
+    events = [FakeEvent(value), FakeEvent(value)]  # the second: a replay after a crash
+    asyncio.run(sink.consume(app, FakeStream(events)))  # type: ignore[arg-type]
+    asyncio.run(sink.flush_partitions({2}))
+    con = connect(tmp_path)
+    assert con.execute("SELECT count(*) FROM events").fetchone() == (6,)
+    assert con.execute(
+        "SELECT user_id, level, nickname, marketing_opt_in, source FROM profiles"
+    ).fetchall() == [("M1", "gold", "阿宝", None, "identify")]
+    assert con.execute("SELECT field, error_code, rule, source FROM member_rejects").fetchall() == [
+        ("level", "invalid_value", "level.allowed", "identify")
+    ]
+    assert con.execute("SELECT count(*) FROM profile_updates").fetchone() == (5,)  # per field
 
 
 def test_acks_only_after_flush_and_replays_are_dropped(tmp_path: Path) -> None:
