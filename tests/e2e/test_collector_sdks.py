@@ -367,7 +367,7 @@ def test_a_web_page_sends_across_origins_with_the_browser_sdk(
 
             def answered() -> bool:
                 log.extend(network_log(driver))
-                return sum(x.method == "POST" and x.status for x in exchanges(log)) >= called
+                return sum(x.method == "POST" and x.status == 200 for x in exchanges(log)) >= called
 
             wait_for(answered, timeout=30, what="the browser's six posts answered")
         finally:
@@ -380,12 +380,19 @@ def test_a_web_page_sends_across_origins_with_the_browser_sdk(
     assert all(x.url.startswith((page_origin + "/", f"http://{collector}/")) for x in seen)
     assert "/node_modules/@segment/analytics-next/dist/umd/index.js" in pages.paths
     posts = [x for x in seen if x.method == "POST"]
-    assert len(posts) == called
     for post in posts:
         assert post.url.startswith(f"http://{collector}/v1/")
         assert post.headers["content-type"] == "text/plain"  # as browsers send, no JSON type
         assert post.headers["origin"] == page_origin  # across origins
-        assert post.status == 200, post
+    # One 200 per call; anything else can only be an answer the SDK retried (a 503 of a
+    # machine too loaded for Kafka's acknowledgement in time), which must store nothing
+    # twice.
+    delivered = [x for x in posts if x.status == 200]
+    assert len(delivered) == called
+    retried = [x for x in posts if x.status != 200]
+    assert all(x.status in (429, 503) for x in retried), retried
+    ids = {orjson.loads(x.body)["messageId"] for x in delivered}
+    assert {orjson.loads(x.body)["messageId"] for x in retried} <= ids
     preflights = [x for x in seen if x.method == "OPTIONS"]
     assert preflights, "no CORS preflight"  # the Authorization header needs one
     for pre in preflights:
@@ -394,7 +401,7 @@ def test_a_web_page_sends_across_origins_with_the_browser_sdk(
         assert pre.headers["access-control-request-method"] == "POST"
         assert "authorization" in pre.headers["access-control-request-headers"]
 
-    calls = [orjson.loads(post.body) for post in posts]
+    calls = [orjson.loads(post.body) for post in delivered]
     assert {c["type"] for c in calls} == {"page", "track", "identify", "group"}
     assert all(c["writeKey"] == KEYS[name] for c in calls)  # the key in the body too
     assert_stored_exactly(stack, name, calls, [c["messageId"] for c in calls])
