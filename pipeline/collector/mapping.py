@@ -36,7 +36,8 @@ from pipeline.contract.errors import Rejected
 from pipeline.contract.timeparse import parse_event_time
 from pipeline.tools.produce import content_key
 
-# URL path segment -> call type; the browser SDK posts to the short forms.
+# URL path segment -> call type; the browser SDK posts to the short forms. ``import`` is
+# Segment's older name of batch, where its Java, Ruby and classic Android SDKs post.
 ENDPOINTS = {
     "track": "track", "t": "track",
     "page": "page", "p": "page",
@@ -44,7 +45,7 @@ ENDPOINTS = {
     "identify": "identify", "i": "identify",
     "alias": "alias", "a": "alias",
     "group": "group", "g": "group",
-    "batch": "batch", "b": "batch",
+    "batch": "batch", "b": "batch", "import": "batch",
 }  # fmt: skip
 CALL_TYPES = frozenset({"track", "page", "screen", "identify", "alias", "group"})
 EVENT_NAMES = {"page": "page_view", "screen": "page_view", "identify": "identify"}

@@ -83,8 +83,10 @@ class Collector:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-        app.router.add_post("/v1/{call}", self.handle)
-        app.router.add_route("OPTIONS", "/v1/{call}", preflight)
+        # With a trailing slash too: Segment's Java SDK posts to /v1/import/.
+        for path in ("/v1/{call}", "/v1/{call}/"):
+            app.router.add_post(path, self.handle)
+            app.router.add_route("OPTIONS", path, preflight)
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
         app.router.add_get("/metrics", self.metrics_page)

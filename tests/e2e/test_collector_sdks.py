@@ -316,7 +316,10 @@ class Exchange:
 
 
 def exchanges(log: list[dict[str, Any]]) -> list[Exchange]:
+    """The requests of a DevTools log. A request's headers as they went on the wire come
+    in an event of their own, which may arrive before or after the request's."""
     by_id: dict[str, Exchange] = {}
+    wire: dict[str, dict[str, str]] = {}
     for event in log:
         params = event["params"]
         rid = params.get("requestId")
@@ -325,12 +328,15 @@ def exchanges(log: list[dict[str, Any]]) -> list[Exchange]:
             body = b"".join(
                 base64.b64decode(e.get("bytes", "")) for e in request.get("postDataEntries", [])
             )
-            by_id[rid] = Exchange(request["method"], request["url"], body=body)
-        elif event["method"] == "Network.requestWillBeSentExtraInfo" and rid in by_id:
-            by_id[rid].headers.update({k.lower(): v for k, v in params["headers"].items()})
+            headers = {k.lower(): v for k, v in request["headers"].items()}
+            by_id[rid] = Exchange(request["method"], request["url"], headers=headers, body=body)
+        elif event["method"] == "Network.requestWillBeSentExtraInfo":
+            wire.setdefault(rid, {}).update({k.lower(): v for k, v in params["headers"].items()})
         elif event["method"] == "Network.responseReceived" and rid in by_id:
             by_id[rid].kind = params["type"]
             by_id[rid].status = params["response"]["status"]
+    for rid, exchange in by_id.items():
+        exchange.headers.update(wire.get(rid, {}))
     return list(by_id.values())
 
 
@@ -367,7 +373,9 @@ def test_a_web_page_sends_across_origins_with_the_browser_sdk(
 
             def answered() -> bool:
                 log.extend(network_log(driver))
-                return sum(x.method == "POST" and x.status == 200 for x in exchanges(log)) >= called
+                posts = [x for x in exchanges(log) if x.method == "POST"]
+                delivered = sum(x.status == 200 for x in posts)
+                return delivered >= called and all("origin" in x.headers for x in posts)
 
             wait_for(answered, timeout=30, what="the browser's six posts answered")
         finally:

@@ -80,7 +80,7 @@ def test_every_endpoint_short_forms_included(stack: Stack) -> None:
             call = {"messageId": f"{tag}-{n:02d}", "anonymousId": anon, "timestamp": now_iso()}
             ok(stack.collector.post(f"/v1/{path}", {**call, **fields}, key=WEB_KEY))
             expected[call["messageId"]] = event_name
-    for path in ("batch", "b"):
+    for path in ("batch", "b", "import", "import/"):  # Segment's Java SDK: /v1/import/
         batch = [track(tag, n + i) for i in (1, 2)]
         n += 2
         ok(stack.collector.post(f"/v1/{path}", {"batch": batch}, key=WEB_KEY))

@@ -176,3 +176,26 @@ def test_probes_and_sources_reload(tmp_path: Path) -> None:
         assert (await client.post("/v1/t", json=track(3), headers=auth("wk-new"))).status == 200
 
     run(tmp_path, scenario)
+
+
+def test_import_and_trailing_slashes_are_batch_paths(tmp_path: Path) -> None:
+    """Segment's Java SDK posts to /v1/import/, its Ruby SDK to /v1/import."""
+
+    async def scenario(client: TestClient, c: Collector, producer: FakeProducer) -> None:
+        source = c.sources.lookup(KEY)
+        assert source is not None
+        source.bucket = None  # no rate limit here
+        for i, path in enumerate(("/v1/import", "/v1/import/", "/v1/batch/", "/v1/b/")):
+            reply = await client.post(
+                path, data=orjson.dumps({"batch": [track(i)]}), headers=auth()
+            )
+            assert reply.status == 200, (path, await reply.text())
+        reply = await client.post("/v1/t/", data=orjson.dumps(track(9)), headers=auth())
+        assert reply.status == 200
+        pre = await client.options("/v1/import/", headers={"Origin": "https://shop.example"})
+        assert pre.status == 204
+        assert (await client.post("/v1/imports", data=b"{}", headers=auth())).status == 404
+        events = [e for _, _, v in producer.sent for e in orjson.loads(b"[" + v + b"]")]
+        assert sorted(e["event_id"] for e in events) == ["m0", "m1", "m2", "m3", "m9"]
+
+    run(tmp_path, scenario)
