@@ -475,6 +475,70 @@ QUALITY = dashboard(
             "short",
             width=FULL,
         ),
+        # Member data (DESIGN 14): the latest import of each source, as the workers read it
+        # from the lake (pipeline/runtime/member_metrics.py); the alerts of members.yml.
+        panel(
+            "Members: required fields without a value (latest import)",
+            [
+                (
+                    "max by (source, field) "
+                    f'(trackflow_member_field_null_ratio{{{JOB}, required="true"}})',
+                    "{{source}}.{{field}}",
+                )
+            ],
+            "percentunit",
+            width=8,
+            description="Share of the rows read without a value; those rows are rejected. "
+            "Alert over 5% (TrackflowMemberRequiredFieldNulls).",
+        ),
+        panel(
+            "Members: rows rejected (latest import)",
+            [
+                (
+                    f"max by (source) (trackflow_member_import_rejected_ratio{{{JOB}}})",
+                    "{{source}}",
+                )
+            ],
+            "percentunit",
+            width=8,
+            description="Rejected rows are in member_rejects with the rule each broke. "
+            "Alert over 10% (TrackflowMemberRejectionShareHigh).",
+        ),
+        panel(
+            "Members: time since the last import",
+            [
+                (
+                    "time() - max by (source) "
+                    f"(trackflow_member_import_last_success_timestamp_seconds{{{JOB}}})",
+                    "{{source}}",
+                )
+            ],
+            "s",
+            width=8,
+            description="Alert past the source's SLA (TrackflowMemberImportOverdue).",
+        ),
+        panel(
+            "Members: null rate of every field (latest import)",
+            [
+                (
+                    f"max by (source, field) (trackflow_member_field_null_ratio{{{JOB}}})",
+                    "{{source}}.{{field}}",
+                )
+            ],
+            "percentunit",
+        ),
+        panel(
+            "Members: values of enum fields (latest import)",
+            [
+                (
+                    f"max by (source, field, value) (trackflow_member_field_value_ratio{{{JOB}}})",
+                    "{{source}}.{{field}} = {{value}}",
+                )
+            ],
+            "percentunit",
+            description="Share of the accepted rows with each value; a shift between "
+            "imports is drift (trackflow members report shows it per import).",
+        ),
     ],
 )
 

@@ -9,6 +9,7 @@ Prometheus metrics read them from the lake.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,3 +184,81 @@ def rows_for_table(result: dict[str, Any]) -> list[tuple[str, list[str], list[tu
         ]
         tables.append((title, columns, rows))
     return tables
+
+
+@dataclass
+class SourceMetrics:
+    """What /metrics shows of one member source (``pipeline/runtime/member_metrics.py``)."""
+
+    source: str
+    last_success: float  # epoch seconds of the latest finished import
+    sla_seconds: float
+    rows: dict[str, int]  # outcome -> rows of the latest import that read rows
+    rejected_ratio: float
+    fields: list[tuple[str, bool, float, int]]  # field, required, null rate, violations
+    values: list[tuple[str, str, float]]  # enum field, value, share of accepted rows
+
+
+_LATEST_SQL = """
+WITH imports AS (SELECT * FROM read_parquet({imports}, union_by_name = true)),
+last AS (SELECT source, max(epoch_ms(finished)) / 1000.0 AS last_success,
+                arg_max(sla_seconds, finished) AS sla FROM imports GROUP BY source),
+data AS (SELECT * FROM imports WHERE rows_read > 0
+         QUALIFY row_number() OVER (PARTITION BY source ORDER BY finished DESC) = 1)
+SELECT l.source, l.last_success, l.sla, d.run_id, d.rows_read, d.rows_accepted,
+       d.rows_rejected, d.rows_unchanged, d.rows_skipped
+FROM last l LEFT JOIN data d USING (source) ORDER BY l.source
+"""
+
+
+def latest_metrics(lake_dir: Any, default_sla: float) -> list[SourceMetrics]:
+    """Per source: its latest import, and the quality of its latest import with rows; read
+    from the lake's ``member_imports`` and ``member_quality`` files (small: a row per run
+    and field)."""
+    import duckdb
+
+    from pipeline.names import LAKE_MEMBER_IMPORTS, LAKE_MEMBER_QUALITY
+
+    imports = sorted(str(p) for p in (lake_dir / LAKE_MEMBER_IMPORTS).glob("*.parquet"))
+    if not imports:
+        return []
+    con = duckdb.connect()
+    rows = con.execute(_LATEST_SQL.format(imports=imports)).fetchall()
+    runs = [r[3] for r in rows if r[3]]
+    quality: dict[str, list[tuple[Any, ...]]] = {}
+    files = [str(lake_dir / LAKE_MEMBER_QUALITY / f"{run}.parquet") for run in runs]
+    files = [f for f in files if os.path.exists(f)]
+    if files:
+        for q in con.execute(
+            "SELECT run_id, field, required, null_rate, violations, value_counts "
+            f"FROM read_parquet({files}, union_by_name = true)"
+        ).fetchall():
+            quality.setdefault(q[0], []).append(q[1:])
+    out = []
+    for source, last, sla, run, read, accepted, rejected, unchanged, skipped in rows:
+        fields, values = [], []
+        for name, required, rate, viol, counts in quality.get(run, []):
+            fields.append((name, bool(required), float(rate), int(viol)))
+            if counts:
+                decoded = orjson.loads(counts)
+                total = sum(decoded.values()) or 1
+                values += [(name, k, v / total) for k, v in decoded.items()]
+        out.append(
+            SourceMetrics(
+                source=source,
+                last_success=float(last),
+                sla_seconds=float(sla or default_sla),
+                rows={
+                    "read": int(read or 0),
+                    "accepted": int(accepted or 0),
+                    "rejected": int(rejected or 0),
+                    "unchanged": int(unchanged or 0),
+                    "skipped": int(skipped or 0),
+                },
+                rejected_ratio=(rejected or 0) / read if read else 0.0,
+                fields=fields,
+                values=values,
+            )
+        )
+    con.close()
+    return out

@@ -7,8 +7,9 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
-from pipeline.runtime import analytics_finals, stall_watch
+from pipeline.runtime import analytics_finals, member_metrics, stall_watch
 from pipeline.runtime.context import Context
+from pipeline.runtime.member_metrics import MemberGauges
 from pipeline.runtime.readiness import register_probes
 from pipeline.runtime.streams import InputLag
 
@@ -44,6 +45,13 @@ def register_observability(app: faust.App, ctx: Context) -> None:
     @app.timer(interval=analytics_finals.INTERVAL_SECONDS)
     async def show_exported_analytics() -> None:
         await analytics_finals.refresh(metrics.metric_final, ctx.settings.lake_dir, exported)
+
+    members = MemberGauges(metrics.registry)
+    sla = ctx.settings.members_sla_hours * 3600
+
+    @app.timer(interval=member_metrics.INTERVAL_SECONDS)
+    async def show_member_imports() -> None:
+        await members.refresh(ctx.settings.lake_dir, sla)
 
 
 def show_lag(gauge: Gauge, lag: dict[Any, int], shown: set[tuple[str, str]]) -> None:

@@ -17,6 +17,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import CollectorRegistry
 
+from pipeline.runtime.member_metrics import MemberGauges
 from pipeline.runtime.telemetry import PipelineMetrics
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -80,9 +81,11 @@ def declared() -> dict[str, set[str]]:
     Read from the module at test time, so a metric another change adds there (e.g.
     ``trackflow_metric_final``) counts as soon as it is declared.
     """
-    metrics = PipelineMetrics(CollectorRegistry())
+    registry = CollectorRegistry()
+    metrics = PipelineMetrics(registry)
+    members = MemberGauges(registry)  # member imports, read from the lake (DESIGN 14)
     out = {}
-    for attr in vars(metrics).values():
+    for attr in [*vars(metrics).values(), *vars(members).values()]:
         if isinstance(attr, MetricWrapperBase):
             for suffix in ("", "_total", "_bucket", "_sum", "_count"):
                 out[attr._name + suffix] = set(attr._labelnames)
@@ -108,7 +111,7 @@ def unit_for(expr: str) -> str:
     business = set(re.findall(r'metric="(\w+)"', expr))
     if business & CURRENCY_METRICS:
         return "currencyCNY"
-    if business & RATIO_METRICS or ":ratio" in expr or " / " in expr:
+    if business & RATIO_METRICS or ":ratio" in expr or "_ratio" in expr or " / " in expr:
         return "percentunit"
     if "_bytes" in expr:
         return "Bps" if "rate(" in expr else "bytes"

@@ -89,7 +89,7 @@ class Lake:
             self.mapping,
             paths,
             started,
-            {},
+            {"sla_seconds": 3600 * self.mapping.sla_hours if self.mapping.sla_hours else None},
             install,
             links,
             lambda: False,
