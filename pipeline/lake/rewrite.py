@@ -7,19 +7,22 @@ writer waits for it; the writer's epoch is left alone, so it is not fenced out):
 
 1. ``stage``: each new table is written to a hidden ``.<name>.rewrite`` next to its final
    name and fsynced (the writer's clean-up of ``.tmp`` files and views ignore it);
-2. ``journal``: ``<lake>/_rewrites/<table>/<topic>-p<partition>.json`` lists old, new and
-   staged files with state ``staged``, written atomically and fsynced: the commit point;
+2. ``journal``: ``<lake>/_rewrites/<table>/<topic>-p<partition>.<id>.json`` lists old and
+   new files with state ``staged``, written atomically and fsynced: the commit point;
 3. ``rename``: every staged file is renamed to its final name, directories fsynced;
-4. the journal is rewritten with state ``renamed``;
-5. ``unlink``: old files that are not also new names are deleted, directories fsynced;
-6. the journal is deleted.
+4. ``renamed``: the journal is rewritten with state ``renamed`` (one atomic replace: the
+   moment readers switch from the old files to the new ones);
+5. ``unlink``: old files that are not also new names are deleted, then the journal. With
+   ``keep_old_seconds`` (compaction) this waits that long, so a query that listed the old
+   files just before step 4 can still read them; ``recover`` deletes them later.
 
 A SIGKILL before 2 leaves the old files (the staged leftovers are removed by the next
-rewrite or ``recover``); after 2, the next rewrite of that partition, or ``recover``, rolls
-the journal forward to the new files. While a journal exists the views read it
-(``hidden_files``): in state ``staged`` they ignore new files already renamed, in state
-``renamed`` they ignore the old ones, so a query sees the old rows or the new rows, never
-both and never neither. A new file with an old file's name is replaced in one rename.
+rewrite of the partition or ``recover``); after 2, the next rewrite of that partition, or
+``recover``, rolls the journal forward to the new files. While a journal exists the views
+read it with the files (``views._source``; ``hidden_files`` here): in state ``staged`` they
+ignore new files already renamed, in state ``renamed`` the old ones, so a query sees the
+old rows or the new rows, never both and never neither. A new file with an old file's name
+is replaced in one rename.
 
 Exactly-once positions (``writer.py``): every file must be named
 ``<topic>-p<partition>-<first>-<last>.parquet`` for the same source partition, and a new
@@ -28,18 +31,21 @@ delete it as an uncommitted flush, or a replay would store its rows again.
 
 Test hook: ``TRACKFLOW_TEST_PAUSE_AT=<step>[:<n>]`` makes the process print
 ``trackflow: paused at <step>`` on stderr and sleep at the n-th (default first) passage
-of a step (``stage``, ``journal``, ``rename``, ``renamed``, ``unlink``, ``done``), so a
-test can SIGKILL it there.
+of a step (``stage``, ``journal``, ``rename``, ``renamed``, ``unlink``, ``done``; lake
+maintenance adds ``dropped`` and ``compacted``), so a test can SIGKILL it there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import orjson
 import pyarrow as pa
@@ -52,16 +58,23 @@ from pipeline.lake.writer import _FILE
 
 __all__ = [
     "JOURNALS",
+    "Batches",
     "RewriteResult",
     "Stale",
     "hidden_files",
+    "live_files",
+    "pause_point",
     "recover",
+    "recover_source",
     "replace_files",
     "source_of",
     "span_of",
 ]
 
 JOURNALS = "_rewrites"
+# Always present once a table was rewritten: the views' read_json of the journals needs a
+# file to match (an empty glob is an error), and its presence tells them to read them.
+NO_JOURNAL = "_none.json"
 _CHECKPOINTS = "_checkpoints"
 _STAGED = ".rewrite"
 STAGED, RENAMED = "staged", "renamed"
@@ -70,6 +83,20 @@ STAGED, RENAMED = "staged", "renamed"
 class Stale(RuntimeError):
     """An old file is gone (a concurrent rewrite, retention, or the writer's clean-up):
     nothing was changed; list the files again and retry."""
+
+
+@dataclass
+class Batches:
+    """Rows of one new file given piece by piece (compaction of many files), so the rewrite
+    never holds them all: every table must have ``schema``."""
+
+    schema: pa.Schema
+    tables: Iterable[pa.Table]
+
+
+Content: TypeAlias = pa.Table | Batches
+NewFiles: TypeAlias = Sequence[tuple[Path, Content]]
+ROW_GROUP_ROWS = 256 * 1024  # rows gathered before a row group of a Batches file is written
 
 
 @dataclass
@@ -99,53 +126,88 @@ def span_of(path: Path) -> tuple[int, int]:
 def replace_files(
     lake_dir: Path,
     old: Sequence[Path],
-    new: Sequence[tuple[Path, pa.Table]],
+    new: NewFiles | Callable[[], NewFiles],
+    *,
+    keep_old_seconds: float = 0.0,
 ) -> RewriteResult:
     """Atomically replace the files ``old`` with ``new`` (final path, rows), crash-safely.
 
     All paths must be writer-named files of one table directory tree under ``lake_dir`` and
     one source (topic, partition). ``new`` may be empty (the old files are deleted) and may
-    reuse an old file's path (rewritten in place, e.g. without one person's rows); tables
-    without rows are not written. Holds the writer's lock of that source partition for the
-    whole rewrite; rolls forward an earlier crashed rewrite of it first. Raises ``Stale``
-    (nothing changed) when an old file no longer exists, ``ValueError`` on bad names or
-    a new file past the partition's checkpoint.
+    reuse an old file's path (rewritten in place, e.g. without one person's rows); files
+    without rows are not written. Rows are a ``pa.Table`` or ``Batches``.
+
+    Pass ``new`` as a function (of no arguments) that reads the old files and returns the
+    new ones: it is called under the lock, after the old files are checked, so a concurrent
+    rewrite (another deletion, a compaction) cannot be undone by rows read before it.
+
+    ``keep_old_seconds`` > 0 leaves the old files on disk that long, hidden from the views
+    (queries already reading them finish); 0 deletes them before returning, and first
+    deletes those of every earlier rewrite of the partition still kept (privacy: no copy of
+    the rows may stay).
+
+    Holds the writer's lock of that source partition for the whole rewrite; rolls forward
+    an earlier crashed rewrite of it first. Raises ``Stale`` (nothing changed) when an old
+    file no longer exists, ``ValueError`` on bad names or a new file past the partition's
+    checkpoint.
     """
     lake_dir = Path(lake_dir)
-    table, key = _target(lake_dir, [*old, *(p for p, _ in new)])
-    new = [(Path(p), t) for p, t in new if t.num_rows]
+    given = None if callable(new) else list(new)
+    table, key = _target(lake_dir, [*old, *(p for p, _ in given or [])])
     fence = Fence(lake_dir / _CHECKPOINTS / table, table)
     with fence.exclusive(key):
-        _recover_key(lake_dir, table, key)
+        recover_source(lake_dir, table, key, force=keep_old_seconds <= 0)
         for path in old:
             if not Path(path).exists():
                 raise Stale(f"{path}: no longer in the lake; nothing was changed")
+        if given is None:
+            assert callable(new)
+            given = list(new())
+            if given and _target(lake_dir, [*old, *(p for p, _ in given)]) != (table, key):
+                raise ValueError("new files must be of the old files' table and source")
         checkpoint = _checkpoint(lake_dir, table, key)
-        for path, _ in new:
-            if span_of(path)[1] > checkpoint:
+        for path, _ in given:
+            if span_of(Path(path))[1] > checkpoint:
                 raise ValueError(
-                    f"{path.name}: ends after the checkpoint of {key[0]} partition {key[1]}; "
-                    "the writer would delete it as an uncommitted flush"
+                    f"{Path(path).name}: ends after the checkpoint of {key[0]} partition "
+                    f"{key[1]}; the writer would delete it as an uncommitted flush"
                 )
-        return _rewrite(lake_dir, table, key, [Path(p) for p in old], new)
+        return _rewrite(lake_dir, table, key, [Path(p) for p in old], given, keep_old_seconds)
 
 
-def recover(lake_dir: Path) -> int:
-    """Roll forward every journal left by a crashed rewrite; returns how many."""
+def recover(lake_dir: Path, *, force: bool = False, orphans: bool = True) -> int:
+    """Roll forward every journal left by a crashed rewrite, delete the old files whose
+    keeping time is over (all of them with ``force``) and, with ``orphans``, the staged
+    files of rewrites that crashed before their journal; returns how many journals ended."""
     lake_dir = Path(lake_dir)
+    todo: set[tuple[str, tuple[str, int]]] = set()
+    for journal in _journals(lake_dir / JOURNALS, "*"):
+        todo.add((journal.parent.name, _journal_key(journal)))
+    if orphans:
+        for staged in lake_dir.glob(f"*/**/.*{_STAGED}"):
+            table = staged.relative_to(lake_dir).parts[0]
+            if not table.startswith("_"):
+                with contextlib.suppress(ValueError):
+                    name = staged.name[1 : -len(_STAGED)]
+                    todo.add((table, source_of(staged.with_name(name))))
     done = 0
-    for journal in sorted((lake_dir / JOURNALS).glob("*/*.json")):
-        table = journal.parent.name
-        key = _journal_key(journal)
+    for table, key in sorted(todo):
         with Fence(lake_dir / _CHECKPOINTS / table, table).exclusive(key):
-            done += _recover_key(lake_dir, table, key)
+            done += recover_source(lake_dir, table, key, force=force)
     return done
 
 
+def live_files(lake_dir: Path, table: str) -> list[Path]:
+    """The table's Parquet files the views read (without the ones a rewrite replaces)."""
+    hidden = hidden_files(lake_dir, table)
+    root = Path(lake_dir) / table
+    return sorted(p for p in root.rglob("*.parquet") if p not in hidden and p.name[0] != ".")
+
+
 def hidden_files(lake_dir: Path, table: str) -> set[Path]:
-    """Files a view must ignore while a rewrite of ``table`` is in progress (see above)."""
+    """Files a view must ignore while rewrites of ``table`` are in progress (see above)."""
     hidden: set[Path] = set()
-    for journal in (Path(lake_dir) / JOURNALS / table).glob("*.json"):
+    for journal in _journals(Path(lake_dir) / JOURNALS, table):
         try:
             entry = orjson.loads(journal.read_bytes())
         except (OSError, orjson.JSONDecodeError):
@@ -175,13 +237,32 @@ def _target(lake_dir: Path, paths: Iterable[Path]) -> tuple[str, tuple[str, int]
     return tables.pop(), keys.pop()
 
 
-def _journal_path(lake_dir: Path, table: str, key: tuple[str, int]) -> Path:
-    return lake_dir / JOURNALS / table / f"{key[0]}-p{key[1]}.json"
+_JOURNAL = re.compile(r"^(?P<topic>.+)-p(?P<part>\d+)(\.(?P<id>[0-9a-f]+))?\.json$")
+
+
+def _journals(root: Path, table: str, key: tuple[str, int] | None = None) -> list[Path]:
+    """Journals of ``table`` (a glob), of one source partition if ``key``, oldest first."""
+    out = []
+    for path in root.glob(f"{table}/*.json"):
+        m = _JOURNAL.match(path.name)
+        if m and (key is None or (m["topic"], int(m["part"])) == key):
+            out.append((m["id"] or "", path))
+    return [p for _, p in sorted(out)]
+
+
+def _new_journal(lake_dir: Path, table: str, key: tuple[str, int]) -> Path:
+    directory = lake_dir / JOURNALS / table
+    directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / NO_JOURNAL).exists():
+        empty = {"state": "none", "old": [], "new": []}
+        atomic_write_bytes(directory / NO_JOURNAL, orjson.dumps(empty))
+    return directory / f"{key[0]}-p{key[1]}.{time.time_ns():x}.json"
 
 
 def _journal_key(journal: Path) -> tuple[str, int]:
-    topic, _, part = journal.stem.rpartition("-p")
-    return topic, int(part)
+    m = _JOURNAL.match(journal.name)
+    assert m is not None
+    return m["topic"], int(m["part"])
 
 
 def _checkpoint(lake_dir: Path, table: str, key: tuple[str, int]) -> int:
@@ -197,89 +278,125 @@ def _rel(lake_dir: Path, path: Path) -> str:
     return path.resolve().relative_to(lake_dir.resolve()).as_posix()
 
 
+def _write(path: Path, rows: Content) -> int:
+    """Write ``rows`` to ``path``; returns the row count (0: nothing is left on disk)."""
+    if isinstance(rows, pa.Table):
+        if rows.num_rows:
+            pq.write_table(rows, path, compression="zstd")
+        return int(rows.num_rows)
+    written = 0
+    with pq.ParquetWriter(path, rows.schema, compression="zstd") as out:
+        pending: list[pa.Table] = []
+        held = 0
+        for table in rows.tables:
+            pending.append(table)
+            held += table.num_rows
+            if held >= ROW_GROUP_ROWS:
+                out.write_table(pa.concat_tables(pending), row_group_size=held)
+                written, pending, held = written + held, [], 0
+        if held:
+            out.write_table(pa.concat_tables(pending), row_group_size=held)
+            written += held
+    if not written:
+        path.unlink()
+    return written
+
+
 def _rewrite(
     lake_dir: Path,
     table: str,
     key: tuple[str, int],
     old: list[Path],
-    new: list[tuple[Path, pa.Table]],
+    given: NewFiles,
+    keep_old_seconds: float,
 ) -> RewriteResult:
     result = RewriteResult()
-    for path, rows in new:
+    new: list[Path] = []
+    for path, rows in given:
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         staged = _staged(path)
-        pq.write_table(rows, staged, compression="zstd")
+        count = _write(staged, rows)
+        if not count:
+            continue
         fsync_file(staged)
+        new.append(path)
         result.files_written += 1
-        result.rows_written += rows.num_rows
+        result.rows_written += count
         result.bytes_written += staged.stat().st_size
-        _pause("stage")
-    for directory in {p.parent for p, _ in new}:
+        pause_point("stage")
+    for directory in {p.parent for p in new}:
         fsync_dir(directory)
     entry = {
         "table": table,
         "topic": key[0],
         "partition": key[1],
         "state": STAGED,
+        "keep_old_seconds": keep_old_seconds,
         "old": [_rel(lake_dir, p) for p in old],
-        "new": [_rel(lake_dir, p) for p, _ in new],
+        "new": [_rel(lake_dir, p) for p in new],
     }
-    journal = _journal_path(lake_dir, table, key)
-    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal = _new_journal(lake_dir, table, key)
     atomic_write_bytes(journal, orjson.dumps(entry))
-    _pause("journal")
-    result.files_removed = _roll_forward(lake_dir, journal, entry)
+    pause_point("journal")
+    result.files_removed = _roll_forward(lake_dir, journal, entry, force=False)
     return result
 
 
-def _roll_forward(lake_dir: Path, journal: Path, entry: dict[str, object]) -> int:
-    """Finish a journaled rewrite from whatever step it reached; idempotent."""
-    old = [lake_dir / str(p) for p in entry["old"]]  # type: ignore[attr-defined]
-    new = [lake_dir / str(p) for p in entry["new"]]  # type: ignore[attr-defined]
+def _roll_forward(lake_dir: Path, journal: Path, entry: dict[str, Any], force: bool) -> int:
+    """Take a journaled rewrite as far as it may go now; idempotent. Returns the number of
+    old files deleted (0 while they are kept)."""
+    old = [lake_dir / str(p) for p in entry["old"]]
+    new = [lake_dir / str(p) for p in entry["new"]]
     if entry["state"] == STAGED:
         for path in new:
             staged = _staged(path)
             if staged.exists():
                 os.replace(staged, path)
-                _pause("rename")
+                pause_point("rename")
             elif not path.exists():
                 raise RuntimeError(f"{journal}: {path} is neither staged nor in place")
         for directory in {p.parent for p in new}:
             fsync_dir(directory)
-        entry = {**entry, "state": RENAMED}
+        keep = float(entry.get("keep_old_seconds") or 0)
+        entry = {**entry, "state": RENAMED, "delete_after": time.time() + keep}
         atomic_write_bytes(journal, orjson.dumps(entry))
-        _pause("renamed")
+        pause_point("renamed")
+    if not force and time.time() < float(entry.get("delete_after") or 0):
+        return 0  # kept for queries that listed them before the switch
     removed = 0
-    keep = set(new)
+    keep_names = set(new)
     for path in old:
-        if path not in keep and path.exists():
+        if path not in keep_names and path.exists():
             path.unlink()
             removed += 1
-            _pause("unlink")
+            pause_point("unlink")
     for directory in {p.parent for p in old}:
         if directory.exists():
             fsync_dir(directory)
-    _pause("done")
+    pause_point("done")
     journal.unlink()
     fsync_dir(journal.parent)
     return removed
 
 
-def _recover_key(lake_dir: Path, table: str, key: tuple[str, int]) -> int:
-    """Under the lock: finish a journaled rewrite, or drop the leftovers of one that
-    crashed before its journal."""
-    journal = _journal_path(lake_dir, table, key)
-    if journal.exists():
-        _roll_forward(lake_dir, journal, orjson.loads(journal.read_bytes()))
-        return 1
+def recover_source(lake_dir: Path, table: str, key: tuple[str, int], *, force: bool = True) -> int:
+    """Under the source partition's lock: take every journaled rewrite of it forward
+    (``force``: delete kept old files now too), and drop the leftovers of rewrites that
+    crashed before their journal. Returns how many journals ended."""
+    done = 0
+    for journal in _journals(lake_dir / JOURNALS, table, key):
+        entry = orjson.loads(journal.read_bytes())
+        _roll_forward(lake_dir, journal, entry, force=force)
+        done += not journal.exists()
     root = lake_dir / table
     if root.exists():
         for leftover in root.rglob(f".{key[0]}-p{key[1]}-*{_STAGED}"):
-            leftover.unlink(missing_ok=True)
-    return 0
+            leftover.unlink(missing_ok=True)  # every journal of the key is past staging
+    return done
 
 
-def _pause(step: str) -> None:
+def pause_point(step: str) -> None:
     """The test hook of the module docstring; does nothing unless the variable is set."""
     wanted = os.environ.get("TRACKFLOW_TEST_PAUSE_AT")
     if not wanted:

@@ -17,7 +17,7 @@ import pyarrow as pa
 from pipeline.contract.plan import TrackingPlan, load_plan
 from pipeline.contract.profiles import load_profile_dictionary
 from pipeline.lake import profiles as member_views
-from pipeline.lake.rewrite import hidden_files
+from pipeline.lake.rewrite import JOURNALS, NO_JOURNAL
 from pipeline.lake.schema import (
     ALERT_SCHEMA,
     DLQ_REPLAY_SCHEMA,
@@ -60,9 +60,10 @@ def _source(
     """SQL of a table: its Parquet files (if any) united by name with an empty typed frame.
 
     The empty frame gives every view its full column list even before the first file (or
-    before the first event that fills an optional column) is written. While a rewrite
-    (compaction, privacy deletion) of the table is in progress, the files its journal says
-    are not current are left out, so the view shows each row once (``lake/rewrite.py``).
+    before the first event that fills an optional column) is written. Once the table was
+    rewritten (compaction, privacy deletion), each query also reads the rewrite journals
+    and leaves out the files they say are not current, so a query shows each row once
+    while a rewrite is in progress (``lake/rewrite.py``).
     """
     empty = ", ".join(f'NULL::{typ} AS "{name}"' for name, typ in columns + partition_cols)
     frame = f"SELECT {empty} WHERE false"
@@ -70,12 +71,19 @@ def _source(
         return frame
     glob = _quote((root / "**" / "*.parquet").as_posix())
     files = f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true)"
-    hidden = sorted(p.as_posix() for p in hidden_files(root.parent, root.name))
-    if hidden:
+    journals = root.parent / JOURNALS / root.name
+    if (journals / NO_JOURNAL).exists():
+        lake = _quote(root.parent.as_posix() + "/")
+        hidden = (
+            f"SELECT {lake} || unnest(CASE WHEN state = 'renamed' "
+            "THEN list_filter(old, lambda x: NOT list_contains(new, x)) "
+            "ELSE list_filter(new, lambda x: NOT list_contains(old, x)) END) "
+            f"FROM read_json({_quote((journals / '*.json').as_posix())}, "
+            "columns = {'state': 'VARCHAR', 'old': 'VARCHAR[]', 'new': 'VARCHAR[]'})"
+        )
         files = (
             f"SELECT * EXCLUDE (filename) FROM read_parquet({glob}, hive_partitioning = true, "
-            f"union_by_name = true, filename = true) "
-            f"WHERE filename NOT IN ({', '.join(_quote(p) for p in hidden)})"
+            f"union_by_name = true, filename = true) WHERE filename NOT IN ({hidden})"
         )
     return f"{files} UNION ALL BY NAME {frame}"
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -50,6 +51,10 @@ def visible(lake: Path, table: str = "t") -> list[int]:
     return sorted(out)
 
 
+def pending(lake: Path) -> list[Path]:
+    return [p for p in (lake / rewrite.JOURNALS).rglob("*.json") if p.name != rewrite.NO_JOURNAL]
+
+
 def test_compaction_replaces_many_files_by_one_named_by_their_span(tmp_path: Path) -> None:
     files = flushed(tmp_path, [range(0, 3), range(3, 5), range(5, 9)])
     target, table = merged(files)
@@ -58,7 +63,7 @@ def test_compaction_replaces_many_files_by_one_named_by_their_span(tmp_path: Pat
     assert target.name == f"{T}-p1-000000000000.0000000-000000000008.0000000.parquet"
     assert visible(tmp_path) == list(range(9))
     assert (result.files_removed, result.files_written, result.rows_written) == (3, 1, 9)
-    assert not list((tmp_path / rewrite.JOURNALS).rglob("*.json"))
+    assert not pending(tmp_path)
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".rewrite")]
 
 
@@ -164,17 +169,16 @@ def test_a_sigkill_at_any_step_leaves_old_or_new_rows_and_recover_finishes(
     assert len(names) == (4 if step == "stage:2" else 2)
     assert visible(tmp_path) == list(range(10))
     assert hidden_files(tmp_path, "t") == set()
-    assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".rewrite", ".tmp"))] or (
-        step == "stage:2"  # leftovers of an unjournaled rewrite go at the next rewrite
-    )
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".rewrite", ".tmp"))]
 
 
 def test_the_view_hides_what_the_journal_says_in_duckdb(tmp_path: Path) -> None:
     files = flushed(tmp_path, [range(0, 3), range(3, 6)])
     target, table = merged(files)
     pq.write_table(table, target)  # renamed, journal still "staged": the view ignores it
-    journal = tmp_path / rewrite.JOURNALS / "t" / f"{T}-p1.json"
+    journal = tmp_path / rewrite.JOURNALS / "t" / f"{T}-p1.1f.json"
     journal.parent.mkdir(parents=True)
+    (journal.parent / rewrite.NO_JOURNAL).write_text('{"state": "none", "old": [], "new": []}')
     rel = [p.relative_to(tmp_path).as_posix() for p in files]
     new = target.relative_to(tmp_path).as_posix()
 
@@ -191,3 +195,35 @@ def test_the_view_hides_what_the_journal_says_in_duckdb(tmp_path: Path) -> None:
     assert count("renamed") == (6, 6)
     journal.unlink()
     assert count(None) == (12, 6)  # without the journal: twice
+
+
+def test_old_files_kept_for_readers_stay_hidden_until_their_time_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = flushed(tmp_path, [range(0, 3), range(3, 6)])
+    target, table = merged(files)
+    result = replace_files(tmp_path, files, [(target, table)], keep_old_seconds=600)
+    assert result.files_removed == 0
+    assert all(f.exists() for f in files)  # a query that listed them can still read them
+    assert hidden_files(tmp_path, "t") == set(files)
+    assert visible(tmp_path) == list(range(6))
+    assert recover(tmp_path) == 0  # not yet
+    assert all(f.exists() for f in files)
+    now = time.time()
+    monkeypatch.setattr(rewrite.time, "time", lambda: now + 601)
+    assert recover(tmp_path) == 1
+    assert not any(f.exists() for f in files)
+    assert not pending(tmp_path)
+    assert visible(tmp_path) == list(range(6))
+
+
+def test_a_privacy_rewrite_deletes_the_kept_old_files_of_its_partition_first(
+    tmp_path: Path,
+) -> None:
+    files = flushed(tmp_path, [range(0, 3), range(3, 6)])
+    target, table = merged(files)
+    replace_files(tmp_path, files, [(target, table)], keep_old_seconds=600)
+    kept = table.filter(pa.array([v != 4 for v in table["source_offset"].to_pylist()]))
+    replace_files(tmp_path, [target], [(target, kept)])  # e.g. without one person's rows
+    assert sorted((tmp_path / "t").rglob("*.parquet")) == [target]  # no old copy left
+    assert visible(tmp_path) == [0, 1, 2, 3, 5]
