@@ -14,7 +14,7 @@ from typing import Any
 import faust
 
 from agents import aggregate, combine, detect, identity, sink, stitch, validate
-from pipeline.runtime import rewind
+from pipeline.runtime import maintenance, rewind
 from pipeline.runtime.context import Context, Domain
 from pipeline.runtime.kafka_security import KafkaCluster
 from pipeline.runtime.observability import register_observability
@@ -68,4 +68,5 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
     for register in STAGES[settings.stages]:
         register(app, ctx)
     register_observability(app, ctx)
+    maintenance.register(app, ctx)  # daily retention and compaction of the lake
     return app, ctx

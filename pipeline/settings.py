@@ -135,6 +135,30 @@ class Settings(BaseSettings):
     )
     kafka_sasl_username: str | None = Field(None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    # Lake lifecycle (``trackflow lake maintain``, DESIGN section 15, docs/lake-lifecycle.md).
+    retention: Path | None = Field(
+        None,
+        description="Retention file (days to keep per table and event name; default: "
+        "retention.json of the schemas directory, else the built-in one).",
+    )
+    lake_maintain_seconds: float = Field(
+        86400.0,
+        ge=0,
+        description="A worker runs lake maintenance (retention, compaction) this often, once "
+        "for the whole deployment; 0: never (run trackflow lake maintain from cron instead).",
+    )
+    lake_compact_target_rows: int = Field(
+        1_000_000,
+        ge=2,
+        description="Rows per file compaction aims at (about 40-100 MB of events); files of "
+        "less than half of it are merged.",
+    )
+    lake_stats_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How often a worker counts the lake's files per partition "
+        "(trackflow_lake_partition_files_max).",
+    )
     # The HTTP collector (``trackflow collect``, DESIGN section 13).
     sources: Path = Field(
         Path("./sources.json"),

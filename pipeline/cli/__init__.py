@@ -11,6 +11,7 @@ from pipeline.cli import (
     backfill,
     collect,
     dlq,
+    lake,
     members,
     metrics,
     query,
@@ -42,6 +43,7 @@ cli.add_typer(report.app, name="report")
 cli.add_typer(segments.app, name="segments")
 cli.add_typer(dlq.app, name="dlq")
 cli.add_typer(members.app, name="members")
+cli.add_typer(lake.app, name="lake")
 
 
 def main() -> None:

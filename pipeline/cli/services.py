@@ -69,6 +69,8 @@ def worker(
         stages=stages,
         dev=dev,
     )
+    from pipeline.lake.maintain import load_rules
+    from pipeline.lake.retention import RetentionError
     from pipeline.runtime.kafka_security import KafkaCluster, KafkaConfigError
     from pipeline.settings import MissingPiiKey
     from pipeline.worker import run_worker
@@ -76,7 +78,9 @@ def worker(
     try:  # refuse before joining the group, with a message, not a trace
         settings.pii_key()
         KafkaCluster.from_settings(settings)  # loads the TLS files
-    except (MissingPiiKey, KafkaConfigError) as exc:
+        if settings.lake_maintain_seconds > 0:
+            load_rules(settings.retention, settings.schemas_dir)  # the daily run would fail
+    except (MissingPiiKey, KafkaConfigError, RetentionError) as exc:
         if settings.log_format == "json":
             from pipeline.runtime import logs
 

@@ -52,6 +52,7 @@ class PipelineMetrics:
         self._declare_event_flow(r)
         self._declare_drops(r)
         self._declare_lake(r)
+        self._declare_lake_lifecycle(r)
         self._declare_progress(r)
         self._declare_identity(r)
         self._declare_rollups_and_alerts(r)
@@ -139,6 +140,54 @@ class PipelineMetrics:
             "was a zombie: paused past its session timeout); its rows are re-read there.",
             ["table"],
             registry=r,
+        )
+
+    def _declare_lake_lifecycle(self, r: CollectorRegistry) -> None:
+        """Lake maintenance (retention, compaction; docs/lake-lifecycle.md) and file counts."""
+        self.maintain_runs = Counter(
+            "trackflow_lake_maintenance_runs_total",
+            "Lake maintenance runs by this worker, by outcome (ok, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.maintain_last_success = Gauge(
+            "trackflow_lake_maintenance_last_success_timestamp_seconds",
+            "Unix time of the deployment's last successful lake maintenance (any worker or "
+            "trackflow lake maintain), read from the lake; 0 before the first.",
+            registry=r,
+        )
+        self.maintain_seconds = Gauge(
+            "trackflow_lake_maintenance_duration_seconds",
+            "Seconds the last lake maintenance run of this worker took.",
+            registry=r,
+        )
+        self.retention_files = Counter(
+            "trackflow_lake_retention_deleted_files_total",
+            "Parquet files deleted as past retention.",
+            ["table"],
+            registry=r,
+        )
+        self.retention_rows = Counter(
+            "trackflow_lake_retention_deleted_rows_total",
+            "Rows deleted as past retention.",
+            ["table"],
+            registry=r,
+        )
+        self.compacted_files = Counter(
+            "trackflow_lake_compacted_files_total",
+            "Small Parquet files merged away by compaction.",
+            ["table"],
+            registry=r,
+        )
+        self.partition_files_max = Gauge(
+            "trackflow_lake_partition_files_max",
+            "Most Parquet files in one partition directory of the table (small files slow "
+            "every query; compaction merges them).",
+            ["table"],
+            registry=r,
+        )
+        self.table_files = Gauge(
+            "trackflow_lake_table_files", "Parquet files of the table.", ["table"], registry=r
         )
 
     def _declare_progress(self, r: CollectorRegistry) -> None:

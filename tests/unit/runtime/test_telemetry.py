@@ -58,6 +58,18 @@ EXPECTED: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "lake_fenced": ("trackflow_lake_fenced_flushes", "counter", ("table",)),
     "offset_gaps": ("trackflow_offset_gaps", "counter", ("stage", "topic", "partition")),
     "input_stalls": ("trackflow_input_stalls", "counter", ("topic",)),
+    "maintain_runs": ("trackflow_lake_maintenance_runs", "counter", ("outcome",)),
+    "maintain_last_success": (
+        "trackflow_lake_maintenance_last_success_timestamp_seconds",
+        "gauge",
+        (),
+    ),
+    "maintain_seconds": ("trackflow_lake_maintenance_duration_seconds", "gauge", ()),
+    "retention_files": ("trackflow_lake_retention_deleted_files", "counter", ("table",)),
+    "retention_rows": ("trackflow_lake_retention_deleted_rows", "counter", ("table",)),
+    "compacted_files": ("trackflow_lake_compacted_files", "counter", ("table",)),
+    "partition_files_max": ("trackflow_lake_partition_files_max", "gauge", ("table",)),
+    "table_files": ("trackflow_lake_table_files", "gauge", ("table",)),
 }
 
 

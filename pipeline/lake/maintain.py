@@ -1,0 +1,238 @@
+"""``trackflow lake maintain``: retention deletes, then compaction; one run at a time.
+
+A run, under an exclusive lock of the lake (``_maintain/lock``; a second run at the same
+time is refused, ``MaintainBusy``):
+
+1. finishes what a crashed run left: rewrite journals rolled forward, renamed-away
+   partitions deleted;
+2. drops every partition past retention (``retention.py``);
+3. compacts every table's small files (``compaction.py``).
+
+Every step is crash-safe on its own and a re-run completes the work, so a run killed at
+any moment leaves an exact lake. The outcome goes to ``_maintain/state.json`` (last
+attempt, last success, last error), which the workers read to run it once a day across
+the whole deployment rather than once a day per worker.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+
+from pipeline.lake import compaction, retention
+from pipeline.lake.durable import atomic_write_bytes
+from pipeline.lake.inventory import lake_tables
+from pipeline.lake.rewrite import Stale, pause_point, recover
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "_maintain"
+REPORT_COLUMNS = [
+    "table",
+    "partitions_expired",
+    "files_deleted",
+    "rows_deleted",
+    "files_compacted",
+    "files_written",
+    "rows_compacted",
+]
+
+
+class MaintainBusy(RuntimeError):
+    """Another ``lake maintain`` (a worker's or a command's) is running on this lake."""
+
+
+@dataclass
+class TableReport:
+    table: str
+    partitions_expired: int = 0
+    files_deleted: int = 0
+    rows_deleted: int = 0
+    files_compacted: int = 0  # small files merged away
+    files_written: int = 0  # merged files written
+    rows_compacted: int = 0
+
+    def record(self) -> dict[str, object]:
+        return {c: getattr(self, c) for c in REPORT_COLUMNS}
+
+
+@dataclass
+class MaintainReport:
+    tables: dict[str, TableReport] = field(default_factory=dict)
+    journals_recovered: int = 0
+    stale_groups: int = 0  # changed by a concurrent rewrite: left for the next run
+    seconds: float = 0.0
+
+    def table(self, name: str) -> TableReport:
+        return self.tables.setdefault(name, TableReport(name))
+
+    def changed(self) -> bool:
+        return any(t.partitions_expired or t.files_compacted for t in self.tables.values()) or bool(
+            self.journals_recovered
+        )
+
+
+def maintain(
+    lake_dir: Path,
+    rules: retention.Retention,
+    *,
+    target_rows: int,
+    today: date | None = None,
+    tables: list[str] | None = None,
+    dry_run: bool = False,
+) -> MaintainReport:
+    """One maintenance run over ``tables`` (default: all); ``dry_run`` only reports.
+    Raises ``MaintainBusy`` when another run holds the lake."""
+    with exclusive(lake_dir):
+        return run_locked(
+            lake_dir, rules, target_rows=target_rows, today=today, tables=tables, dry_run=dry_run
+        )
+
+
+def run_locked(
+    lake_dir: Path,
+    rules: retention.Retention,
+    *,
+    target_rows: int,
+    today: date | None = None,
+    tables: list[str] | None = None,
+    dry_run: bool = False,
+) -> MaintainReport:
+    """``maintain`` for a caller that holds ``exclusive(lake_dir)`` already."""
+    started = time.monotonic()
+    lake_dir = Path(lake_dir)
+    today = today or datetime.now(UTC).date()
+    report = MaintainReport()
+    if not dry_run:
+        retention.empty_trash(lake_dir)
+        report.journals_recovered = recover(lake_dir)
+    dropped: set[Path] = set()
+    for gone in retention.expired(lake_dir, rules, today):
+        if tables is not None and gone.table not in tables:
+            continue
+        dropped.add(gone.directory)
+        entry = report.table(gone.table)
+        files = [p for p in gone.directory.rglob("*.parquet") if not p.name.startswith(".")]
+        entry.partitions_expired += 1
+        entry.files_deleted += len(files)
+        entry.rows_deleted += _rows(files)
+        if not dry_run:
+            retention.drop(lake_dir, gone)
+            log.info("lake maintain: %s %s past %d days, dropped", gone.table, gone.day, gone.days)
+    for table in tables or sorted(_present(lake_dir)):
+        entry = report.table(table)
+        for group in compaction.plan(lake_dir, table, target_rows):
+            if dropped.intersection(group.target.parents):
+                continue  # past retention (a dry run did not drop it)
+            if not dry_run:
+                try:
+                    compaction.compact(lake_dir, group)
+                except Stale as exc:
+                    log.info("lake maintain: %s; left for the next run", exc)
+                    report.stale_groups += 1
+                    continue
+                pause_point("compacted")
+            entry.files_compacted += len(group.files)
+            entry.files_written += 1
+            entry.rows_compacted += group.rows
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _present(lake_dir: Path) -> set[str]:
+    if not lake_dir.exists():
+        return set()
+    return {p.name for p in lake_dir.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+
+
+def _rows(files: list[Path]) -> int:
+    total = 0
+    for f in files:
+        try:
+            total += pq.read_metadata(f).num_rows
+        except OSError:
+            continue  # unreadable: still deleted with its directory
+    return total
+
+
+@contextmanager
+def exclusive(lake_dir: Path) -> Iterator[None]:
+    """The lake's maintenance lock, not waited for: ``MaintainBusy`` if held."""
+    directory = Path(lake_dir) / STATE_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MaintainBusy(
+                f"another trackflow lake maintain is running on {lake_dir}; try again later"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+# -- the schedule the workers share -------------------------------------------------------
+
+
+def read_state(lake_dir: Path) -> dict[str, Any]:
+    path = Path(lake_dir) / STATE_DIR / "state.json"
+    try:
+        state = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def write_state(lake_dir: Path, *, ok: bool, error: str | None = None) -> dict[str, Any]:
+    """Record a run's outcome (epoch seconds); keeps the last success of a failed run."""
+    now = time.time()
+    state = read_state(lake_dir)
+    state.update(last_attempt=now, last_error=error)
+    if ok:
+        state["last_success"] = now
+    directory = Path(lake_dir) / STATE_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(directory / "state.json", orjson.dumps(state))
+    return state
+
+
+RETRY_SECONDS = 600.0  # a failed run is retried after this long (or the interval if shorter)
+
+
+def due(state: dict[str, Any], interval: float, now: float) -> bool:
+    """A run is due once ``interval`` passed since the last attempt, or sooner after a
+    failure; a deployment that never ran is due at once."""
+    last = state.get("last_attempt")
+    if not isinstance(last, int | float):
+        return True
+    wait = min(interval, RETRY_SECONDS) if state.get("last_error") else interval
+    return now - last >= wait
+
+
+def load_rules(retention_file: Path | None, schemas_dir: Path | None) -> retention.Retention:
+    """The retention file of the settings: ``retention_file``, else ``<schemas>/retention.json``,
+    else the built-in one. Raises ``RetentionError`` (one line) when it is wrong."""
+    from pipeline.contract.plan import default_schemas_dir, load_plan
+
+    builtin = default_schemas_dir() / retention.RETENTION_FILE
+    path = retention_file
+    if path is None:
+        own = (schemas_dir / retention.RETENTION_FILE) if schemas_dir else builtin
+        path = own if own.exists() else builtin
+    events = set(load_plan(schemas_dir).latest)
+    if path == builtin and schemas_dir is not None:
+        events |= set(load_plan(None).latest)  # the built-in file names built-in events
+    return retention.load_retention(path, lake_tables(), events)
