@@ -14,10 +14,10 @@ from __future__ import annotations
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from agents.sink import decode_events
 from pipeline.contract.plan import load_plan
 from pipeline.lake.maintain import read_state
 from pipeline.names import LAKE_EVENTS, TOPIC_RAW, TOPIC_STITCHED
+from pipeline.runtime import wire
 from pipeline.runtime.context import lake_writers
 from tests import traffic
 from tests.support import Deployment, wait_for
@@ -28,8 +28,8 @@ FOREIGN = 9  # a source partition the deployment does not have: the hand-written
 
 
 def replay_sink_input(deployment: Deployment) -> int:
-    """Feed every message of events.stitched, from offset 0, through the events sink's own
-    decoder and lake writer, as a sink restarted after a crash does with what it had not
+    """Feed every message of events.stitched, from offset 0, through the events sink's
+    decoding and lake writer, as a sink restarted after a crash does with what it had not
     committed (here: everything). Returns how many rows the writer took as new."""
     topic = deployment.env["TRACKFLOW_TOPIC_PREFIX"] + TOPIC_STITCHED
     consumer = Consumer(
@@ -48,7 +48,7 @@ def replay_sink_input(deployment: Deployment) -> int:
         nonlocal taken
         for m in consumer.consume(500, timeout=1):
             if m.error() is None:
-                taken += writer.add(TOPIC_RAW, m.partition(), decode_events(m.value())[LAKE_EVENTS])
+                taken += writer.add(TOPIC_RAW, m.partition(), wire.decode_events(m.value()))
                 read[m.partition()] = m.offset() + 1
         return all(read[p] >= ends[p] for p in range(PARTITIONS))
 
