@@ -75,7 +75,7 @@ def report(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
 
 
 # Every step of a rewrite is killed in tests/unit/lake/test_rewrite.py; here the command.
-@pytest.mark.parametrize("step", ["journal", "rename", "renamed"])
+@pytest.mark.parametrize("step", ["rename", "renamed"])
 def test_a_kill_during_compaction_leaves_the_lake_exact_and_a_rerun_completes(
     tmp_path: Path, step: str
 ) -> None:
