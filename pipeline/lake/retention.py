@@ -143,7 +143,7 @@ def drop(lake_dir: Path, gone: Expired) -> None:
     with ExitStack() as locks:
         for key in keys:  # always in this order: two droppers never deadlock
             locks.enter_context(fence.exclusive(key))
-            recover_source(lake_dir, gone.table, key)
+            recover_source(lake_dir, gone.table, key, leftovers=False)
         if not gone.directory.exists():
             return
         target = trash / f"{gone.table}-{uuid.uuid4().hex}"

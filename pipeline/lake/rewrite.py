@@ -156,7 +156,8 @@ def replace_files(
     table, key = _target(lake_dir, [*old, *(p for p, _ in given or [])])
     fence = Fence(lake_dir / _CHECKPOINTS / table, table)
     with fence.exclusive(key):
-        recover_source(lake_dir, table, key, force=keep_old_seconds <= 0)
+        dirs = {Path(p).parent for p in [*old, *(p for p, _ in given or [])]}
+        recover_source(lake_dir, table, key, force=keep_old_seconds <= 0, leftovers=dirs)
         for path in old:
             if not Path(path).exists():
                 raise Stale(f"{path}: no longer in the lake; nothing was changed")
@@ -177,23 +178,26 @@ def replace_files(
 
 def recover(lake_dir: Path, *, force: bool = False, orphans: bool = True) -> int:
     """Roll forward every journal left by a crashed rewrite, delete the old files whose
-    keeping time is over (all of them with ``force``) and, with ``orphans``, the staged
-    files of rewrites that crashed before their journal; returns how many journals ended."""
+    keeping time is over (all of them with ``force``) and, with ``orphans`` (one walk of
+    the lake), the staged files of rewrites that crashed before their journal; returns how
+    many journals ended."""
     lake_dir = Path(lake_dir)
-    todo: set[tuple[str, tuple[str, int]]] = set()
+    todo: dict[tuple[str, tuple[str, int]], list[Path]] = {}
     for journal in _journals(lake_dir / JOURNALS, "*"):
-        todo.add((journal.parent.name, _journal_key(journal)))
+        todo.setdefault((journal.parent.name, _journal_key(journal)), [])
     if orphans:
         for staged in lake_dir.glob(f"*/**/.*{_STAGED}"):
             table = staged.relative_to(lake_dir).parts[0]
             if not table.startswith("_"):
                 with contextlib.suppress(ValueError):
-                    name = staged.name[1 : -len(_STAGED)]
-                    todo.add((table, source_of(staged.with_name(name))))
+                    key = source_of(staged.with_name(staged.name[1 : -len(_STAGED)]))
+                    todo.setdefault((table, key), []).append(staged)
     done = 0
-    for table, key in sorted(todo):
+    for (table, key), leftovers in sorted(todo.items()):
         with Fence(lake_dir / _CHECKPOINTS / table, table).exclusive(key):
-            done += recover_source(lake_dir, table, key, force=force)
+            done += recover_source(lake_dir, table, key, force=force, leftovers=False)
+            for path in leftovers:  # every journal of the key is past staging now
+                path.unlink(missing_ok=True)
     return done
 
 
@@ -380,19 +384,32 @@ def _roll_forward(lake_dir: Path, journal: Path, entry: dict[str, Any], force: b
     return removed
 
 
-def recover_source(lake_dir: Path, table: str, key: tuple[str, int], *, force: bool = True) -> int:
+def recover_source(
+    lake_dir: Path,
+    table: str,
+    key: tuple[str, int],
+    *,
+    force: bool = True,
+    leftovers: bool | Iterable[Path] = True,
+) -> int:
     """Under the source partition's lock: take every journaled rewrite of it forward
-    (``force``: delete kept old files now too), and drop the leftovers of rewrites that
-    crashed before their journal. Returns how many journals ended."""
+    (``force``: delete kept old files now too), and drop the staged leftovers of rewrites
+    of it that crashed before their journal, in the whole table (``True``) or in the given
+    directories. Returns how many journals ended."""
     done = 0
     for journal in _journals(lake_dir / JOURNALS, table, key):
         entry = orjson.loads(journal.read_bytes())
         _roll_forward(lake_dir, journal, entry, force=force)
         done += not journal.exists()
+    pattern = f".{key[0]}-p{key[1]}-*{_STAGED}"
     root = lake_dir / table
-    if root.exists():
-        for leftover in root.rglob(f".{key[0]}-p{key[1]}-*{_STAGED}"):
-            leftover.unlink(missing_ok=True)  # every journal of the key is past staging
+    found: Iterable[Path] = ()
+    if leftovers is True and root.exists():
+        found = root.rglob(pattern)
+    elif leftovers is not True and leftovers is not False:
+        found = (p for d in set(leftovers) if d.exists() for p in d.glob(pattern))
+    for leftover in list(found):
+        leftover.unlink(missing_ok=True)  # every journal of the key is past staging
     return done
 
 
