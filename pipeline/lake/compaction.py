@@ -18,9 +18,10 @@ small; a group is a run of consecutive small files whose rows fit the target. A 
 result therefore never has a small neighbour it could have joined: the second run finds
 nothing to do.
 
-The merged files are read at once; the small ones stay on disk, hidden from the views, for
-``KEEP_OLD_SECONDS``, so a query that listed them just before does not fail on a missing
-file. The next maintenance run, or a worker's minute check, deletes them.
+The small files are deleted as soon as the merged file is in place (not kept for readers,
+``replace_files(keep_old_seconds=...)``): the lake is also read by other tools, straight
+from the Parquet files, and they would count rows twice while both exist. A query that
+listed a small file just before may fail on it ("Cannot open file"); rerunning it works.
 """
 
 from __future__ import annotations
@@ -43,8 +44,6 @@ from pipeline.lake.rewrite import (
     span_of,
 )
 from pipeline.lake.writer import file_name
-
-KEEP_OLD_SECONDS = 600.0  # longer than any query over the lake should take
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def compact(lake_dir: Path, group: Group) -> RewriteResult:
         tables = (_aligned(pq.ParquetFile(p).read(), schema) for p in paths)
         return [(group.target, Batches(schema, tables))]
 
-    return replace_files(lake_dir, paths, merged, keep_old_seconds=KEEP_OLD_SECONDS)
+    return replace_files(lake_dir, paths, merged)
 
 
 def _aligned(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -209,15 +209,24 @@ def write_state(lake_dir: Path, *, ok: bool, error: str | None = None) -> dict[s
     return state
 
 
+def start_clock(lake_dir: Path, now: float) -> None:
+    """Record the first check of a deployment that never ran maintenance: its first run is
+    one interval later, not at the first worker's start (a new deployment's lake is small,
+    and its first minutes are when people look at it)."""
+    directory = Path(lake_dir) / STATE_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(directory / "state.json", orjson.dumps({"first_check": now}))
+
+
 RETRY_SECONDS = 600.0  # a failed run is retried after this long (or the interval if shorter)
 
 
 def due(state: dict[str, Any], interval: float, now: float) -> bool:
     """A run is due once ``interval`` passed since the last attempt, or sooner after a
-    failure; a deployment that never ran is due at once."""
-    last = state.get("last_attempt")
+    failure. A deployment that never ran is not due: ``first_check`` starts its clock."""
+    last = state.get("last_attempt", state.get("first_check"))
     if not isinstance(last, int | float):
-        return True
+        return False
     wait = min(interval, RETRY_SECONDS) if state.get("last_error") else interval
     return now - last >= wait
 

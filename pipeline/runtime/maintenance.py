@@ -1,5 +1,6 @@
 """The workers' lake maintenance: ``trackflow lake maintain`` once per interval for the
-whole deployment, and the file-count gauges the small-files alert reads.
+whole deployment, and the file-count gauges the small-files alert reads. A new
+deployment's first run comes one interval after its first worker started.
 
 Every worker checks every minute (or every interval, if shorter) whether a run is due,
 from the lake's own record (``_maintain/state.json``) read under the maintenance lock, so
@@ -33,7 +34,11 @@ def run_if_due(ctx: Context, now: float | None = None) -> maintain.MaintainRepor
     try:
         with maintain.exclusive(lake):
             state = maintain.read_state(lake)
-            if not maintain.due(state, settings.lake_maintain_seconds, now or time.time()):
+            now = now or time.time()
+            if not state:
+                maintain.start_clock(lake, now)
+                return None
+            if not maintain.due(state, settings.lake_maintain_seconds, now):
                 try:  # the small files compaction kept for readers, once their time is over
                     recover(lake, orphans=False)
                 except Exception:

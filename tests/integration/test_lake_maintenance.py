@@ -11,6 +11,10 @@ offsets cannot be moved back for a restarted worker to do the re-reading itself.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
@@ -23,6 +27,7 @@ from tests import traffic
 from tests.support import Deployment, wait_for
 from tests.unit.lake.lakes import Lake, days_ago
 
+T = TypeVar("T")
 PARTITIONS = 4
 FOREIGN = 9  # a source partition the deployment does not have: the hand-written old rows
 
@@ -62,9 +67,18 @@ def replay_sink_input(deployment: Deployment) -> int:
     return taken
 
 
+def read(what: Callable[[], T]) -> T:
+    """``what()``, retried when a query failed on a file a compaction deleted just after
+    DuckDB listed it (maintenance runs every 2 s here; a rerun reads the merged file)."""
+    return wait_for(lambda: (what(),), timeout=30, what="a query")[0]
+
+
 def exact(deployment: Deployment, valid: set[str]) -> None:
-    deployment.wait_settled(lambda: deployment.count("events") == len(valid), timeout=180, quiet=4)
-    ids = [r["event_id"] for r in deployment.query("SELECT event_id FROM events")]
+    wait_for(lambda: read(lambda: deployment.count("events")) == len(valid), timeout=180)
+    time.sleep(4)
+    assert read(lambda: deployment.count("events")) == len(valid)
+    rows = read(lambda: deployment.query("SELECT event_id FROM events"))
+    ids = [r["event_id"] for r in rows]
     assert len(ids) == len(set(ids)), "an event is stored twice"
     assert set(ids) == valid
 
@@ -84,9 +98,9 @@ def test_scheduled_compaction_then_a_crash_replay_stores_nothing_twice(
     first = traffic.build(300)
     worker = deployment.start_worker()
     for k in range(4):  # one flush each, so several files per partition directory
-        stored = deployment.count("events")
+        stored = read(lambda: deployment.count("events"))
         deployment.produce(first.lines[k::4])
-        wait_for(lambda n=stored: deployment.count("events") > n, what="a flush")
+        wait_for(lambda n=stored: read(lambda: deployment.count("events")) > n)
     exact(deployment, first.valid)  # the old rows went too: dropped by retention
 
     def compacted() -> float:
@@ -99,7 +113,7 @@ def test_scheduled_compaction_then_a_crash_replay_stores_nothing_twice(
     assert metrics['trackflow_lake_retention_deleted_rows_total{table="events"}'] == 5
     assert metrics['trackflow_lake_retention_deleted_rows_total{table="dlq"}'] == 2
     assert read_state(deployment.data_dir / "lake")["last_success"] > 0
-    assert deployment.count("dlq", "source_partition = 9") == 0
+    assert read(lambda: deployment.count("dlq", "source_partition = 9")) == 0
 
     worker.kill()
     assert replay_sink_input(deployment) == 0  # every row is at or below a checkpoint

@@ -47,7 +47,9 @@ def test_a_second_run_at_the_same_time_is_refused(tmp_path: Path) -> None:
 
 
 def test_due_after_the_interval_or_sooner_after_a_failure() -> None:
-    assert maintain.due({}, 86400, 1000.0)
+    assert not maintain.due({}, 86400, 1000.0)  # never checked: the clock starts first
+    assert not maintain.due({"first_check": 1000.0}, 86400, 1000.0 + 86399)
+    assert maintain.due({"first_check": 1000.0}, 86400, 1000.0 + 86400)
     ok = {"last_attempt": 1000.0, "last_success": 1000.0, "last_error": None}
     assert not maintain.due(ok, 86400, 1000.0 + 86399)
     assert maintain.due(ok, 86400, 1000.0 + 86400)
@@ -69,13 +71,16 @@ def samples(ctx: Any) -> dict[str, float]:
 def test_workers_run_it_once_per_interval_between_them(tmp_path: Path) -> None:
     lake = lake_with_work(tmp_path)
     a, b = worker(tmp_path), worker(tmp_path)
-    report = run_if_due(a, now=1_000_000.0)
+    assert run_if_due(a, now=1_000_000.0) is None  # a new deployment: the clock starts
+    assert run_if_due(b, now=1_000_000.0 + 86399) is None
+    assert len(lake.files()) == 6
+    report = run_if_due(b, now=1_000_000.0 + 86400)
     assert report is not None
     assert report.tables["events"].partitions_expired == 1
-    assert run_if_due(b) is None  # just done by a: not due
-    assert run_if_due(a) is None
+    assert run_if_due(a) is None  # just done by b: not due
+    assert run_if_due(b) is None
     assert len(lake.files()) == 1
-    got = samples(a)
+    got = samples(b)
     assert got['trackflow_lake_maintenance_runs_total{outcome="ok"}'] == 1
     assert got['trackflow_lake_retention_deleted_files_total{table="events"}'] == 3
     assert got['trackflow_lake_retention_deleted_rows_total{table="events"}'] == 6
@@ -96,7 +101,8 @@ def test_a_failed_run_is_counted_recorded_and_does_not_raise(tmp_path: Path) -> 
     broken = tmp_path / "retention.json"
     broken.write_text("{")
     ctx = worker(tmp_path, retention=broken)
-    assert run_if_due(ctx) is None
+    assert run_if_due(ctx, now=1000.0) is None  # starts the clock
+    assert run_if_due(ctx, now=1000.0 + 86400) is None  # fails
     assert samples(ctx)['trackflow_lake_maintenance_runs_total{outcome="failed"}'] == 1
     state = maintain.read_state(lake.lake)
     assert "not JSON" in state["last_error"]
