@@ -163,6 +163,18 @@ class Stack:
             tag,
         )
 
+    def assert_nowhere(self, *secrets: str) -> None:
+        """None of ``secrets`` (an identifier in clear, a write key) is in the lake, in any
+        letter case: not in its files, not in any of its views."""
+        blob = self.dep.lake_bytes().lower()
+        views = [
+            orjson.dumps(self.rows(f"SELECT * FROM {view}"), default=str).decode().lower()
+            for view in ("events", "dlq", "identities", "identity_merges")
+        ]
+        for secret in secrets:
+            assert secret.lower().encode() not in blob, secret
+            assert not any(secret.lower() in text for text in views), secret
+
     def settle(self, tag: str, events: int, dead: int = 0) -> None:
         self.dep.wait_settled(
             lambda: len(self.stored(tag)) == events and len(self.dead(tag)) == dead,

@@ -152,6 +152,11 @@ class Deployment:
             con.close()
         return int(row[0]) if row else 0
 
+    def lake_bytes(self) -> bytes:
+        """Every Parquet file of the lake, concatenated: to look for what must not be there
+        (an identifier in clear, a write key)."""
+        return b"".join(p.read_bytes() for p in (self.data_dir / "lake").rglob("*.parquet"))
+
     def wait_settled(
         self, expect: Callable[[], bool], timeout: float = 90.0, quiet: float = 2.0
     ) -> None:

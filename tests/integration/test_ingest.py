@@ -16,10 +16,6 @@ from tests import traffic
 from tests.support import Deployment, wait_for
 
 
-def lake_bytes(dep: Deployment) -> bytes:
-    return b"".join(p.read_bytes() for p in (dep.data_dir / "lake").rglob("*.parquet"))
-
-
 def expect_exact(dep: Deployment, t: traffic.Traffic) -> None:
     ids = [r["event_id"] for r in dep.query("SELECT event_id FROM events")]
     assert len(ids) == len(set(ids)), "an event is stored twice"
@@ -42,7 +38,7 @@ def test_mixed_traffic_lands_exactly_once(deployment: Deployment) -> None:
     assert m['trackflow_dlq_events_total{error_code="unknown_event"}'] == 1
     assert m['trackflow_lake_files_written_total{table="events"}'] >= 1
     # No clear phone anywhere in the lake, in any spelling.
-    blob = lake_bytes(deployment)
+    blob = deployment.lake_bytes()
     assert traffic.PHONE.encode() not in blob
     assert b"139 1234 5678" not in blob
 
