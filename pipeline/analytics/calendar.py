@@ -8,11 +8,14 @@ Weeks start on Monday and are labelled by it. Date bounds are local dates, inclu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 Period = Literal["day", "week"]
+DAY_MS = 86_400_000
+_SCAN_FROM, _SCAN_TO = datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
 PERIODS: tuple[Period, ...] = ("day", "week")
 
 
@@ -52,9 +55,22 @@ class Calendar:
         return 7 if self.period == "week" else 1
 
     def local_day(self, column: str = "event_time") -> str:
-        """SQL: the local date of a TIMESTAMPTZ column."""
+        """SQL: the local date of a TIMESTAMPTZ column.
+
+        Where the zone's offset has been fixed since some instant (Asia/Shanghai: since
+        1991), days after it are epoch arithmetic, about twice as cheap as DuckDB's ICU
+        conversion, which still converts anything earlier (and every time in a zone
+        with daylight saving)."""
         tz = self.tz.replace("'", "''")
-        return f"CAST(timezone('{tz}', {column}) AS DATE)"
+        icu = f"CAST(timezone('{tz}', {column}) AS DATE)"
+        fixed = _fixed_since(self.tz)
+        if fixed is None:
+            return icu
+        since_ms, offset_ms = fixed
+        day = (
+            f"(DATE '1970-01-01' + CAST((epoch_ms({column}) + {offset_ms}) // {DAY_MS} AS INTEGER))"
+        )
+        return f"CASE WHEN epoch_ms({column}) >= {since_ms} THEN {day} ELSE {icu} END"
 
     def bucket(self, column: str = "event_time") -> str:
         """SQL: the first local day of the period holding a TIMESTAMPTZ column."""
@@ -90,3 +106,23 @@ def utc_dates(lo: date, hi: date) -> tuple[date, date]:
     """UTC dates that hold every instant of the local days ``lo`` .. ``hi``: the lake's
     ``event_date`` partitions (UTC) to read, so DuckDB skips the other files."""
     return lo - timedelta(days=1), hi + timedelta(days=1)
+
+
+@cache
+def _fixed_since(name: str) -> tuple[int, int] | None:
+    """(epoch ms from which the zone's UTC offset never changes again up to 2100, that
+    offset in ms), or None when it keeps changing (daylight saving). Scanned back from
+    2100 a day at a time: no offset lasts less than a day."""
+    tz = zone(name)
+    at = _SCAN_TO
+    offset = at.astimezone(tz).utcoffset()
+    while at > _SCAN_FROM:
+        earlier = at - timedelta(days=1)
+        if earlier.astimezone(tz).utcoffset() != offset:
+            break
+        at = earlier
+    if at > _SCAN_TO - timedelta(days=400) or offset is None:
+        return None  # changed within the last year scanned: not a fixed zone
+    offset_ms = int(offset.total_seconds() * 1000)
+    # Epoch arithmetic only where the shifted time is not negative (integer division).
+    return max(int(at.timestamp() * 1000), -offset_ms), offset_ms

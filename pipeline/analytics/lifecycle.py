@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 
 from pipeline.analytics.calendar import Calendar, check_range
+from pipeline.analytics.persons import resolve
 
 COLUMNS = ["period", "new", "returning", "resurrecting", "dormant"]
 
@@ -30,26 +31,26 @@ def lifecycle(
     check_range(lo, hi)
     periods = cal.periods(lo, hi)
     step = cal.step
+    keys = (
+        f"SELECT DISTINCT user_id, anonymous_id, person_id, {cal.bucket()} AS p FROM events "
+        "WHERE event_time < $t_hi"
+    )
     sql = f"""
-    WITH act AS (
-        SELECT DISTINCT person_id, {cal.bucket()} AS p FROM events_resolved
-        WHERE event_time < $t_hi AND person_id IS NOT NULL),
-    first AS (SELECT person_id, min(p) AS f FROM act GROUP BY person_id),
-    cur AS (
-        SELECT a.p, f.f = a.p AS is_new, prev.person_id IS NOT NULL AS had_prev
-        FROM act a JOIN first f ON f.person_id = a.person_id
-        LEFT JOIN act prev ON prev.person_id = a.person_id AND prev.p = a.p - {step}
-        WHERE a.p BETWEEN $p_lo AND $p_hi),
+    WITH act AS (SELECT DISTINCT person_id, p FROM ({resolve(keys)}) WHERE person_id IS NOT NULL),
+    seq AS (
+        SELECT p, row_number() OVER w = 1 AS is_new, lag(p) OVER w AS prev_p,
+               lead(p) OVER w AS next_p
+        FROM act WINDOW w AS (PARTITION BY person_id ORDER BY p)),
     counts AS (
         SELECT p, count(*) FILTER (is_new) AS new,
-               count(*) FILTER (had_prev) AS returning,
-               count(*) FILTER (NOT had_prev AND NOT is_new) AS resurrecting
-        FROM cur GROUP BY p),
+               count(*) FILTER (prev_p = p - {step}) AS returning,
+               count(*) FILTER (NOT is_new AND prev_p <> p - {step}) AS resurrecting
+        FROM seq WHERE p BETWEEN $p_lo AND $p_hi GROUP BY p),
     dormant AS (
-        SELECT b.p + {step} AS p, count(*) AS n FROM act b
-        LEFT JOIN act a ON a.person_id = b.person_id AND a.p = b.p + {step}
-        WHERE a.person_id IS NULL AND b.p BETWEEN $p_lo - {step} AND $p_hi - {step}
-        GROUP BY b.p)
+        SELECT p + {step} AS p, count(*) AS n FROM seq
+        WHERE (next_p IS NULL OR next_p <> p + {step})
+          AND p BETWEEN $p_lo - {step} AND $p_hi - {step}
+        GROUP BY p)
     SELECT grid.p AS period, coalesce(counts.new, 0), coalesce(counts.returning, 0),
            coalesce(counts.resurrecting, 0), coalesce(dormant.n, 0)
     FROM (SELECT unnest($periods::DATE[]) AS p) grid

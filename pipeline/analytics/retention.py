@@ -19,6 +19,7 @@ from typing import Any, Literal
 import duckdb
 
 from pipeline.analytics.calendar import BadInput, Calendar, check_range, utc_dates
+from pipeline.analytics.persons import resolve
 
 Mode = Literal["n-day", "unbounded"]
 MODES: tuple[Mode, ...] = ("n-day", "unbounded")
@@ -70,11 +71,13 @@ def retention(
             "JOIN (SELECT DISTINCT c FROM gaps) g ON g.c = h.c "
             "JOIN range(0, $n) ks(k) ON h.km >= ks.k GROUP BY g.c, ks.k"
         )
+    keys = (
+        f"SELECT DISTINCT user_id, anonymous_id, person_id, event_name, {cal.bucket()} AS p "
+        "FROM events WHERE event_name IN ($cohort, $return) AND event_date BETWEEN $d_lo "
+        "AND $d_hi AND event_time >= $t_lo AND event_time < $t_hi"
+    )
     sql = f"""
-    WITH ev AS (
-        SELECT person_id, event_name, {cal.bucket()} AS p FROM events_resolved
-        WHERE event_name IN ($cohort, $return) AND event_date BETWEEN $d_lo AND $d_hi
-          AND event_time >= $t_lo AND event_time < $t_hi AND person_id IS NOT NULL),
+    WITH ev AS (SELECT * FROM ({resolve(keys)}) WHERE person_id IS NOT NULL),
     cohort AS (SELECT person_id, min(p) AS c FROM ev WHERE event_name = $cohort
                GROUP BY person_id),
     ret AS (SELECT DISTINCT person_id, p FROM ev WHERE event_name = $return),

@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 
 from pipeline.analytics.calendar import BadInput, Calendar, utc_dates
+from pipeline.analytics.persons import resolve
 from pipeline.analytics.segments import SegmentRules
 
 COLUMNS = ["person_id", "recency_days", "frequency", "monetary", "r", "f", "m", "segment"]
@@ -27,11 +28,13 @@ PAY_EVENT = "pay_success"
 
 def rfm_sql(cal: Calendar, rules: SegmentRules) -> str:
     """SQL of the RFM rows; parameters ``as_of``, ``t_lo``, ``t_hi``, ``d_lo``, ``d_hi``."""
+    rows = (
+        f"SELECT user_id, anonymous_id, person_id, {cal.local_day()} AS d, order_id, amount "
+        f"FROM events WHERE event_name = '{PAY_EVENT}' AND event_date BETWEEN $d_lo AND $d_hi "
+        "AND event_time >= $t_lo AND event_time < $t_hi"
+    )
     return f"""
-    WITH pay AS (
-        SELECT person_id, {cal.local_day()} AS d, order_id, amount FROM events_resolved
-        WHERE event_name = '{PAY_EVENT}' AND event_date BETWEEN $d_lo AND $d_hi
-          AND event_time >= $t_lo AND event_time < $t_hi AND person_id IS NOT NULL),
+    WITH pay AS (SELECT * FROM ({resolve(rows)}) WHERE person_id IS NOT NULL),
     per AS (
         SELECT person_id, date_diff('day', max(d), $as_of) AS recency_days,
                count(DISTINCT order_id) AS frequency, coalesce(sum(amount), 0) AS monetary

@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from pipeline.analytics.calendar import Calendar
+from pipeline.analytics.persons import resolve
 from pipeline.analytics.rfm import rfm_params, rfm_sql
 from pipeline.analytics.segments import SegmentRules
 from pipeline.lake.durable import fsync_dir, fsync_file
@@ -33,16 +34,24 @@ FILE = "person_tags.parquet"
 
 
 def tags_sql(cal: Calendar, rules: SegmentRules) -> str:
+    seen = (
+        f"SELECT user_id, anonymous_id, person_id, {cal.bucket()} AS p, "
+        "min(event_time) AS first_seen, max(event_time) AS last_seen FROM events "
+        "WHERE event_time < $t_end GROUP BY ALL"
+    )
+    paid = (
+        "SELECT user_id, anonymous_id, person_id, order_id, amount FROM events "
+        "WHERE event_name = 'pay_success' AND event_time < $t_end"
+    )
     return f"""
-    WITH ev AS (
-        SELECT person_id, event_time, event_name, order_id, amount, {cal.bucket()} AS p
-        FROM events_resolved WHERE event_time < $t_end AND person_id IS NOT NULL),
+    WITH seen AS (SELECT * FROM ({resolve(seen)}) WHERE person_id IS NOT NULL),
     per AS (
-        SELECT person_id, min(event_time) AS first_seen, max(event_time) AS last_seen,
-               min(p) AS first_p, bool_or(p = $cur) AS now, bool_or(p = $prev) AS before,
-               count(DISTINCT order_id) FILTER (event_name = 'pay_success') AS orders,
-               coalesce(sum(amount) FILTER (event_name = 'pay_success'), 0) AS gmv
-        FROM ev GROUP BY person_id),
+        SELECT person_id, min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+               min(p) AS first_p, bool_or(p = $cur) AS now, bool_or(p = $prev) AS before
+        FROM seen GROUP BY person_id),
+    paid AS (
+        SELECT person_id, count(DISTINCT order_id) AS orders, sum(amount) AS gmv
+        FROM ({resolve(paid)}) GROUP BY person_id),
     rfm AS ({rfm_sql(cal, rules)})
     SELECT per.person_id,
            CASE WHEN now AND first_p = $cur THEN 'new'
@@ -51,9 +60,11 @@ def tags_sql(cal: Calendar, rules: SegmentRules) -> str:
                 WHEN before THEN 'dormant'
                 ELSE 'inactive' END AS lifecycle_stage,
            rfm.segment AS rfm_segment, rfm.r, rfm.f, rfm.m,
-           per.first_seen, per.last_seen, per.orders, per.gmv, per.orders >= 2 AS repurchase,
+           per.first_seen, per.last_seen, coalesce(paid.orders, 0) AS orders,
+           coalesce(paid.gmv, 0) AS gmv, coalesce(paid.orders, 0) >= 2 AS repurchase,
            $as_of::DATE AS as_of, '{cal.period}' AS period, now() AS built_at
     FROM per LEFT JOIN rfm ON rfm.person_id = per.person_id
+    LEFT JOIN paid ON paid.person_id = per.person_id
     ORDER BY per.person_id
     """
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import duckdb
 import pytest
 
 from pipeline.analytics.calendar import BadInput, Calendar
@@ -163,3 +165,21 @@ def test_bad_queries_are_refused(
 def test_an_unknown_time_zone_is_refused() -> None:
     with pytest.raises(BadInput, match="unknown time zone 'Mars/Olympus'"):
         Calendar("Mars/Olympus")
+
+
+@pytest.mark.parametrize("tz", ["Asia/Shanghai", "America/Los_Angeles", "Asia/Kathmandu", "UTC"])
+def test_local_day_sql_agrees_with_zoneinfo_around_midnight(tz: str) -> None:
+    """The epoch arithmetic used where a zone's offset is fixed, and ICU elsewhere, give
+    the local date Python's zoneinfo gives, on both sides of local midnight."""
+    cal = Calendar(tz)
+    times = []
+    for day in (date(1985, 6, 1), date(2024, 3, 10), date(2026, 11, 1), date(2026, 3, 2)):
+        midnight = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(tz))
+        times += [midnight - timedelta(minutes=30), midnight, midnight + timedelta(minutes=30)]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    got = [
+        con.execute(f"SELECT {cal.local_day('$t::TIMESTAMPTZ')}", {"t": t}).fetchone()[0]
+        for t in times
+    ]
+    assert got == [t.astimezone(ZoneInfo(tz)).date() for t in times]
