@@ -248,6 +248,30 @@ PIPELINE = dashboard(
             "s",
         ),
         panel(
+            "Lake files: most in one settled partition, by table",
+            [
+                (
+                    f"max by (table) (trackflow_lake_partition_files_max{{{WORKER}}})",
+                    "{{table}}",
+                )
+            ],
+            "short",
+            description="Compaction merges a day's small files after the day; over 1000 "
+            "pages (TrackflowLakeTooManyFiles).",
+        ),
+        panel(
+            "Time since the last lake maintenance",
+            [
+                (
+                    "time() - max "
+                    f"(trackflow_lake_maintenance_last_success_timestamp_seconds{{{WORKER}}} > 0)",
+                    "last success",
+                )
+            ],
+            "s",
+            description="Retention deletes and compaction (trackflow lake maintain), daily.",
+        ),
+        panel(
             "Workers up",
             [(f"sum(up{{{WORKER}}})", "workers")],
             "short",
