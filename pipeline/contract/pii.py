@@ -7,7 +7,6 @@ test guesses against the lake, and the same person hashes the same way everywher
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Iterable
@@ -36,7 +35,7 @@ class PiiHasher:
         self._cc = default_country_code
 
     def digest(self, kind: str, normalised: str) -> str:
-        return hmac.new(self._key, f"{kind}:{normalised}".encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._key, f"{kind}:{normalised}".encode(), "sha256").hex()
 
     def normalise_phone(self, raw: str) -> str:
         """Digits with country code, as ``+<cc><number>``; raises ``Rejected`` if not a phone."""

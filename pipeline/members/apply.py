@@ -98,24 +98,44 @@ def decide(
 
 def write_updates(
     con: duckdb.DuckDBPyConnection,
+    staged: Path,
     target: Path,
     arrival_ms: int,
     source: str,
     run_id: str,
 ) -> int:
-    """Write the stored updates (one row per source row) to ``target``; returns the rows."""
+    """Write the stored updates (one row per source row) to ``target``; returns the rows.
+
+    A row all of whose fields are stored (a new member, a changed row with its own time)
+    is copied from the staging file as it is; only rows stored in part are put together
+    again from their field decisions (regrouping every row costs more than the rest of
+    the comparison)."""
+    src = f"read_parquet({_q(staged)})"
+    tail = (
+        f"epoch_ms({int(arrival_ms)})::TIMESTAMPTZ AS arrival, seq, $source AS source, "
+        "$run AS run_id, NULL::VARCHAR AS event_id, "
+        f"epoch_ms({int(arrival_ms)})::TIMESTAMPTZ AS recorded_at, "
+        "NULL::INTEGER AS source_partition, NULL::BIGINT AS source_offset, "
+        "NULL::INTEGER AS source_index"
+    )
     con.execute(
-        f"""COPY (SELECT person_id, any_value(user_id) AS user_id,
-                  NULL::VARCHAR AS anonymous_id,
-                  map_from_entries(list({{'key': field, 'value': value}} ORDER BY field))
-                      AS field_values,
-                  epoch_ms(any_value("at"))::TIMESTAMPTZ AS "at",
-                  epoch_ms({int(arrival_ms)})::TIMESTAMPTZ AS arrival,
-                  seq, $source AS source, $run AS run_id, NULL::VARCHAR AS event_id,
-                  epoch_ms({int(arrival_ms)})::TIMESTAMPTZ AS recorded_at,
-                  NULL::INTEGER AS source_partition, NULL::BIGINT AS source_offset,
-                  NULL::INTEGER AS source_index
-              FROM {DECISIONS} WHERE stored GROUP BY person_id, seq ORDER BY seq)
+        f"""COPY (
+            WITH n AS (SELECT seq, count(*) AS stored FROM {DECISIONS} WHERE stored
+                       GROUP BY seq),
+            whole AS (SELECT s.* FROM {src} s JOIN n USING (seq)
+                      WHERE n.stored = cardinality(s.field_values)),
+            part AS (SELECT d.person_id, any_value(d.user_id) AS user_id,
+                            map_from_entries(list({{'key': d.field, 'value': d.value}}
+                                                  ORDER BY d.field)) AS field_values,
+                            any_value(d."at") AS "at", d.seq
+                     FROM {DECISIONS} d JOIN n USING (seq)
+                     WHERE d.stored AND n.seq NOT IN (SELECT seq FROM whole)
+                     GROUP BY d.person_id, d.seq)
+            SELECT person_id, user_id, NULL::VARCHAR AS anonymous_id, field_values,
+                   epoch_ms("at")::TIMESTAMPTZ AS "at", {tail} FROM whole
+            UNION ALL
+            SELECT person_id, user_id, NULL::VARCHAR AS anonymous_id, field_values,
+                   epoch_ms("at")::TIMESTAMPTZ AS "at", {tail} FROM part)
            TO {_q(target)} (FORMAT parquet, COMPRESSION zstd)""",
         {"source": source, "run": run_id},
     )

@@ -89,8 +89,10 @@ class Judge:
     stats: FieldStats = field(default_factory=FieldStats)
     _pii_columns: dict[str, str] = field(default_factory=dict)
     _enums: frozenset[str] = frozenset()
+    _plan: list[tuple[str, str, list[Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._plan = [(f.field, f.column, list(f.steps)) for f in self.mapping.fields]
         self._enums = enum_fields(self.dictionary) & {f.field for f in self.mapping.fields}
         for f in self.mapping.fields:
             kind = self.dictionary.fields[f.field].pii
@@ -114,17 +116,15 @@ class Judge:
         violations = [problem] if problem else []
         user_id = self._key(record, violations)
         values: dict[str, Any] = {}
-        for f in self.mapping.fields:
+        failed: set[str] = set()
+        for name, column, steps in self._plan:
             try:
-                values[f.field] = apply_steps(list(f.steps), record.get(f.column))
+                values[name] = apply_steps(steps, record.get(column))
             except FieldError as exc:
-                violations.append(Violation(f.field, exc.code, exc.rule, exc.detail))
-        typed, broken = check(
-            self.dictionary,
-            {k: v for k, v in values.items() if not any(x.field == k for x in violations)},
-            self.today,
-            self.mapping.required,
-        )
+                violations.append(Violation(name, exc.code, exc.rule, exc.detail))
+                failed.add(name)
+        checked = {k: v for k, v in values.items() if k not in failed} if failed else values
+        typed, broken = check(self.dictionary, checked, self.today, self.mapping.required)
         violations += broken
         self._count(values, violations)
         if violations or user_id is None:

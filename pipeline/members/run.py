@@ -169,7 +169,8 @@ def commit(
 
     run, day = report.run_id, _day(started_ms)
     updates_tmp = paths.scratch / "out-updates.parquet"
-    apply.write_updates(con, updates_tmp, started_ms, report.source, run)
+    staged_updates = paths.scratch / "updates.parquet"
+    apply.write_updates(con, staged_updates, updates_tmp, started_ms, report.source, run)
     rejects_tmp = paths.scratch / "out-rejects.parquet"
     con.execute(
         f"""COPY (SELECT $source AS source, "row", field, error_code, detail, rule, original,
