@@ -101,8 +101,8 @@ def _publish(settings: Settings, links: list[Any]) -> int:
     from pipeline.runtime.kafka_security import KafkaCluster, KafkaConfigError
 
     try:
-        conf = KafkaCluster.from_settings(settings).confluent()
-        return publish_links(conf, settings.topic(TOPIC_LINKS), links)
+        cluster = KafkaCluster.from_settings(settings)
+        return publish_links(cluster.confluent(), settings.topic(TOPIC_LINKS), links)
     except (KafkaConfigError, PublishFailed) as exc:
         typer.echo(f"trackflow backfill: --publish-links: {exc}", err=True)
         raise typer.Exit(1) from None
