@@ -34,10 +34,11 @@ FILE = "person_tags.parquet"
 
 
 def tags_sql(cal: Calendar, rules: SegmentRules) -> str:
+    p = cal.bucket()
     seen = (
-        f"SELECT user_id, anonymous_id, person_id, {cal.bucket()} AS p, "
-        "min(event_time) AS first_seen, max(event_time) AS last_seen FROM events "
-        "WHERE event_time < $t_end GROUP BY ALL"
+        "SELECT user_id, anonymous_id, person_id, min(event_time) AS first_seen, "
+        f"max(event_time) AS last_seen, min({p}) AS first_p, bool_or({p} = $cur) AS now, "
+        f"bool_or({p} = $prev) AS before FROM events WHERE event_time < $t_end GROUP BY ALL"
     )
     paid = (
         "SELECT user_id, anonymous_id, person_id, order_id, amount FROM events "
@@ -47,7 +48,7 @@ def tags_sql(cal: Calendar, rules: SegmentRules) -> str:
     WITH seen AS (SELECT * FROM ({resolve(seen)}) WHERE person_id IS NOT NULL),
     per AS (
         SELECT person_id, min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-               min(p) AS first_p, bool_or(p = $cur) AS now, bool_or(p = $prev) AS before
+               min(first_p) AS first_p, bool_or(now) AS now, bool_or(before) AS before
         FROM seen GROUP BY person_id),
     paid AS (
         SELECT person_id, count(DISTINCT order_id) AS orders, sum(amount) AS gmv
