@@ -142,16 +142,15 @@ def _columns(schema: pa.Schema, duck_type: DuckType) -> list[tuple[str, str]]:
     ]
 
 
-def updates_sql(lake: Path, source: Source, duck_type: DuckType) -> str:
-    """Every stored field update, person re-resolved through One ID now (as
-    ``events_resolved``), with ``applied``: not older than an earlier arrival of its field."""
+def _resolved(lake: Path, source: Source, duck_type: DuckType) -> str:
+    """The stored update rows with ``person_id`` re-resolved through One ID now."""
     src = source(
         lake / LAKE_PROFILE_CHANGES,
         _columns(PROFILE_UPDATE_SCHEMA, duck_type),
         [("recorded_date", "DATE")],
     )
     return (
-        "WITH r AS (SELECT CASE WHEN u.user_id IS NOT NULL "
+        "SELECT CASE WHEN u.user_id IS NOT NULL "
         "THEN coalesce(iu.person_id, u.person_id) "
         "ELSE coalesce(ia.person_id, u.person_id) END AS person_id, "
         'u.user_id, u.anonymous_id, u.field_values, u."at", u.arrival, u.seq, u.source, '
@@ -159,7 +158,15 @@ def updates_sql(lake: Path, source: Source, duck_type: DuckType) -> str:
         "LEFT JOIN identities iu ON iu.identifier_type = 'user_id' "
         "AND iu.identifier = u.user_id "
         "LEFT JOIN identities ia ON ia.identifier_type = 'anonymous_id' "
-        "AND ia.identifier = u.anonymous_id), "
+        "AND ia.identifier = u.anonymous_id"
+    )
+
+
+def updates_sql(lake: Path, source: Source, duck_type: DuckType) -> str:
+    """Every stored field update, person re-resolved through One ID now (as
+    ``events_resolved``), with ``applied``: not older than an earlier arrival of its field."""
+    return (
+        f"WITH r AS ({_resolved(lake, source, duck_type)}), "
         "e AS (SELECT person_id, user_id, anonymous_id, "
         "unnest(map_entries(field_values), recursive := true), "
         '"at", arrival, seq, source, run_id, event_id FROM r) '
@@ -221,6 +228,9 @@ def view_sql(
     quality = f"SELECT * FROM ({quality_src}) WHERE run_id IN (SELECT run_id FROM member_imports)"
     return {
         "profile_updates": updates_sql(lake, source, duck_type),
+        # Persons with any stored profile update: an import compares only their rows
+        # with the profiles (the rest are new and stored as they are).
+        "profile_persons": f"SELECT DISTINCT person_id FROM ({_resolved(lake, source, duck_type)})",
         "profile_changes": changes,
         "profiles": profiles,
         "member_imports": imports,

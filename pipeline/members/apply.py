@@ -23,6 +23,8 @@ from typing import Any
 import duckdb
 
 DECISIONS = "member_decisions"
+COMPLEX = "member_complex"  # persons whose rows go through the rule field by field
+SIMPLE = "member_simple"  # staged rows of persons new to the profiles, seen once
 
 
 def _q(path: Path) -> str:
@@ -41,20 +43,70 @@ class Outcome:
 def decide(
     con: duckdb.DuckDBPyConnection, staged: Path, accepted: int, own_time: bool = True
 ) -> Outcome:
-    """Fill the temporary table ``member_decisions`` (one row per staged field update that
-    applies) and count what would change.
+    """Decide every staged update and count what would change.
+
+    Rows of a person seen once in the run and with no stored profile update (new members:
+    the whole of a first import) change every field they set; they stay as they are in the
+    view ``member_simple``. The rows of every other person go through the rule, field by
+    field, into the temporary table ``member_decisions`` (one row per update that applies).
 
     ``own_time``: the rows carry their own update time (an incremental column). Without
     one, a row's time is the run's start, and an update that only confirms the value held
     is not stored: re-importing the same file then stores nothing at all."""
     src = f"read_parquet({_q(staged)})"
     con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {COMPLEX} AS
+        SELECT person_id FROM {src} GROUP BY person_id HAVING count(*) > 1
+        UNION
+        SELECT DISTINCT s.person_id FROM {src} s SEMI JOIN profile_persons p
+            ON s.person_id = p.person_id"""
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {SIMPLE} AS "
+        f"SELECT * FROM {src} ANTI JOIN {COMPLEX} USING (person_id)"
+    )
+    _decide_complex(con, src, own_time)
+    out = Outcome()
+    changed_rows, members_new = con.execute(
+        f"SELECT count(DISTINCT seq) FILTER (WHERE changed), "
+        f"count(DISTINCT person_id) FILTER (WHERE new_member) FROM {DECISIONS}"
+    ).fetchone() or (0, 0)
+    simple_rows, simple_changed = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE len(list_filter(map_values(field_values), "
+        f"lambda x: x IS NOT NULL)) > 0) FROM {SIMPLE}"
+    ).fetchone() or (0, 0)
+    out.rows_unchanged = accepted - int(changed_rows) - int(simple_changed)
+    out.members_new = int(members_new) + int(simple_rows)
+    for name, count in con.execute(
+        f"SELECT field, sum(n) FROM (SELECT field, count(*) AS n FROM {DECISIONS} "
+        f"WHERE changed GROUP BY field UNION ALL SELECT key, count(value) FROM "
+        f"(SELECT unnest(map_entries(field_values), recursive := true) FROM {SIMPLE}) "
+        "GROUP BY key) GROUP BY field HAVING sum(n) > 0 ORDER BY field"
+    ).fetchall():
+        out.by_field[name] = int(count)
+    out.fields_changed = sum(out.by_field.values())
+    cur = con.execute(
+        f'SELECT user_id, field, before AS old, value AS new, "at", seq FROM {DECISIONS} '
+        "WHERE changed UNION ALL "
+        f'SELECT user_id, key, NULL, value, "at", seq FROM (SELECT user_id, seq, "at", '
+        f"unnest(map_entries(field_values), recursive := true) FROM {SIMPLE}) "
+        "WHERE value IS NOT NULL ORDER BY seq, field LIMIT 20"
+    )
+    out.sample = [
+        {"user_id": u, "field": f, "old": o, "new": n, "at": t}
+        for u, f, o, n, t, _ in cur.fetchall()
+    ]
+    return out
+
+
+def _decide_complex(con: duckdb.DuckDBPyConnection, src: str, own_time: bool) -> None:
+    con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {DECISIONS} AS
-        WITH s AS (SELECT person_id, user_id, seq, "at",
-                          unnest(map_entries(field_values), recursive := true) FROM {src}),
-        persons AS (SELECT DISTINCT person_id FROM {src}),
+        WITH c AS (SELECT * FROM {src} SEMI JOIN {COMPLEX} USING (person_id)),
+        s AS (SELECT person_id, user_id, seq, "at",
+                     unnest(map_entries(field_values), recursive := true) FROM c),
         held AS (SELECT u.person_id, u.field, u.value, epoch_ms(u."at") AS "at"
-                 FROM profile_updates u SEMI JOIN persons p ON u.person_id = p.person_id
+                 FROM profile_updates u SEMI JOIN {COMPLEX} p ON u.person_id = p.person_id
                  QUALIFY row_number() OVER (PARTITION BY u.person_id, u.field
                                             ORDER BY u."at" DESC, u.arrival DESC, u.seq DESC) = 1),
         both_ AS (SELECT person_id, NULL::VARCHAR AS user_id, -1::BIGINT AS seq, field, value,
@@ -74,26 +126,6 @@ def decide(
                person_id NOT IN (SELECT person_id FROM held) AS new_member
         FROM a WHERE NOT held"""
     )
-    out = Outcome()
-    changed_rows, members_new = con.execute(
-        f"SELECT count(DISTINCT seq) FILTER (WHERE changed), "
-        f"count(DISTINCT person_id) FILTER (WHERE new_member) FROM {DECISIONS}"
-    ).fetchone() or (0, 0)
-    out.rows_unchanged = accepted - int(changed_rows)
-    out.members_new = int(members_new)
-    for name, count in con.execute(
-        f"SELECT field, count(*) FROM {DECISIONS} WHERE changed GROUP BY field ORDER BY field"
-    ).fetchall():
-        out.by_field[name] = int(count)
-    out.fields_changed = sum(out.by_field.values())
-    cur = con.execute(
-        f'SELECT user_id, field, before AS old, value AS new, "at" FROM {DECISIONS} '
-        "WHERE changed ORDER BY seq, field LIMIT 20"
-    )
-    out.sample = [
-        {"user_id": u, "field": f, "old": o, "new": n, "at": t} for u, f, o, n, t in cur.fetchall()
-    ]
-    return out
 
 
 def write_updates(
@@ -106,10 +138,9 @@ def write_updates(
 ) -> int:
     """Write the stored updates (one row per source row) to ``target``; returns the rows.
 
-    A row all of whose fields are stored (a new member, a changed row with its own time)
-    is copied from the staging file as it is; only rows stored in part are put together
-    again from their field decisions (regrouping every row costs more than the rest of
-    the comparison)."""
+    New members' rows and rows all of whose fields are stored are copied from the staging
+    file as they are; only rows stored in part are put together again from their field
+    decisions (regrouping every row costs more than the rest of the comparison)."""
     src = f"read_parquet({_q(staged)})"
     tail = (
         f"epoch_ms({int(arrival_ms)})::TIMESTAMPTZ AS arrival, seq, $source AS source, "
@@ -118,6 +149,7 @@ def write_updates(
         "NULL::INTEGER AS source_partition, NULL::BIGINT AS source_offset, "
         "NULL::INTEGER AS source_index"
     )
+    head = 'person_id, user_id, NULL::VARCHAR AS anonymous_id, field_values, epoch_ms("at")'
     con.execute(
         f"""COPY (
             WITH n AS (SELECT seq, count(*) AS stored FROM {DECISIONS} WHERE stored
@@ -131,16 +163,15 @@ def write_updates(
                      FROM {DECISIONS} d JOIN n USING (seq)
                      WHERE d.stored AND n.seq NOT IN (SELECT seq FROM whole)
                      GROUP BY d.person_id, d.seq)
-            SELECT person_id, user_id, NULL::VARCHAR AS anonymous_id, field_values,
-                   epoch_ms("at")::TIMESTAMPTZ AS "at", {tail} FROM whole
-            UNION ALL
-            SELECT person_id, user_id, NULL::VARCHAR AS anonymous_id, field_values,
-                   epoch_ms("at")::TIMESTAMPTZ AS "at", {tail} FROM part)
+            SELECT {head}::TIMESTAMPTZ AS "at", {tail} FROM {SIMPLE}
+            UNION ALL SELECT {head}::TIMESTAMPTZ AS "at", {tail} FROM whole
+            UNION ALL SELECT {head}::TIMESTAMPTZ AS "at", {tail} FROM part)
            TO {_q(target)} (FORMAT parquet, COMPRESSION zstd)""",
         {"source": source, "run": run_id},
     )
     row = con.execute(
-        f"SELECT count(*) FROM (SELECT DISTINCT seq FROM {DECISIONS} WHERE stored)"
+        f"SELECT (SELECT count(*) FROM {SIMPLE}) + "
+        f"(SELECT count(DISTINCT seq) FROM {DECISIONS} WHERE stored)"
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -158,11 +189,18 @@ def links(
             f'"at" FROM {DECISIONS} '
             f"WHERE changed AND value IS NOT NULL AND field IN ({wanted})"
         )
+        simple_ids = (
+            f"SELECT 'user_id:' || user_id, (CASE key {kinds} END) || ':' || value, \"at\" "
+            f'FROM (SELECT user_id, "at", unnest(map_entries(field_values), recursive := true) '
+            f"FROM {SIMPLE}) WHERE value IS NOT NULL AND key IN ({wanted})"
+        )
+        ids = f"{ids} UNION ALL {simple_ids}"
     else:
         ids = f"SELECT NULL, NULL, NULL FROM {DECISIONS} WHERE false"
     sightings = (
         f"SELECT 'user_id:' || user_id, 'user_id:' || user_id, min(\"at\") "
-        f"FROM {DECISIONS} WHERE new_member GROUP BY user_id"
+        f"FROM {DECISIONS} WHERE new_member GROUP BY user_id UNION ALL "
+        f"SELECT 'user_id:' || user_id, 'user_id:' || user_id, \"at\" FROM {SIMPLE}"
     )
     cur = con.execute(f"{sightings} UNION ALL {ids}")
     while True:
