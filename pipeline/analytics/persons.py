@@ -10,13 +10,16 @@ joins each person-day once instead of each event.
 
 from __future__ import annotations
 
+# A query resolving several row sets reads the map once (``WITH MAP``, then ``ids="map"``).
+MAP = "map AS MATERIALIZED (SELECT identifier_type, identifier, person_id FROM identities)"
 
-def resolve(rows: str) -> str:
+
+def resolve(rows: str, ids: str = "identities") -> str:
     """SQL: the rows of ``rows`` (a query with ``user_id``, ``anonymous_id`` and
     ``person_id`` columns) with ``person_id`` replaced as ``events_resolved`` does."""
     return f"""
     SELECT k.* REPLACE (coalesce(i.person_id, k.person_id) AS person_id) FROM ({rows}) k
-    LEFT JOIN identities i
+    LEFT JOIN {ids} i
       ON i.identifier_type = CASE WHEN k.user_id IS NOT NULL THEN 'user_id'
                                   ELSE 'anonymous_id' END
      AND i.identifier = coalesce(k.user_id, k.anonymous_id)"""

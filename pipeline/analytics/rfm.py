@@ -26,7 +26,7 @@ COLUMNS = ["person_id", "recency_days", "frequency", "monetary", "r", "f", "m", 
 PAY_EVENT = "pay_success"
 
 
-def rfm_sql(cal: Calendar, rules: SegmentRules) -> str:
+def rfm_sql(cal: Calendar, rules: SegmentRules, ids: str = "identities") -> str:
     """SQL of the RFM rows; parameters ``as_of``, ``t_lo``, ``t_hi``, ``d_lo``, ``d_hi``."""
     rows = (
         f"SELECT user_id, anonymous_id, person_id, {cal.local_day()} AS d, order_id, amount "
@@ -34,7 +34,7 @@ def rfm_sql(cal: Calendar, rules: SegmentRules) -> str:
         "AND event_time >= $t_lo AND event_time < $t_hi"
     )
     return f"""
-    WITH pay AS (SELECT * FROM ({resolve(rows)}) WHERE person_id IS NOT NULL),
+    WITH pay AS (SELECT * FROM ({resolve(rows, ids)}) WHERE person_id IS NOT NULL),
     per AS (
         SELECT person_id, date_diff('day', max(d), $as_of) AS recency_days,
                count(DISTINCT order_id) AS frequency, coalesce(sum(amount), 0) AS monetary

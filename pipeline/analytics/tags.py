@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 
 from pipeline.analytics.calendar import Calendar
-from pipeline.analytics.persons import resolve
+from pipeline.analytics.persons import MAP, resolve
 from pipeline.analytics.rfm import rfm_params, rfm_sql
 from pipeline.analytics.segments import SegmentRules
 from pipeline.lake.durable import fsync_dir, fsync_file
@@ -45,15 +45,16 @@ def tags_sql(cal: Calendar, rules: SegmentRules) -> str:
         "WHERE event_name = 'pay_success' AND event_time < $t_end"
     )
     return f"""
-    WITH seen AS (SELECT * FROM ({resolve(seen)}) WHERE person_id IS NOT NULL),
+    WITH {MAP},
+    seen AS (SELECT * FROM ({resolve(seen, "map")}) WHERE person_id IS NOT NULL),
     per AS (
         SELECT person_id, min(first_seen) AS first_seen, max(last_seen) AS last_seen,
                min(first_p) AS first_p, bool_or(now) AS now, bool_or(before) AS before
         FROM seen GROUP BY person_id),
     paid AS (
         SELECT person_id, count(DISTINCT order_id) AS orders, sum(amount) AS gmv
-        FROM ({resolve(paid)}) GROUP BY person_id),
-    rfm AS ({rfm_sql(cal, rules)})
+        FROM ({resolve(paid, "map")}) GROUP BY person_id),
+    rfm AS ({rfm_sql(cal, rules, "map")})
     SELECT per.person_id,
            CASE WHEN now AND first_p = $cur THEN 'new'
                 WHEN now AND before THEN 'returning'
