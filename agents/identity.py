@@ -32,9 +32,19 @@ def register(app: faust.App, ctx: Context) -> Any:
     async def identity(stream: faust.StreamT) -> None:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
             applied: list[tuple[int, list[Link]]] = []
-            pending = []
+            pending: list[Any] = []
             for event in await admit(ordered, events):
                 m = event.message
+                try:
+                    tombstone = wire.decode_forget(m.value)
+                except (ValueError, TypeError):
+                    tombstone = None
+                if tombstone is not None:
+                    # Links so far first: the changelog keeps the writer's order.
+                    await _record(ctx, pending, applied)
+                    pending, applied = [], []
+                    await _forget(ctx, m, *tombstone)
+                    continue
                 try:
                     links = wire.decode_links(m.value)
                 except (ValueError, TypeError):
@@ -60,9 +70,35 @@ def register(app: faust.App, ctx: Context) -> Any:
                         pending.append(await ctx.topics.changes.send(value=value, partition=0))
                 if m.timestamp:
                     metrics.writer_lag.set(max(0.0, time.time() - m.timestamp))
-            for fut in pending:
-                await fut  # delivered before the changelog says these links are applied
-            for offset, links in applied:
-                await ctx.tables.identity.record(f"links:{offset}", links)
+            await _record(ctx, pending, applied)
 
     return identity
+
+
+async def _record(ctx: Context, pending: list[Any], applied: list[tuple[int, list[Link]]]) -> None:
+    for fut in pending:
+        await fut  # delivered before the changelog says these links are applied
+    for offset, links in applied:
+        await ctx.tables.identity.record(f"links:{offset}", links)
+
+
+async def _forget(ctx: Context, m: Any, kind: str, nodes: list[str]) -> None:
+    """A privacy tombstone (DESIGN 15): drop a deleted person's identifiers from the map
+    (every identifier of their persons, as this map knows them), or readmit them. Persons
+    recomputed because of it are sent like any change; then the changelog tells every
+    worker, with the identifiers expanded, so their maps do exactly the same."""
+    graph = ctx.domain.graph
+    if kind == "unforget":
+        graph.unforget(nodes)
+        await ctx.tables.identity.record_forget(f"unforget:{m.offset}", kind, nodes)
+        return
+    gone = sorted(graph.person_nodes(nodes) | set(nodes))
+    changes = graph.forget(gone)
+    if changes.identities or changes.merges:
+        message = wire.IdentityChanges(
+            m.partition, m.offset, int(time.time() * 1000), changes.identities, changes.merges
+        )
+        for value in message.encode_all():
+            await (await ctx.topics.changes.send(value=value, partition=0))
+    ctx.metrics.identities_forgotten.inc(changes.applied)
+    await ctx.tables.identity.record_forget(f"forget:{m.offset}", kind, gone)

@@ -175,6 +175,8 @@ class Sink:
                 self.fenced.add(partition)
                 return
             tokens.extend(got)
+            if result.purged:
+                metrics.privacy_purged.labels(table).inc(result.purged)
             if result.files:
                 metrics.lake_files.labels(table).inc(result.files)
                 metrics.lake_bytes.labels(table).inc(result.bytes)

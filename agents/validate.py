@@ -65,6 +65,7 @@ class Validate:
             domain.seen,
             TOPIC_RAW,
             max_payload_bytes=ctx.settings.dlq_max_payload_bytes,
+            suppression=domain.privacy,
         )
         self.input = OrderedInput(app, AGENT_VALIDATE, ctx.metrics, ctx.start_offsets)
         self.optional = optional_properties(domain.plan)
@@ -76,6 +77,9 @@ class Validate:
                 self.metrics.property_missing.labels(name, prop)
 
     async def process(self, events: Take) -> None:
+        # Fetched before this point: read every privacy request recorded until now first,
+        # so an event produced after a privacy command returned is judged with it.
+        await self.ctx.privacy.sync()
         self.metrics.messages_received.labels(TOPIC_RAW).inc(len(events))
         by_partition: dict[int, list[RawMessage]] = defaultdict(list)
         for m in (e.message for e in await admit(self.input, events)):
@@ -160,6 +164,8 @@ class Validate:
             metrics.duplicates.inc(result.duplicates)
         if result.consent_dropped:
             metrics.consent_dropped.inc(result.consent_dropped)
+        if result.suppressed:
+            metrics.privacy_suppressed.inc(result.suppressed)
         for code, n in result.rejected.items():
             metrics.dlq.labels(code).inc(n)
         for event_name, n in result.rejected_by_event.items():
@@ -189,6 +195,7 @@ def _merge(a: Outputs, b: Outputs) -> Outputs:
         received=ra.received + rb.received,
         duplicates=ra.duplicates + rb.duplicates,
         consent_dropped=ra.consent_dropped + rb.consent_dropped,
+        suppressed=ra.suppressed + rb.suppressed,
         rejected=ra.rejected + rb.rejected,
         rejected_by_event=ra.rejected_by_event + rb.rejected_by_event,
         unknown_properties=ra.unknown_properties + rb.unknown_properties,

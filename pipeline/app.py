@@ -14,10 +14,12 @@ from typing import Any
 import faust
 
 from agents import aggregate, combine, detect, identity, sink, stitch, validate
-from pipeline.runtime import maintenance, rewind
+from pipeline.names import TOPIC_PRIVACY
+from pipeline.runtime import maintenance, privacy_tasks, rewind
 from pipeline.runtime.context import Context, Domain
 from pipeline.runtime.kafka_security import KafkaCluster
 from pipeline.runtime.observability import register_observability
+from pipeline.runtime.privacy import PrivacyFollower
 from pipeline.runtime.start_offsets import BrokerStartOffsets, close_on_shutdown
 from pipeline.runtime.telemetry import PipelineMetrics
 from pipeline.runtime.topology import (
@@ -36,6 +38,7 @@ Register = Callable[[faust.App, Context], Any]
 # full: the whole chain. ingest: validate and sink only (no person_id, no rollups).
 STAGES: dict[str, tuple[Register, ...]] = {
     "full": (
+        privacy_tasks.register,
         validate.register,
         stitch.register,
         identity.register,
@@ -44,7 +47,7 @@ STAGES: dict[str, tuple[Register, ...]] = {
         detect.register,
         sink.register,
     ),
-    "ingest": (validate.register, sink.register),
+    "ingest": (privacy_tasks.register, validate.register, sink.register),
 }
 
 
@@ -54,14 +57,18 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
     settings = settings.model_copy(update={"combine_partitions": combine})
     domain = Domain.build(settings, partitions)
     app = new_app(settings, partitions)
+    kafka, metrics = KafkaCluster.from_settings(settings), PipelineMetrics()
     ctx = Context(
         settings=settings,
         partitions=partitions,
         domain=domain,
         topics=declare_topics(app, settings, partitions),
         tables=declare_tables(app, settings, domain, partitions),
-        metrics=PipelineMetrics(),
-        start_offsets=BrokerStartOffsets(KafkaCluster.from_settings(settings), settings.app_id),
+        metrics=metrics,
+        start_offsets=BrokerStartOffsets(kafka, settings.app_id),
+        privacy=PrivacyFollower(
+            kafka, settings.topic(TOPIC_PRIVACY), domain.privacy, metrics, ensure_topics
+        ),
     )
     close_on_shutdown(app, ctx.start_offsets)
     rewind.install(app, ctx.start_offsets)

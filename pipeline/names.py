@@ -20,6 +20,9 @@ TOPIC_CHANGES: Final = "identity.changes"
 TOPIC_PARTIALS: Final = "metrics.partials"
 TOPIC_ROLLUPS: Final = "metrics.rollups"
 TOPIC_ALERTS: Final = "alerts"
+# Privacy requests (DESIGN 15): one partition, compacted (key = request id); every worker
+# reads all of it, and validate reads it to its end before each take.
+TOPIC_PRIVACY: Final = "privacy.requests"
 
 # Kafka header of events.raw messages the HTTP collector sends: the name of the source
 # (sources file) they came from; validate stores it in the events' and dead letters'
@@ -68,3 +71,8 @@ LAKE_PROFILE_CHANGES: Final = "profile_changes"
 LAKE_MEMBER_REJECTS: Final = "member_rejects"
 LAKE_MEMBER_IMPORTS: Final = "member_imports"
 LAKE_MEMBER_QUALITY: Final = "member_quality"  # per import run and field: nulls, values
+# One row per privacy request and state change (DESIGN 15); the view is ``audit``.
+LAKE_AUDIT: Final = "privacy_audit"
+VIEW_AUDIT: Final = "audit"
+# Privacy's own files under the lake (purge list, deletion journals, lock): not a table.
+LAKE_PRIVACY_DIR: Final = "_privacy"

@@ -207,6 +207,16 @@ class Settings(BaseSettings):
         description="Default time within which every member source must import successfully "
         "again (a mapping's sla_hours overrides it); TrackflowMemberImportOverdue fires after.",
     )
+    # Privacy (DESIGN 15, docs/privacy.md).
+    actor: str | None = Field(
+        None, description="Who makes privacy requests, for the audit (default: the OS user)."
+    )
+    privacy_resume_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often a worker looks for privacy deletions left unfinished (a "
+        "killed command) and finishes them.",
+    )
 
     @field_validator("broker")
     @classmethod

@@ -21,11 +21,25 @@ from tables.batchlog import KafkaClients
 PARTITION = 0
 
 
-def _links(raw: bytes | None) -> list[Link]:
-    if not raw:
-        return []
-    value = orjson.loads(raw)
-    return [(a, b, int(t)) for a, b, t in value["links"]]
+def _apply(graph: IdentityGraph, values: Iterable[Any]) -> None:
+    """Apply changelog values in order: link batches, and the privacy tombstones of
+    deleted (``forget``) or readmitted (``unforget``) identifiers between them."""
+    links: list[Link] = []
+    for value in values:
+        if not value:
+            continue
+        if "links" in value:
+            links.extend((a, b, int(t)) for a, b, t in value["links"])
+            continue
+        if links:
+            graph.add(links, emit=False)
+            links = []
+        if "forget" in value:
+            graph.forget(value["forget"], emit=False)
+        elif "unforget" in value:
+            graph.unforget(value["unforget"])
+    if links:
+        graph.add(links, emit=False)
 
 
 class IdentityTable(faust.GlobalTable):
@@ -35,13 +49,7 @@ class IdentityTable(faust.GlobalTable):
         self.graph = graph
 
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
-        links: list[Link] = []
-        for event in batch:
-            value: Any = event.value
-            if value:
-                links.extend((a, b, int(t)) for a, b, t in value["links"])
-        if links:
-            self.graph.add(links, emit=False)
+        _apply(self.graph, (event.value for event in batch))
 
     async def follow(self, kafka: KafkaClients, poll_ms: int = 200) -> None:
         """Apply every record of the changelog as it is written, from the beginning.
@@ -59,14 +67,21 @@ class IdentityTable(faust.GlobalTable):
             await consumer.seek_to_beginning(tp)
             while True:
                 batches = await consumer.getmany(timeout_ms=poll_ms, max_records=1000)
-                links: list[Link] = []
                 for records in batches.values():
-                    for record in records:
-                        links.extend(_links(record.value))
-                if links:
-                    self.graph.add(links, emit=False)
+                    _apply(self.graph, (orjson.loads(r.value) for r in records if r.value))
         finally:
             await consumer.stop()
+
+    async def record_forget(self, key: str, kind: str, nodes: list[str]) -> None:
+        """A privacy tombstone: ``kind`` "forget" (the identifiers removed, as the writer
+        expanded them) or "unforget"."""
+        await self.changelog_topic.send(
+            key=key,
+            value={kind: sorted(nodes)},
+            partition=PARTITION,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+        )
 
     async def record(self, key: str, links: list[Link]) -> None:
         """Straight to the producer, awaited before the input is acked (see

@@ -14,6 +14,7 @@ from pipeline.cli import (
     lake,
     members,
     metrics,
+    privacy,
     query,
     report,
     schema,
@@ -44,6 +45,7 @@ cli.add_typer(segments.app, name="segments")
 cli.add_typer(dlq.app, name="dlq")
 cli.add_typer(members.app, name="members")
 cli.add_typer(lake.app, name="lake")
+cli.add_typer(privacy.app, name="privacy")
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -111,7 +111,7 @@ def replay(
             Ledger(settings.lake_dir),
             kafka,
             settings.topic(TOPIC_RAW),
-            load_suppressions(con),
+            load_suppressions(con, _privacy_requests(settings, dry_run)),
         )
         report = job.run(filters, dry_run)
     except KafkaConfigError as exc:
@@ -124,6 +124,25 @@ def replay(
     _print(report.as_dict(), format)
     if report.failed or job.unsettled:
         raise typer.Exit(1)
+
+
+def _privacy_requests(settings: Any, dry_run: bool) -> list[Any]:
+    """Every privacy request (suppressed persons are never replayed); none when the topic
+    does not exist. A broker that cannot be read ends a replay (exit 1); a dry run goes
+    on with a warning (it sends nothing, but may count suppressed persons' letters)."""
+    from pipeline.names import TOPIC_LINKS, TOPIC_PRIVACY
+    from pipeline.privacy.kafka import BrokerUnavailable, RequestLog
+    from pipeline.runtime.kafka_security import KafkaCluster
+
+    topic = settings.topic(TOPIC_PRIVACY)
+    log = RequestLog(KafkaCluster.from_settings(settings), topic, settings.topic(TOPIC_LINKS))
+    try:
+        return log.read_all() if log.has_topic(topic) else []
+    except BrokerUnavailable as exc:
+        if not dry_run:
+            raise _fail("replay", f"cannot read the privacy requests: {exc}", 1) from None
+        typer.echo(f"trackflow dlq replay: privacy requests not read ({exc})", err=True)
+        return []
 
 
 def _print(report: dict[str, object], format: str) -> None:

@@ -63,6 +63,8 @@ class IdentityGraph:
         self.person: dict[Node, str] = {}
         self.persons: Counter[str] = Counter()  # person_id -> identifiers
         self.refused: set[Edge] = set()
+        # Identifiers of deleted persons (DESIGN 15): links touching them are ignored.
+        self.forgotten: set[Node] = set()
         self._cparent: dict[Node, Node] = {}
         self._cnodes: dict[Node, list[Node]] = {}
         self._cedges: dict[Node, list[Edge]] = {}
@@ -100,7 +102,10 @@ class IdentityGraph:
         dirty: set[Node] = set()
         touched: set[Node] = set()
         order = self.rules.order
+        forgotten = self.forgotten
         for a, b, t in links:
+            if forgotten and (a in forgotten or b in forgotten):
+                continue
             if a != b and order(b) < order(a):
                 a, b = b, a
             changed = False
@@ -135,6 +140,66 @@ class IdentityGraph:
             for n in sorted(touched):
                 changes.identities.append(self._identity_row(n))
         return changes
+
+    # -- deletion (DESIGN 15) ----------------------------------------------------------
+
+    def person_nodes(self, nodes: Iterable[Node]) -> set[Node]:
+        """``nodes`` the map knows, with every identifier of their persons."""
+        known = [n for n in nodes if n in self.seen]
+        pids = {self.person[n] for n in known}
+        out = set(known)
+        for root in {self._find(n) for n in known}:
+            out.update(m for m in self._cnodes[root] if self.person.get(m) in pids)
+        return out
+
+    def forget(self, nodes: Iterable[Node], emit: bool = True) -> Changes:
+        """Remove identifiers, their links and sightings, as if never seen; later links
+        touching them are ignored. Persons they shared a cluster with (through a refused
+        link) are recomputed: their changes are returned."""
+        given = set(nodes)
+        gone = {n for n in given if n in self.seen}
+        self.forgotten |= given
+        changes = Changes()
+        touched: set[Node] = set()
+        for root in {self._find(n) for n in gone}:
+            keep = self._drop_from_cluster(root, gone)
+            for new_root in {self._find(n) for n in keep}:
+                self._recompute(new_root, changes, touched, emit)
+        changes.applied = len(gone)
+        if emit:
+            for n in sorted(touched - gone):
+                changes.identities.append(self._identity_row(n))
+        return changes
+
+    def unforget(self, nodes: Iterable[Node]) -> None:
+        """Links touching ``nodes`` count again (a deleted person unsuppressed)."""
+        self.forgotten.difference_update(nodes)
+
+    def _drop_from_cluster(self, root: Node, gone: set[Node]) -> list[Node]:
+        """Take the cluster apart, drop ``gone`` and its links, re-union the rest."""
+        nodes = self._cnodes.pop(root)
+        edges = self._cedges.pop(root)
+        for n in nodes:
+            del self._cparent[n]
+        keep = [n for n in nodes if n not in gone]
+        for n in nodes:
+            if n in gone:
+                del self.seen[n]
+                pid = self.person.pop(n, None)
+                if pid is not None:
+                    self.persons[pid] -= 1
+                    if self.persons[pid] <= 0:
+                        del self.persons[pid]
+        for n in keep:
+            self._cparent[n], self._cnodes[n], self._cedges[n] = n, [n], []
+        for e in edges:
+            if e[0] in gone or e[1] in gone:
+                del self.edges[e]
+                self.refused.discard(e)
+                continue
+            r = self._union(self._find(e[0]), self._find(e[1]))
+            self._cedges[r].append(e)
+        return keep
 
     def _find(self, n: Node) -> Node:
         return _root(self._cparent, n)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -32,6 +32,17 @@ DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_DETAIL = 1000
 
 
+class Suppression(Protocol):
+    """Privacy suppression (pipeline/privacy/state.py): whose events are dropped."""
+
+    @property
+    def any(self) -> bool: ...
+
+    def suppressed(
+        self, user_id: str | None, anonymous_id: str | None, identities: Any
+    ) -> bool: ...
+
+
 @dataclass(slots=True)
 class RawMessage:
     offset: int
@@ -50,6 +61,7 @@ class IngestResult:
     received: int = 0
     duplicates: int = 0
     consent_dropped: int = 0
+    suppressed: int = 0  # events of suppressed persons, dropped (DESIGN 15)
     rejected: Counter[str] = field(default_factory=Counter)
     # By event name of the plan, or UNPLANNED_EVENT: bounded labels for DLQ share per event.
     rejected_by_event: Counter[str] = field(default_factory=Counter)
@@ -66,8 +78,10 @@ class Ingestor:
         seen: SeenIds,
         source_topic: str,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        suppression: Suppression | None = None,
     ) -> None:
         self.plan = plan
+        self.suppression = suppression
         self.max_payload_bytes = max_payload_bytes
         self.validator = validator
         self.hasher = hasher
@@ -169,6 +183,12 @@ class Ingestor:
         result: IngestResult,
     ) -> None:
         pos = position(msg.offset, item.index)
+        suppression = self.suppression
+        if suppression is not None and suppression.any and self._suppressed(item, outcome):
+            # Before storage and before the DLQ: nothing of the person is kept, not even
+            # in the dedup memory (an unsuppressed person's retry is then stored).
+            result.suppressed += 1
+            return
         if isinstance(outcome, Rejected):
             if fp is not None:
                 first = snapshot.first(fp)
@@ -202,6 +222,31 @@ class Ingestor:
         record["source_index"] = item.index
         record["source"] = msg.source
         result.valid.append(record)
+
+    def _suppressed(self, item: Item, outcome: Any) -> bool:
+        assert self.suppression is not None
+        if isinstance(outcome, dict):
+            return self.suppression.suppressed(
+                outcome.get("user_id"), outcome.get("anonymous_id"), outcome.get("identities")
+            )
+        if outcome is CONSENT_DROPPED or not isinstance(item.obj, dict):
+            return False
+        # A rejected event: its identifiers as far as they read, PII hashed as stored.
+        obj = item.obj
+        ids = obj.get("identities")
+        hashed = None
+        if isinstance(ids, dict):
+            hashed = {
+                k: self.hasher.hash_loose(k, v) if k in self._pii_keys else v
+                for k, v in ids.items()
+                if isinstance(k, str) and isinstance(v, str)
+            }
+        user_id, anon = obj.get("user_id"), obj.get("anonymous_id")
+        return self.suppression.suppressed(
+            user_id if isinstance(user_id, str) else None,
+            anon if isinstance(anon, str) else None,
+            hashed,
+        )
 
     @staticmethod
     def _content_key(item: Item, msg: RawMessage) -> str:

@@ -82,6 +82,24 @@ DLQ_REPLAY_SCHEMA = pa.schema(
     ]
 )
 
+# The privacy audit (pipeline/privacy/audit.py): one row per request and state change.
+# ``identifiers`` is a JSON list of "<type>:<HMAC>" (never a value the lake holds),
+# ``detail`` a JSON object (rows removed per table).
+AUDIT_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("action", pa.string()),
+        ("identifiers", pa.string()),
+        ("actor", pa.string()),
+        ("reason", pa.string()),
+        ("status", pa.string()),
+        ("rows_removed", pa.int64()),
+        ("at", TS),
+        ("requested_at", TS),
+        ("detail", pa.string()),
+    ]
+)
+
 _ARROW = {
     "string": pa.string(),
     "enum": pa.string(),

@@ -20,6 +20,7 @@ from pipeline.lake import profiles as member_views
 from pipeline.lake.rewrite import JOURNALS, NO_JOURNAL
 from pipeline.lake.schema import (
     ALERT_SCHEMA,
+    AUDIT_SCHEMA,
     DLQ_REPLAY_SCHEMA,
     DLQ_SCHEMA,
     EVENT_COLUMNS,
@@ -29,7 +30,7 @@ from pipeline.lake.schema import (
     ROLLUP_SCHEMA,
     arrow_type,
 )
-from pipeline.names import LAKE_DLQ_REPLAYS, LAKE_PERSON_TAGS
+from pipeline.names import LAKE_AUDIT, LAKE_DLQ_REPLAYS, LAKE_PERSON_TAGS, VIEW_AUDIT
 
 _DUCK_TYPES = {
     pa.string(): "VARCHAR",
@@ -163,8 +164,12 @@ def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
         'f.window_end, f.observed, f.expected, f.message, f."at", r.resolved_at, '
         "r.resolved_window_end, f.runbook_url FROM f LEFT JOIN r USING (alert_id)"
     )
+    audit_cols = [(f.name, _duck_type(f.type)) for f in AUDIT_SCHEMA]
+    # Privacy requests: one row per request and state change (DESIGN 15).
+    audit = f'SELECT * FROM ({_source(lake / LAKE_AUDIT, audit_cols, [])}) ORDER BY "at"'
     return {
         LAKE_PERSON_TAGS: _person_tags(lake),
+        VIEW_AUDIT: audit,
         "alerts": alerts,
         "rollups": rollups,
         "events": events,

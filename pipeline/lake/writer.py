@@ -37,7 +37,14 @@ from pipeline.contract.positions import INDEX_BITS, pack, unpack
 from pipeline.lake.durable import atomic_write_bytes, fsync_dir, fsync_file
 from pipeline.lake.fence import Fence, Fenced
 
-__all__ = ["Fenced", "TableWriter", "atomic_write_bytes", "file_name", "positions"]
+__all__ = [
+    "Fenced",
+    "TableWriter",
+    "atomic_write_bytes",
+    "file_name",
+    "parse_file_name",
+    "positions",
+]
 
 # A flush's rows -> (hive directory relative to the table root, rows of that directory).
 Splitter = Callable[[pa.Table], Iterable[tuple[str, pa.Table]]]
@@ -62,11 +69,27 @@ def file_name(topic: str, partition: int, first: int, last: int) -> str:
     return f"{topic}-p{partition}-{_pos_text(first)}-{_pos_text(last)}.parquet"
 
 
+def parse_file_name(name: str) -> tuple[str, int, int, int] | None:
+    """(source topic, partition, first, last position) of a lake file name, else None."""
+    m = _FILE.match(name)
+    if m is None:
+        return None
+    first = pack(int(m.group(3)), int(m.group(4)))
+    last = pack(int(m.group(5)), int(m.group(6)))
+    return m["topic"], int(m["part"]), first, last
+
+
+# Rows of a flush -> (rows to store, rows dropped): the privacy purge (pipeline/privacy/
+# purge.py), run under the partition's lock so it is ordered with a deletion's rewrite.
+Purge = Callable[[pa.Table], tuple[pa.Table, int]]
+
+
 @dataclass
 class FlushResult:
     files: int = 0
     bytes: int = 0
     rows: int = 0
+    purged: int = 0  # rows of deleted persons dropped before writing
 
 
 @dataclass
@@ -88,6 +111,7 @@ class TableWriter:
         self.checkpoints = lake_dir / "_checkpoints" / table
         self.splitter = splitter
         self.fence = Fence(self.checkpoints, table)
+        self.purge: Purge | None = None
         self._hw: dict[tuple[str, int], int] = {}
         self._buffers: dict[tuple[str, int], _Buffer] = {}
 
@@ -208,6 +232,8 @@ class TableWriter:
         name = file_name(topic, partition, buf.first, buf.last)
         staged: list[tuple[Path, Path]] = []
         rows = pa.concat_tables(buf.tables, promote_options="permissive")
+        if self.purge is not None:
+            rows, result.purged = self.purge(rows)
         for rel_dir, table in self.splitter(rows):
             directory = self.root / rel_dir
             directory.mkdir(parents=True, exist_ok=True)

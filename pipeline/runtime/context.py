@@ -28,6 +28,9 @@ from pipeline.members.identify import IdentifyProfiles
 from pipeline.metrics import routing
 from pipeline.metrics.combine import CombineState, CombineStates
 from pipeline.metrics.definitions import MetricDef, load_metrics
+from pipeline.privacy.purge import Purger
+from pipeline.privacy.state import PrivacyState
+from pipeline.runtime.privacy import PrivacyFollower
 from pipeline.runtime.start_offsets import StartOffsets
 from pipeline.runtime.telemetry import PipelineMetrics
 from pipeline.settings import Settings
@@ -54,6 +57,7 @@ class Domain:
     alert_rules: dict[str, AlertRule]
     lake: dict[str, TableWriter]  # lake table name -> writer
     identify: IdentifyProfiles  # identify traits -> member profile updates (DESIGN 14)
+    privacy: PrivacyState  # suppressed and deleted persons (privacy.requests)
 
     @classmethod
     def build(cls, settings: Settings, partitions: int) -> Domain:
@@ -88,6 +92,7 @@ class Domain:
             alert_rules=alert_rules,
             lake=lake_writers(settings.lake_dir, plan),
             identify=identify_profiles(settings, plan, hasher, rules),
+            privacy=PrivacyState(graph.person.get),
         )
 
 
@@ -111,7 +116,7 @@ def lake_writers(lake_dir: Path, plan: TrackingPlan) -> dict[str, TableWriter]:
     def by_day(table: str, column: str, partition: str) -> TableWriter:
         return TableWriter(lake_dir, table, split_by_day(column, partition))
 
-    return {
+    writers = {
         names.LAKE_EVENTS: TableWriter(lake_dir, names.LAKE_EVENTS, EventsSplitter(plan)),
         names.LAKE_DLQ: TableWriter(lake_dir, names.LAKE_DLQ, split_dlq),
         names.LAKE_IDENTITIES: by_day(names.LAKE_IDENTITIES, "updated_at", "updated_date"),
@@ -123,6 +128,12 @@ def lake_writers(lake_dir: Path, plan: TrackingPlan) -> dict[str, TableWriter]:
         ),
         names.LAKE_MEMBER_REJECTS: by_day(names.LAKE_MEMBER_REJECTS, "at", "rejected_date"),
     }
+    # Rows of deleted persons still on their way are dropped at the flush (DESIGN 15).
+    purger = Purger(lake_dir)
+    for name, writer in writers.items():
+        if name not in (names.LAKE_ROLLUPS, names.LAKE_ALERTS):
+            writer.purge = purger
+    return writers
 
 
 @dataclass
@@ -159,3 +170,4 @@ class Context:
     tables: Tables
     metrics: PipelineMetrics
     start_offsets: StartOffsets  # where each input partition starts after an assignment
+    privacy: PrivacyFollower  # this worker's copy of privacy.requests, and the barrier

@@ -20,11 +20,16 @@ log = logging.getLogger(__name__)
 
 
 def ensure_topic(
-    kafka: KafkaCluster | str, name: str, partitions: int, timeout: float = 15.0
+    kafka: KafkaCluster | str,
+    name: str,
+    partitions: int,
+    timeout: float = 15.0,
+    config: dict[str, str] | None = None,
 ) -> int:
     """Create ``name`` if missing; return its actual partition count.
 
-    ``kafka`` is the cluster, or a bootstrap string for a plaintext one (replication 1).
+    ``kafka`` is the cluster, or a bootstrap string for a plaintext one (replication 1);
+    ``config`` adds topic settings (e.g. ``cleanup.policy``) to the cluster's.
     """
     target = cluster(kafka)
     admin = AdminClient(target.confluent())
@@ -38,7 +43,7 @@ def ensure_topic(
                 name,
                 num_partitions=partitions,
                 replication_factor=target.replication_factor,
-                config=target.topic_config(),
+                config={**target.topic_config(), **(config or {})},
             )
         ],
         operation_timeout=timeout,

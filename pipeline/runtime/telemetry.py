@@ -57,6 +57,7 @@ class PipelineMetrics:
         self._declare_identity(r)
         self._declare_rollups_and_alerts(r)
         self._declare_data_quality(r)
+        self._declare_privacy(r)
         self._drift_seen: set[tuple[str, str]] = set()
 
     def _declare_build(self, r: CollectorRegistry) -> None:
@@ -329,6 +330,51 @@ class PipelineMetrics:
             ["topic"],
             registry=r,
         )
+
+    def _declare_privacy(self, r: CollectorRegistry) -> None:
+        """Privacy (DESIGN 15): suppressed events, purged rows, requests, the barrier."""
+        self.privacy_suppressed = Counter(
+            "trackflow_privacy_suppressed_events_total",
+            "Events of suppressed persons dropped before storage (never dead-lettered).",
+            registry=r,
+        )
+        self.privacy_purged = Counter(
+            "trackflow_privacy_purged_rows_total",
+            "Rows of deleted persons the lake writers dropped before writing.",
+            ["table"],
+            registry=r,
+        )
+        self.identities_forgotten = Counter(
+            "trackflow_identity_forgotten_total",
+            "Identifiers of deleted persons removed from the identity map by the writer.",
+            registry=r,
+        )
+        self.privacy_requests = Gauge(
+            "trackflow_privacy_requests",
+            "Privacy requests by action and status, as this worker has read them.",
+            ["action", "status"],
+            registry=r,
+        )
+        self.privacy_oldest_pending = Gauge(
+            "trackflow_privacy_oldest_pending_age_seconds",
+            "Age of the oldest privacy request not done (0 when none).",
+            registry=r,
+        )
+        self.privacy_sync = Histogram(
+            "trackflow_privacy_sync_seconds",
+            "Time validate spends per take making sure it read privacy.requests to its end.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
+            registry=r,
+        )
+        self.privacy_deletions = Counter(
+            "trackflow_privacy_deletions_total",
+            "Unfinished privacy deletions this worker ran, by outcome (done, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("done", "failed"):
+            self.privacy_deletions.labels(outcome)
+        self.privacy_oldest_pending.set(0)
 
     def count_unknown_property(self, event_name: str, prop: str) -> None:
         # Label values are bounded and never carry a value sent in the wrong place: a

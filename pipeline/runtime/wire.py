@@ -112,6 +112,18 @@ def encode_links(links: list[Link], max_bytes: int = MAX_BATCH_BYTES) -> list[by
     )
 
 
+def decode_forget(value: bytes | None) -> tuple[str, list[str]] | None:
+    """A privacy tombstone on identity.links (pipeline/privacy/kafka.py): ("forget" or
+    "unforget", identifiers); None for a link message."""
+    if not value or value[:1] != b"{":
+        return None
+    obj = orjson.loads(value)
+    for kind in ("forget", "unforget"):
+        if isinstance(obj.get(kind), list):
+            return kind, [str(n) for n in obj[kind]]
+    raise ValueError("an identity.links object that is not a privacy tombstone")
+
+
 def decode_links(value: bytes | None) -> list[Link]:
     """Raises ValueError or TypeError on a message that is not a list of links."""
     return [(str(a), str(b), int(t)) for a, b, t in orjson.loads(value or b"")]

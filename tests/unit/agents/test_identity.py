@@ -57,3 +57,53 @@ def test_replaying_the_changelog_rebuilds_the_same_map(tmp_path: Path) -> None:
     assert ctx.domain.graph.person == writer.person
     assert ctx.domain.graph.refused == writer.refused
     assert ctx.domain.graph.lookup("anonymous_id:d1") == ctx.domain.rules.person_id("user_id:a")
+
+
+def test_a_privacy_tombstone_removes_the_person_from_the_writer_and_every_replica(
+    tmp_path: Path,
+) -> None:
+    """The writer expands a forget to the person's identifiers, publishes what changed for
+    others, and logs the expanded list; a replica replaying links then the forget, in one
+    batch or twice over, ends with the writer's map."""
+    import asyncio
+
+    import orjson
+
+    import agents.identity
+
+    _app, ctx = make(tmp_path)
+    graph = ctx.domain.graph
+    links = [("user_id:a", "anonymous_id:d1", 1), ("user_id:a", "openid:o", 2)]
+    links += [("user_id:b", "anonymous_id:d2", 3), ("user_id:b", "openid:o", 4)]  # refused
+    graph.add(links)
+    logged: list[tuple[str, str, list[str]]] = []
+    sent: list[bytes] = []
+
+    async def record_forget(key: str, kind: str, nodes: list[str]) -> None:
+        logged.append((key, kind, nodes))
+
+    async def send(value: bytes, partition: int) -> Any:
+        sent.append(value)
+        fut: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    ctx.tables.identity.record_forget = record_forget  # type: ignore[method-assign]
+    ctx.topics.changes.send = send
+    tombstone = orjson.dumps({"forget": ["anonymous_id:d1"], "request": "r1"})
+    message = SimpleNamespace(partition=0, offset=7, value=tombstone)
+    asyncio.run(agents.identity._forget(ctx, message, "forget", ["anonymous_id:d1"]))
+    assert logged == [
+        ("forget:7", "forget", ["anonymous_id:d1", "openid:o", "user_id:a"]),
+    ]
+    assert set(graph.person) == {"user_id:b", "anonymous_id:d2"}
+    assert not graph.add([("user_id:a", "anonymous_id:d9", 5)])  # ignored from now on
+
+    _app2, replica_ctx = make(tmp_path / "replica")
+    replica = replica_ctx.tables.identity
+    links_record = record([list(x) for x in links])
+    forget_record = SimpleNamespace(value={"forget": logged[0][2]})
+    replica.apply_changelog_batch([links_record, forget_record])
+    replica.apply_changelog_batch([links_record, forget_record])  # recovery and follower
+    assert replica_ctx.domain.graph.person == graph.person
+    assert replica_ctx.domain.graph.edges == graph.edges

@@ -70,6 +70,13 @@ EXPECTED: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "compacted_files": ("trackflow_lake_compacted_files", "counter", ("table",)),
     "partition_files_max": ("trackflow_lake_partition_files_max", "gauge", ("table",)),
     "table_files": ("trackflow_lake_table_files", "gauge", ("table",)),
+    "privacy_suppressed": ("trackflow_privacy_suppressed_events", "counter", ()),
+    "privacy_purged": ("trackflow_privacy_purged_rows", "counter", ("table",)),
+    "identities_forgotten": ("trackflow_identity_forgotten", "counter", ()),
+    "privacy_requests": ("trackflow_privacy_requests", "gauge", ("action", "status")),
+    "privacy_oldest_pending": ("trackflow_privacy_oldest_pending_age_seconds", "gauge", ()),
+    "privacy_sync": ("trackflow_privacy_sync_seconds", "histogram", ()),
+    "privacy_deletions": ("trackflow_privacy_deletions", "counter", ("outcome",)),
 }
 
 
