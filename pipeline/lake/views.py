@@ -95,6 +95,12 @@ def _person_tags(lake: Path) -> str:
     return f"SELECT * FROM ({_source(lake / LAKE_PERSON_TAGS, tag_cols, [])})"
 
 
+def _audit(lake: Path) -> str:
+    """Privacy requests: one row per request and state change (DESIGN 15)."""
+    cols = [(f.name, _duck_type(f.type)) for f in AUDIT_SCHEMA]
+    return f'SELECT * FROM ({_source(lake / LAKE_AUDIT, cols, [])}) ORDER BY "at"'
+
+
 def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
     event_cols = [(n, _duck_type(t)) for n, t in EVENT_COLUMNS]
     props = [(s.name, _duck_type(arrow_type(s))) for s in plan.property_columns().values()]
@@ -164,12 +170,8 @@ def view_sql(lake: Path, plan: TrackingPlan) -> dict[str, str]:
         'f.window_end, f.observed, f.expected, f.message, f."at", r.resolved_at, '
         "r.resolved_window_end, f.runbook_url FROM f LEFT JOIN r USING (alert_id)"
     )
-    audit_cols = [(f.name, _duck_type(f.type)) for f in AUDIT_SCHEMA]
-    # Privacy requests: one row per request and state change (DESIGN 15).
-    audit = f'SELECT * FROM ({_source(lake / LAKE_AUDIT, audit_cols, [])}) ORDER BY "at"'
     return {
         LAKE_PERSON_TAGS: _person_tags(lake),
-        VIEW_AUDIT: audit,
         "alerts": alerts,
         "rollups": rollups,
         "events": events,
@@ -193,7 +195,8 @@ def connect(data_dir: Path, plan: TrackingPlan | None = None) -> duckdb.DuckDBPy
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     lake, plan = Path(data_dir) / "lake", plan or load_plan()
-    for name, sql in {**view_sql(lake, plan), **_member_views(lake, plan)}.items():
+    views = {**view_sql(lake, plan), **_member_views(lake, plan), VIEW_AUDIT: _audit(lake)}
+    for name, sql in views.items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
     return con
 

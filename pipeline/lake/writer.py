@@ -37,14 +37,7 @@ from pipeline.contract.positions import INDEX_BITS, pack, unpack
 from pipeline.lake.durable import atomic_write_bytes, fsync_dir, fsync_file
 from pipeline.lake.fence import Fence, Fenced
 
-__all__ = [
-    "Fenced",
-    "TableWriter",
-    "atomic_write_bytes",
-    "file_name",
-    "parse_file_name",
-    "positions",
-]
+__all__ = ["Fenced", "TableWriter", "atomic_write_bytes", "file_name", "positions"]
 
 # A flush's rows -> (hive directory relative to the table root, rows of that directory).
 Splitter = Callable[[pa.Table], Iterable[tuple[str, pa.Table]]]
@@ -67,16 +60,6 @@ def _pos_text(pos: int) -> str:
 def file_name(topic: str, partition: int, first: int, last: int) -> str:
     """Name of a file holding positions ``first`` .. ``last`` (packed ints)."""
     return f"{topic}-p{partition}-{_pos_text(first)}-{_pos_text(last)}.parquet"
-
-
-def parse_file_name(name: str) -> tuple[str, int, int, int] | None:
-    """(source topic, partition, first, last position) of a lake file name, else None."""
-    m = _FILE.match(name)
-    if m is None:
-        return None
-    first = pack(int(m.group(3)), int(m.group(4)))
-    last = pack(int(m.group(5)), int(m.group(6)))
-    return m["topic"], int(m["part"]), first, last
 
 
 # Rows of a flush -> (rows to store, rows dropped): the privacy purge (pipeline/privacy/

@@ -35,7 +35,16 @@ import duckdb
 import orjson
 
 from pipeline.identity.rules import IdentityRules
-from pipeline.names import LAKE_DLQ, LAKE_EVENTS, LAKE_IDENTITIES, LAKE_MERGES, LAKE_PRIVACY_DIR
+from pipeline.names import (
+    LAKE_DLQ,
+    LAKE_EVENTS,
+    LAKE_IDENTITIES,
+    LAKE_MEMBER_REJECTS,
+    LAKE_MERGES,
+    LAKE_PERSON_TAGS,
+    LAKE_PRIVACY_DIR,
+    LAKE_PROFILE_CHANGES,
+)
 from pipeline.privacy import purge
 from pipeline.privacy.audit import write_audit
 from pipeline.privacy.matching import MatchSet
@@ -43,15 +52,17 @@ from pipeline.privacy.requests import DONE, RUNNING, Request
 from pipeline.privacy.resolve import Person, expand
 from pipeline.privacy.rewrite import remove_rows
 
-# DESIGN 15's list; the member tables (issue 17) are handled by their columns once they exist.
+# DESIGN 15's list (``profile_changes`` holds every profile update: the ``profiles`` and
+# ``profile_changes`` views read it), and ``person_tags`` (one row per person). Each is
+# matched by its columns (matching.py).
 TABLES = (
     LAKE_EVENTS,
     LAKE_DLQ,
     LAKE_IDENTITIES,
     LAKE_MERGES,
-    "profiles",
-    "profile_changes",
-    "member_rejects",
+    LAKE_PROFILE_CHANGES,
+    LAKE_MEMBER_REJECTS,
+    LAKE_PERSON_TAGS,
 )
 LOCK = "deletion.lock"
 MAX_ROUNDS = 5

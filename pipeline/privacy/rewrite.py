@@ -1,17 +1,14 @@
 """Remove rows from one lake file, crash-safely and under the partition's fence.
 
-The file keeps its name: a lake file is named by the source positions it holds and the
-writer's checkpoint says which names are committed, so a file with fewer rows under the
-same name keeps every exactly-once rule true (a replay still skips those positions). The
-new content is written to a hidden temporary file, synced, and renamed over the old one
-(a file left with no rows is unlinked); the directory is synced. A kill at any moment
-leaves the old file or the new one, never a half; a leftover temporary file is ignored
-by readers and removed by the writer's next claim or by the next rewrite.
+A file the lake writer named (``<topic>-p<N>-<first>-<last>.parquet``) is rewritten with
+the lake's own primitive, ``pipeline.lake.rewrite.replace_files``: under its name (the
+positions it names stay valid, so a replay still skips them), holding the partition's
+fence lock (the live writer's flushes wait, its epoch is untouched), staged, journaled and
+renamed, so a kill leaves the old file or the new one and the views never show both. A
+file left without rows is removed the same way.
 
-Files a ``TableWriter`` named (``<topic>-p<N>-<first>-<last>.parquet``) are rewritten
-holding that partition's fence lock, so a live writer never flushes the partition
-meanwhile. Kept behind this one function so the lake's own rewrite primitive can replace
-it.
+Other files (a table rebuilt whole, like ``person_tags``) are replaced by a synced
+temporary file renamed over them (or unlinked when empty): old or new, never half.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ import pyarrow.parquet as pq
 
 from pipeline.lake.durable import fsync_dir, fsync_file
 from pipeline.lake.fence import Fence
-from pipeline.lake.writer import parse_file_name
+from pipeline.lake.rewrite import Stale, replace_files, source_of
 
 Mask = Callable[[pa.Table], pa.Array]  # rows -> True for the rows to remove
 # Called with (rows before, rows after) once the change is decided and before it is
@@ -42,41 +39,54 @@ def remove_rows(
     lake_dir: Path, table: str, path: Path, mask: Mask, intent: Intent | None = None
 ) -> int:
     """Remove the rows ``mask`` selects from ``path``; returns how many were removed."""
-    parsed = parse_file_name(path.name)
-    if parsed is None:
-        return _rewrite(path, mask, intent)
-    with fence_for(lake_dir, table).exclusive((parsed[0], parsed[1])):
-        return _rewrite(path, mask, intent)
-
-
-def _rewrite(path: Path, mask: Mask, intent: Intent | None) -> int:
     try:
-        source = pq.ParquetFile(path)
-        rows = source.read()
+        source_of(path)
+    except ValueError:
+        return _replace_plain(path, mask, intent)
+    with fence_for(lake_dir, table).exclusive(source_of(path)):
+        decided = _decide(path, mask)  # read under the lock: no flush or rewrite meanwhile
+    if decided is None:
+        return 0
+    rows, kept, removed = decided
+    if intent is not None:
+        intent(rows, kept.num_rows)
+    try:
+        replace_files(lake_dir, [path], [(path, kept)])
+    except Stale:
+        # Compacted or removed meanwhile: nothing changed here (the journal says so);
+        # the deletion's next round finds the rows in their new file.
+        if intent is not None:
+            intent(rows, rows)
+        return 0
+    return removed
+
+
+def _decide(path: Path, mask: Mask) -> tuple[int, pa.Table, int] | None:
+    try:
+        rows = pq.ParquetFile(path).read()
     except FileNotFoundError:
-        return 0  # gone meanwhile (compacted, or emptied by an earlier run)
+        return None  # gone meanwhile (compacted, retention, an earlier run)
     drop = mask(rows)
     removed = int(pc.sum(drop).as_py() or 0)
     if not removed:
+        return None
+    return rows.num_rows, rows.filter(pc.invert(drop)), removed
+
+
+def _replace_plain(path: Path, mask: Mask, intent: Intent | None) -> int:
+    decided = _decide(path, mask)
+    if decided is None:
         return 0
-    kept = rows.filter(pc.invert(drop))
+    rows, kept, removed = decided
     if intent is not None:
-        intent(rows.num_rows, kept.num_rows)
+        intent(rows, kept.num_rows)
     directory = path.parent
     if kept.num_rows == 0:
         path.unlink(missing_ok=True)
     else:
         tmp = directory / f".{path.name}.tmp"
-        compression = _compression(source)
-        pq.write_table(kept, tmp, compression=compression)
+        pq.write_table(kept, tmp, compression="zstd")
         fsync_file(tmp)
         os.replace(tmp, path)
     fsync_dir(directory)
     return removed
-
-
-def _compression(source: pq.ParquetFile) -> str:
-    meta = source.metadata
-    if meta.num_row_groups and meta.num_columns:
-        return str(meta.row_group(0).column(0).compression).lower()
-    return "zstd"
