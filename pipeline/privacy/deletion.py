@@ -35,6 +35,7 @@ import duckdb
 import orjson
 
 from pipeline.identity.rules import IdentityRules
+from pipeline.lake.rewrite import recover
 from pipeline.names import (
     LAKE_DLQ,
     LAKE_EVENTS,
@@ -178,6 +179,7 @@ class Deleter:
     def run(self, request: Request) -> Request:
         """Carry one delete request to ``done``; call under ``exclusive``."""
         request = self.record(request.with_status(RUNNING, self.now()))
+        recover(self.lake_dir)  # roll forward file rewrites a kill interrupted
         person = Person(set(request.identifiers), set(request.person_ids))
         journal = Journal(self.lake_dir, request.request_id)
         forgotten: set[str] = set()

@@ -14,6 +14,7 @@ nothing while nobody is suppressed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -21,6 +22,10 @@ from typing import Any
 from pipeline.privacy.requests import DELETE, DONE, UNSUPPRESS, Request
 
 Lookup = Callable[[str], str | None]  # identifier node -> person id in the identity map
+# Persons' ids are re-read from the map at most this often (a request's own identifiers
+# and ids count at once): a link is seconds old when it reaches the map anyway, and
+# re-reading 10,000 persons' ids costs ~5 ms (bench/privacy_delete.py).
+REFRESH_SECONDS = 1.0
 
 
 def _no_lookup(node: str) -> str | None:
@@ -34,8 +39,9 @@ class PrivacyState:
         self.active: dict[str, Request] = {}  # suppress and delete requests in force
         self.nodes: frozenset[str] = frozenset()  # identifiers of suppressed persons
         self.recorded_pids: frozenset[str] = frozenset()
-        self.pids: frozenset[str] = frozenset()  # their person ids, refreshed per take
+        self.pids: frozenset[str] = frozenset()  # their person ids (maybe_refresh)
         self.position = 0  # next offset of privacy.requests to read
+        self._refreshed = 0.0
 
     # -- applying records ------------------------------------------------------------
 
@@ -65,8 +71,15 @@ class PrivacyState:
         self.recorded_pids = frozenset(p for r in active.values() for p in r.person_ids)
         self.refresh()
 
-    def refresh(self) -> None:
+    def maybe_refresh(self, now: float | None = None) -> None:
+        """``refresh`` if the last one is over ``REFRESH_SECONDS`` old (once per take)."""
+        now = time.monotonic() if now is None else now
+        if self.nodes and now - self._refreshed >= REFRESH_SECONDS:
+            self.refresh(now)
+
+    def refresh(self, now: float | None = None) -> None:
         """Re-read the suppressed persons' ids from the identity map (merges move them)."""
+        self._refreshed = time.monotonic() if now is None else now
         if not self.nodes:
             self.pids = frozenset()
             return

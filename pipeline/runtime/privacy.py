@@ -46,6 +46,7 @@ class PrivacyFollower:
         self.state = state
         self.metrics = metrics
         self._consumer: Any = None
+        self._ends: Any = None  # a second client: a fetch waiting on the first delays it
         self._tp: Any = None
         self._started = asyncio.Event()
         self._tick = asyncio.Event()
@@ -58,12 +59,16 @@ class PrivacyFollower:
         consumer = AIOKafkaConsumer(
             **self.kafka.aiokafka(), enable_auto_commit=False, group_id=None
         )
+        # ListOffsets on the follower's own connection would queue behind its fetch, which
+        # the broker holds up to fetch.max.wait (500 ms) while there is nothing new.
+        ends = AIOKafkaConsumer(**self.kafka.aiokafka(), enable_auto_commit=False, group_id=None)
         await consumer.start()
+        await ends.start()
         try:
             tp = TopicPartition(self.topic, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
-            self._consumer, self._tp = consumer, tp
+            self._consumer, self._ends, self._tp = consumer, ends, tp
             self._started.set()
             while True:
                 batches = await consumer.getmany(tp, timeout_ms=poll_ms, max_records=1000)
@@ -73,8 +78,9 @@ class PrivacyFollower:
                 tick, self._tick = self._tick, asyncio.Event()
                 tick.set()
         finally:
-            self._consumer = None
+            self._consumer = self._ends = None
             await consumer.stop()
+            await ends.stop()
 
     def _apply(self, records: list[Any]) -> None:
         requests = []
@@ -98,14 +104,13 @@ class PrivacyFollower:
     async def sync(self) -> None:
         """Return once every request recorded before this call is applied here."""
         if not self.barrier:
-            self.state.refresh()
+            self.state.maybe_refresh()
             return
         started = time.perf_counter()
         await self._started.wait()
         while True:
             try:
-                ends = await self._consumer.end_offsets([self._tp])
-                end = int(ends[self._tp])
+                end = int((await self._ends.end_offsets([self._tp]))[self._tp])
                 break
             except Exception as exc:  # the broker cannot say now: no event goes unjudged
                 log.warning("privacy: end offset of %s unavailable (%s); retrying", self.topic, exc)
@@ -116,5 +121,5 @@ class PrivacyFollower:
                 await asyncio.wait_for(tick.wait(), RETRY_SECONDS)
             except TimeoutError:
                 continue
-        self.state.refresh()
+        self.state.maybe_refresh()
         self.metrics.privacy_sync.observe(time.perf_counter() - started)

@@ -172,3 +172,65 @@ def _metrics_agree(workers: list[Worker]) -> None:
         assert metrics['trackflow_privacy_requests{action="suppress",status="done"}'] == 1
         assert metrics["trackflow_privacy_oldest_pending_age_seconds"] == 0
         assert metrics["trackflow_privacy_sync_seconds_count"] > 0
+
+
+def test_a_deletion_killed_mid_way_leaves_whole_files_and_a_worker_finishes_it(
+    deployment: Deployment,
+) -> None:
+    """SIGKILL of ``trackflow privacy delete`` between two file rewrites (the third file
+    staged and journaled, not renamed): every file old or new, each row once in the views;
+    the request stays running and a worker finishes it with the full count."""
+    import signal
+    import subprocess
+
+    import pyarrow.parquet as pq
+
+    from tests.support import BIN
+    from tests.unit.privacy.lake import person_events, write_events, write_identities
+
+    dep = deployment
+    lake = dep.data_dir / "lake"
+    pid_k = "p_k"
+    for f in range(6):  # six flushes: six files, each with the person's and others' rows
+        rows = person_events(f * 10, 3, user_id="mem-k", anonymous_id="dev-k", person_id=pid_k)
+        rows += person_events(f * 10 + 3, 2, anonymous_id="dev-other", person_id="p_o")
+        write_events(lake, rows)
+    write_identities(lake, [("user_id:mem-k", pid_k), ("anonymous_id:dev-k", pid_k)], 0)
+    files = sorted((lake / "events").rglob("*.parquet"))
+    assert len(files) == 6
+
+    env = {**dep.env, "TRACKFLOW_TEST_PAUSE_AT": "journal:3"}
+    proc = subprocess.Popen(
+        [str(BIN), "privacy", "delete", "--user-id", "mem-k"],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    while line and b"paused at journal" not in line:
+        line = proc.stderr.readline()
+    assert b"paused at journal" in line
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+    assert dep.count("events", "anonymous_id = 'dev-other'") == 12  # each other row once
+    left = dep.count("events", "user_id = 'mem-k'")
+    assert left == 18 - 2 * 3  # two files rewritten, the third not yet renamed
+    for path in files:  # old or new, never half
+        users = set(pq.read_table(path, columns=["user_id"]).column("user_id").to_pylist())
+        assert users in ({None, "mem-k"}, {None})
+    [request] = privacy(dep, "status")
+    assert request["status"] == "running"
+
+    dep.env["TRACKFLOW_PRIVACY_RESUME_SECONDS"] = "1"
+    dep.start_worker()
+    wait_for(lambda: privacy(dep, "status")[0]["status"] == "done", timeout=90)
+    [request] = privacy(dep, "status")
+    assert request["rows_removed"] == 18 + 2
+    assert request["removed_by_table"] == {"events": 18, "identities": 2}
+    assert dep.count("events", "user_id = 'mem-k' OR anonymous_id = 'dev-k'") == 0
+    assert dep.count("events") == 12
+    assert not list(lake.rglob(".*.rewrite"))
+    statuses = [r["status"] for r in dep.query("SELECT status FROM audit")]
+    assert statuses == ["pending", "running", "running", "done"]

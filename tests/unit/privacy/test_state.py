@@ -116,3 +116,16 @@ def test_unfinished_deletions_and_the_oldest_pending_request() -> None:
     assert state.suppressed("u2", None, None)  # a delete suppresses too
     assert state.by_status()[(DELETE, PENDING)] == 1
     assert [r.request_id for r in state.person_requests({"user_id:u3"})] == ["c"]
+
+
+def test_person_ids_are_re_read_at_most_once_a_second_and_at_once_on_a_request() -> None:
+    person = {"anonymous_id:d1": "p_1"}
+    state = PrivacyState(person.get)
+    state.apply([req("r1", SUPPRESS, "anonymous_id:d1", seq=0)])  # applied: read at once
+    assert state.pids == {"p_1"}
+    person["anonymous_id:d1"] = "p_2"  # a merge moved the device
+    now = state._refreshed
+    state.maybe_refresh(now + 0.5)
+    assert state.pids == {"p_1"}
+    state.maybe_refresh(now + 1.0)
+    assert state.pids == {"p_2"}
