@@ -1,7 +1,8 @@
 """Remove rows from one lake file, crash-safely and under the partition's fence.
 
 A file the lake writer named (``<topic>-p<N>-<first>-<last>.parquet``) is rewritten with
-the lake's own primitive, ``pipeline.lake.rewrite.replace_files``: under its name (the
+the lake's own primitive, ``pipeline.lake.rewrite.replace_files``, which reads and filters
+it under the partition's lock after any earlier rewrite: under its name (the
 positions it names stay valid, so a replay still skips them), holding the partition's
 fence lock (the live writer's flushes wait, its epoch is untouched), staged, journaled and
 renamed, so a kill leaves the old file or the new one and the views never show both. A
@@ -35,6 +36,10 @@ def fence_for(lake_dir: Path, table: str) -> Fence:
     return Fence(lake_dir / "_checkpoints" / table, table)
 
 
+class _Unchanged(Exception):
+    """Raised from inside the rewrite when the file holds no matching row: nothing staged."""
+
+
 def remove_rows(
     lake_dir: Path, table: str, path: Path, mask: Mask, intent: Intent | None = None
 ) -> int:
@@ -43,21 +48,24 @@ def remove_rows(
         source_of(path)
     except ValueError:
         return _replace_plain(path, mask, intent)
-    with fence_for(lake_dir, table).exclusive(source_of(path)):
-        decided = _decide(path, mask)  # read under the lock: no flush or rewrite meanwhile
-    if decided is None:
-        return 0
-    rows, kept, removed = decided
-    if intent is not None:
-        intent(rows, kept.num_rows)
-    try:
-        replace_files(lake_dir, [path], [(path, kept)])
-    except Stale:
-        # Compacted or removed meanwhile: nothing changed here (the journal says so);
-        # the deletion's next round finds the rows in their new file.
+    removed = 0
+
+    def new() -> list[tuple[Path, pa.Table]]:
+        # Called by replace_files under the partition's lock, after any earlier rewrite:
+        # the rows read here are the current ones (a compaction cannot bring them back).
+        nonlocal removed
+        decided = _decide(path, mask)
+        if decided is None:
+            raise _Unchanged
+        rows, kept, removed = decided
         if intent is not None:
-            intent(rows, rows)
-        return 0
+            intent(rows, kept.num_rows)
+        return [(path, kept)] if kept.num_rows else []
+
+    try:
+        replace_files(lake_dir, [path], new)
+    except (_Unchanged, Stale):
+        return 0  # nothing of theirs, or gone meanwhile (the next round looks again)
     return removed
 
 
