@@ -22,7 +22,12 @@ LOCK_WAIT_SECONDS = 600
 
 
 class ImportFailed(RuntimeError):
-    """The import cannot run; the message is one line for stderr."""
+    """The import cannot run; the message is one line for stderr. ``code`` 2: the input
+    is wrong; 1: the machine failed (out of memory, disk full)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @contextmanager
@@ -98,9 +103,14 @@ def run(
     zone, hasher, dictionary, mapping, src = _prepare(
         settings, source, mapping_path, query, input_format, encoding
     )
+    import duckdb
+
     try:
         with _locked(settings.data_dir / "members" / "import.lock"):
             return _run(settings, zone, hasher, dictionary, mapping, src, dry_run)
+    except (duckdb.Error, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImportFailed(f"the import failed, nothing was written: {first}", 1) from None
     finally:
         src.close()
 

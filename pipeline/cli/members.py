@@ -83,7 +83,7 @@ def import_(
             settings, source, mapping, query, dry_run, input_format, encoding
         )
     except member_import.ImportFailed as exc:
-        raise _fail("import", str(exc)) from None
+        raise _fail("import", str(exc), exc.code) from None
     _print_report(report, format)
     if report.get("links_pending") and not dry_run:
         typer.echo(

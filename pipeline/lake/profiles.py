@@ -162,18 +162,24 @@ def _resolved(lake: Path, source: Source, duck_type: DuckType) -> str:
     )
 
 
-def updates_sql(lake: Path, source: Source, duck_type: DuckType) -> str:
-    """Every stored field update, person re-resolved through One ID now (as
-    ``events_resolved``), with ``applied``: not older than an earlier arrival of its field."""
+def fields_sql(lake: Path, source: Source, duck_type: DuckType) -> str:
+    """Every stored field update, one row per field, the person re-resolved through One ID
+    now (as ``events_resolved``: by ``user_id``, else by ``anonymous_id``)."""
     return (
-        f"WITH r AS ({_resolved(lake, source, duck_type)}), "
-        "e AS (SELECT person_id, user_id, anonymous_id, "
+        f"SELECT person_id, user_id, anonymous_id, "
         "unnest(map_entries(field_values), recursive := true), "
-        '"at", arrival, seq, source, run_id, event_id FROM r) '
+        f'"at", arrival, seq, source, run_id, event_id FROM ({_resolved(lake, source, duck_type)})'
+    )
+
+
+def updates_sql() -> str:
+    """``profile_fields`` with ``applied``: not older than an earlier arrival of its field."""
+    return (
         "SELECT person_id, user_id, anonymous_id, key AS field, value, "
         '"at", arrival, seq, source, run_id, event_id, coalesce("at" >= max("at") OVER ('
         "PARTITION BY person_id, key ORDER BY arrival, seq "
-        "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), true) AS applied FROM e"
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), true) AS applied "
+        "FROM profile_fields"
     )
 
 
@@ -227,7 +233,8 @@ def view_sql(
     quality_src = source(lake / LAKE_MEMBER_QUALITY, _columns(MEMBER_QUALITY_SCHEMA, duck_type), [])
     quality = f"SELECT * FROM ({quality_src}) WHERE run_id IN (SELECT run_id FROM member_imports)"
     return {
-        "profile_updates": updates_sql(lake, source, duck_type),
+        "profile_fields": fields_sql(lake, source, duck_type),
+        "profile_updates": updates_sql(),
         # Persons with any stored profile update: an import compares only their rows
         # with the profiles (the rest are new and stored as they are).
         "profile_persons": f"SELECT DISTINCT person_id FROM ({_resolved(lake, source, duck_type)})",

@@ -25,6 +25,7 @@ import duckdb
 DECISIONS = "member_decisions"
 COMPLEX = "member_complex"  # persons whose rows go through the rule field by field
 SIMPLE = "member_simple"  # staged rows of persons new to the profiles, seen once
+HELD = "member_held"  # what the complex persons' fields hold now
 
 
 def _q(path: Path) -> str:
@@ -100,29 +101,52 @@ def decide(
 
 
 def _decide_complex(con: duckdb.DuckDBPyConnection, src: str, own_time: bool) -> None:
+    """``member_decisions`` for the persons of ``member_complex``.
+
+    The value each of their fields holds comes from one aggregation (out of core in DuckDB,
+    unlike a window over every stored update). A person with one row in the run is then a
+    join with it; only persons with several rows in the run take them in row order."""
+    own = "true" if own_time else "false"
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {HELD} AS
+        SELECT f.person_id, f.key AS field,
+               arg_max(f.value, {{'a': f."at", 'b': f.arrival, 'c': f.seq}}) AS value,
+               epoch_ms(max(f."at")) AS "at"
+        FROM profile_fields f SEMI JOIN {COMPLEX} c ON f.person_id = c.person_id
+        GROUP BY f.person_id, f.key"""
+    )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {DECISIONS} AS
         WITH c AS (SELECT * FROM {src} SEMI JOIN {COMPLEX} USING (person_id)),
+        many AS (SELECT person_id FROM c GROUP BY person_id HAVING count(*) > 1),
         s AS (SELECT person_id, user_id, seq, "at",
                      unnest(map_entries(field_values), recursive := true) FROM c),
-        held AS (SELECT u.person_id, u.field, u.value, epoch_ms(u."at") AS "at"
-                 FROM profile_updates u SEMI JOIN {COMPLEX} p ON u.person_id = p.person_id
-                 QUALIFY row_number() OVER (PARTITION BY u.person_id, u.field
-                                            ORDER BY u."at" DESC, u.arrival DESC, u.seq DESC) = 1),
+        one AS (SELECT s.person_id, s.user_id, s.seq, s.key AS field, s.value,
+                       h.value AS before, s."at",
+                       s.value IS DISTINCT FROM h.value AS changed,
+                       s.value IS DISTINCT FROM h.value
+                           OR ({own} AND (h."at" IS NULL OR s."at" > h."at")) AS stored,
+                       false AS new_member
+                FROM s ANTI JOIN many USING (person_id)
+                LEFT JOIN {HELD} h ON h.person_id = s.person_id AND h.field = s.key
+                WHERE h."at" IS NULL OR s."at" >= h."at"),
+        held AS (SELECT * FROM {HELD} SEMI JOIN many USING (person_id)),
         both_ AS (SELECT person_id, NULL::VARCHAR AS user_id, -1::BIGINT AS seq, field, value,
                          "at", true AS held FROM held
                   UNION ALL
-                  SELECT person_id, user_id, seq, key AS field, value, "at", false FROM s),
+                  SELECT person_id, user_id, seq, key AS field, value, "at", false
+                  FROM s SEMI JOIN many USING (person_id)),
         w AS (SELECT *, max("at") OVER (PARTITION BY person_id, field ORDER BY seq
                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_max
               FROM both_),
         a AS (SELECT *, lag(value) OVER (PARTITION BY person_id, field ORDER BY seq) AS before
               FROM w WHERE prev_max IS NULL OR "at" >= prev_max)
+        SELECT * FROM one
+        UNION ALL
         SELECT person_id, user_id, seq, field, value, before, "at",
                value IS DISTINCT FROM before AS changed,
                value IS DISTINCT FROM before
-                   OR ({"true" if own_time else "false"} AND (prev_max IS NULL OR "at" > prev_max))
-                   AS stored,
+                   OR ({own} AND (prev_max IS NULL OR "at" > prev_max)) AS stored,
                person_id NOT IN (SELECT person_id FROM held) AS new_member
         FROM a WHERE NOT held"""
     )

@@ -25,7 +25,7 @@ from pipeline.contract.pii import PiiHasher
 from pipeline.contract.profiles import ProfileDictionary
 from pipeline.members.mapping import Mapping
 from pipeline.members.quality import FieldStats, enum_fields
-from pipeline.members.rules import Violation, check
+from pipeline.members.rules import Memo, Violation, check
 from pipeline.members.sources import BadRecord, Record
 from pipeline.members.times import BadTime, parse_time
 from pipeline.members.transforms import FieldError, apply_steps
@@ -89,10 +89,16 @@ class Judge:
     stats: FieldStats = field(default_factory=FieldStats)
     _pii_columns: dict[str, str] = field(default_factory=dict)
     _enums: frozenset[str] = frozenset()
-    _plan: list[tuple[str, str, list[Any]]] = field(default_factory=list)
+    _plan: list[tuple[str, str, list[Any], dict[Any, Any] | None]] = field(default_factory=list)
+    _memo: Memo = field(default_factory=Memo)
 
     def __post_init__(self) -> None:
-        self._plan = [(f.field, f.column, list(f.steps)) for f in self.mapping.fields]
+        # Transform results of non-PII columns are cached by raw value (levels, regions
+        # and dates repeat); phone and e-mail are never kept in clear, not even in memory.
+        self._plan = [
+            (f.field, f.column, list(f.steps), None if self.dictionary.fields[f.field].pii else {})
+            for f in self.mapping.fields
+        ]
         self._enums = enum_fields(self.dictionary) & {f.field for f in self.mapping.fields}
         for f in self.mapping.fields:
             kind = self.dictionary.fields[f.field].pii
@@ -117,14 +123,16 @@ class Judge:
         user_id = self._key(record, violations)
         values: dict[str, Any] = {}
         failed: set[str] = set()
-        for name, column, steps in self._plan:
+        for name, column, steps, cache in self._plan:
             try:
-                values[name] = apply_steps(steps, record.get(column))
+                values[name] = _transform(steps, record.get(column), cache)
             except FieldError as exc:
                 violations.append(Violation(name, exc.code, exc.rule, exc.detail))
                 failed.add(name)
         checked = {k: v for k, v in values.items() if k not in failed} if failed else values
-        typed, broken = check(self.dictionary, checked, self.today, self.mapping.required)
+        typed, broken = check(
+            self.dictionary, checked, self.today, self.mapping.required, self._memo
+        )
         violations += broken
         self._count(values, violations)
         if violations or user_id is None:
@@ -213,6 +221,25 @@ REJECT_STAGED_SCHEMA = pa.schema(
         ("person_id", pa.string()),
     ]
 )
+
+
+def _transform(steps: list[Any], raw: Any, cache: dict[Any, Any] | None) -> Any:
+    """``apply_steps``, remembered by raw value when ``cache`` is given (bounded)."""
+    if cache is None or not isinstance(raw, str):
+        return apply_steps(steps, raw)
+    hit = cache.get(raw)
+    if hit is None:
+        try:
+            hit = (apply_steps(steps, raw), None)
+        except FieldError as exc:
+            hit = (None, exc)
+        if len(cache) >= 50_000:
+            cache.clear()
+        cache[raw] = hit
+    if hit[1] is not None:
+        raise hit[1]
+    value = hit[0]
+    return list(value) if isinstance(value, list) else value
 
 
 class Staging:

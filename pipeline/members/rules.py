@@ -209,15 +209,43 @@ def _cross(rule: CrossRule, typed: dict[str, Any]) -> Violation | None:
     return None
 
 
+class Memo:
+    """Coerced values of low-cardinality text (levels, regions, dates): most member rows
+    repeat them, and checking each costs more than a lookup. Bounded; PII never cached."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self.values: dict[tuple[str, str, date], tuple[Any, _Bad | None]] = {}
+
+    def coerce(self, f: ProfileField, value: Any, today: date) -> Any:
+        if f.pii or not isinstance(value, str):
+            return coerce(f, value, today)
+        key = (f.name, value, today)
+        hit = self.values.get(key)
+        if hit is None:
+            try:
+                hit = (coerce(f, value, today), None)
+            except _Bad as bad:
+                hit = (None, bad)
+            if len(self.values) >= self.limit:
+                self.values.clear()
+            self.values[key] = hit
+        if hit[1] is not None:
+            raise hit[1]
+        return hit[0]
+
+
 def check(
     dictionary: ProfileDictionary,
     values: dict[str, Any],
     today: date,
     required: frozenset[str] = frozenset(),
+    memo: Memo | None = None,
 ) -> tuple[dict[str, Any], list[Violation]]:
     """Typed values of a row, and every violation (empty when the row is good)."""
     typed: dict[str, Any] = {}
     violations: list[Violation] = []
+    convert = memo.coerce if memo is not None else coerce
     for name, value in values.items():
         f = dictionary.fields[name]
         if value is None and name in required:
@@ -231,7 +259,7 @@ def check(
             )
             continue
         try:
-            typed[name] = coerce(f, value, today)
+            typed[name] = convert(f, value, today)
         except _Bad as bad:
             violations.append(Violation(name, bad.code, bad.rule, bad.detail))
     broken = {v.field for v in violations}
