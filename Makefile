@@ -66,6 +66,7 @@ bench: install ## Throughput, collector and anomaly-detection benchmarks; JSON r
 	$(PY) bench/produce_rate.py --out bench/results/latest-produce.json
 	$(PY) bench/collector.py --out bench/results/$$(date -u +%F)-collector.json
 	$(PY) bench/anomaly/nab.py --seed 11 --out bench/results/latest-nab.json
+	$(PY) -m bench.analytics --out bench/results/$$(date -u +%F)-analytics.json
 	$(PY) -m bench.lake_maintain --out bench/results/$$(date -u +%F)-lake-maintain.json
 
 soak: install ## One hour: 2 workers, steady traffic, payment outage, SIGKILL every 10 min (not in test)
