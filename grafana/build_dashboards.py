@@ -272,6 +272,24 @@ PIPELINE = dashboard(
             description="Retention deletes and compaction (trackflow lake maintain), daily.",
         ),
         panel(
+            "Privacy: events of suppressed persons dropped",
+            [
+                (
+                    f"sum(rate(trackflow_privacy_suppressed_events_total{{{WORKER}}}"
+                    "[$__rate_interval]))",
+                    "suppressed",
+                )
+            ],
+            "ops",
+            description="Dropped before storage and before the DLQ (docs/privacy.md).",
+        ),
+        panel(
+            "Privacy: oldest request not done",
+            [(f"max(trackflow_privacy_oldest_pending_age_seconds{{{WORKER}}})", "age")],
+            "s",
+            description="A deletion waiting; over 30 minutes: TrackflowPrivacyRequestPending.",
+        ),
+        panel(
             "Workers up",
             [(f"sum(up{{{WORKER}}})", "workers")],
             "short",

@@ -52,7 +52,18 @@ class PrivacyFollower:
         self._tick = asyncio.Event()
 
     async def run(self, poll_ms: int = 100) -> None:
-        """Follow the topic forever (an app task); creates it if missing."""
+        """Follow the topic forever (an app task), starting over after a failure (the
+        broker unreachable at start-up): validate waits meanwhile, it never goes on
+        without the requests."""
+        while True:
+            try:
+                await self._follow(poll_ms)
+            except Exception as exc:
+                log.warning("privacy: following %s failed (%s); again in 1 s", self.topic, exc)
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _follow(self, poll_ms: int) -> None:
+        """Read the topic from its start (applying a record twice changes nothing)."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         await asyncio.to_thread(ensure_topic, self.kafka, self.topic, 1, 15.0, COMPACTED)

@@ -4,6 +4,7 @@ reports are applied, asking the end on its own client."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from pipeline.privacy.requests import SUPPRESS, Request
@@ -74,3 +75,26 @@ def _record(offset: int) -> Any:
 
     req = Request(f"r{offset}", SUPPRESS, (f"user_id:u{offset}",))
     return SimpleNamespace(value=req.encode(), offset=offset)
+
+
+def test_the_follower_starts_over_after_a_failure(monkeypatch: Any) -> None:
+    import pipeline.runtime.privacy as module
+
+    monkeypatch.setattr(module, "RETRY_SECONDS", 0.01)
+    f, _ = follower(end=0)
+    calls: list[int] = []
+
+    async def follow(poll_ms: int) -> None:
+        calls.append(poll_ms)
+        if len(calls) < 3:
+            raise ConnectionError("broker unreachable")
+        raise asyncio.CancelledError  # the worker stops
+
+    monkeypatch.setattr(f, "_follow", follow)
+
+    async def scenario() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await f.run()
+
+    asyncio.run(scenario())
+    assert len(calls) == 3
