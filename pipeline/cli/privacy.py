@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 app = typer.Typer(
-    help="Privacy requests: suppression and deletion of a whole person, their status.",
+    help="Privacy requests: suppression and deletion of a whole person, their status. "
+    "Exit 0 done, 2 bad input or an identifier no person has (nothing changed), 1 the "
+    "broker did not acknowledge (see privacy status). docs/privacy.md.",
     no_args_is_help=True,
 )
 
@@ -95,6 +97,7 @@ def _act(command: str, given: dict[str, str | None], reason: str | None, **opts:
     from pipeline.privacy.kafka import BrokerUnavailable
     from pipeline.privacy.resolve import identifier_node
     from pipeline.privacy.service import NotSuppressed, UnknownIdentifier
+    from pipeline.settings import MissingPiiKey
 
     fmt = opts.pop("format")
     if fmt not in ("table", "json"):
@@ -107,11 +110,13 @@ def _act(command: str, given: dict[str, str | None], reason: str | None, **opts:
         raise _fail(command, f"--{kind.replace('_', '-')} is empty")
     actor = _actor(opts.pop("actor"))
     settings = settings_from(**opts)
-    privacy = _open(command, settings)
-    try:
-        node = identifier_node(kind, value, PiiHasher(privacy.key))
+    try:  # bad input ends here, before the broker is asked anything
+        node = identifier_node(kind, value, PiiHasher(settings.pii_key()))
     except Rejected as exc:
         raise _fail(command, f"--{kind}: {exc.detail}") from None
+    except MissingPiiKey as exc:
+        raise _fail(command, str(exc)) from None
+    privacy = _open(command, settings)
     try:
         privacy.resume()  # first finish what an earlier, killed command left
         request = privacy.submit(command, node, actor, reason)

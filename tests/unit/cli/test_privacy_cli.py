@@ -1,0 +1,42 @@
+"""``trackflow privacy``: bad input ends with one line on stderr and exit 2, before any
+broker is asked (the broker here does not exist)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import cli
+
+NO_BROKER = "kafka://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give exactly one of --user-id, --anonymous-id, --phone, --email"),
+        (["--user-id", "a", "--anonymous-id", "b"], "give exactly one of"),
+        (["--phone", "not a phone"], "--phone: identities.phone is not a phone number"),
+        (["--email", "nobody-at-example"], "--email: identities.email is not an e-mail"),
+        (["--user-id", "  "], "--user-id is empty"),
+        (["--user-id", "a", "--format", "xml"], "--format must be table or json"),
+    ],
+)
+def test_bad_input_is_refused_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    runner = CliRunner()
+    env = {"TRACKFLOW_BROKER": NO_BROKER, "TRACKFLOW_DATA_DIR": str(tmp_path), "TRACKFLOW_DEV": "1"}
+    result = runner.invoke(cli, ["privacy", "delete", *args], env=env)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "lake").exists()
+
+
+def test_without_a_pii_key_nothing_is_hashed_with_a_public_one(tmp_path: Path) -> None:
+    env = {"TRACKFLOW_BROKER": NO_BROKER, "TRACKFLOW_DATA_DIR": str(tmp_path), "TRACKFLOW_DEV": "0",
+           "TRACKFLOW_PII_SECRET": ""}  # fmt: skip
+    result = CliRunner().invoke(cli, ["privacy", "suppress", "--phone", "13800138000"], env=env)
+    assert result.exit_code == 2
+    assert "TRACKFLOW_PII_SECRET is not set" in result.output
