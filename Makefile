@@ -68,6 +68,7 @@ bench: install ## Throughput, collector and anomaly-detection benchmarks; JSON r
 	$(PY) bench/anomaly/nab.py --seed 11 --out bench/results/latest-nab.json
 	$(PY) -m bench.analytics --out bench/results/$$(date -u +%F)-analytics.json
 	$(PY) -m bench.lake_maintain --out bench/results/$$(date -u +%F)-lake-maintain.json
+	$(PY) bench/privacy_delete.py --out bench/results/$$(date -u +%F)-privacy.json
 
 soak: install ## One hour: 2 workers, steady traffic, payment outage, SIGKILL every 10 min (not in test)
 	mkdir -p bench/results
