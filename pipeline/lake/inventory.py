@@ -34,8 +34,13 @@ COLUMNS = [
 
 
 def lake_tables() -> set[str]:
-    """Every lake table trackflow knows (the ``LAKE_*`` names of ``pipeline.names``)."""
-    return {v for k, v in vars(names).items() if k.startswith("LAKE_") and isinstance(v, str)}
+    """Every lake table trackflow knows (the ``LAKE_*`` names of ``pipeline.names``; a
+    name starting with ``_`` is a state directory, not a table)."""
+    return {
+        v
+        for k, v in vars(names).items()
+        if k.startswith("LAKE_") and isinstance(v, str) and not v.startswith("_")
+    }
 
 
 @dataclass

@@ -32,3 +32,11 @@ def test_files_bytes_rows_partitions_and_days_per_table(tmp_path: Path) -> None:
     # Rows agree with what the views count.
     assert lake.query("SELECT count(*) FROM events") == [(events.rows,)]
     assert sum(pq.read_metadata(f).num_rows for f in files) == events.rows
+
+
+def test_state_directories_are_not_tables() -> None:
+    from pipeline.lake.inventory import lake_tables
+
+    tables = lake_tables()
+    assert {LAKE_EVENTS, LAKE_DLQ, LAKE_IDENTITIES} <= tables
+    assert not [t for t in tables if t.startswith("_")]
