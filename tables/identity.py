@@ -4,6 +4,9 @@ Only the identity agent writes. Its changelog records are the link batches it ap
 every worker (the writer too, after a restart or a move) rebuilds the map by applying the
 same links to its own ``IdentityGraph``. The graph is a function of the set of links, so
 applying a record twice, or records the worker already applied itself, changes nothing.
+A privacy deletion adds ``forget`` records (the person's identifiers, as the writer
+expanded them): applied in order, they drop the person, and links touching them later
+are ignored, so a replay from the start ends with the same map.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from pipeline.lake.schema import (
 )
 from pipeline.lake.writer import TableWriter
 from pipeline.names import BACKFILL_SOURCE, LAKE_DLQ, LAKE_EVENTS, LAKE_IDENTITIES, LAKE_MERGES
+from pipeline.privacy.purge import Purger, purged_state
 
 DAY_MS = 86_400_000
 
@@ -86,6 +87,8 @@ class Backfill:
             self.seen,
             BACKFILL_SOURCE,
             max_payload_bytes,
+            # Deleted persons (DESIGN 15) are not brought back by a backfill.
+            suppression=purged_state(lake_dir),
         )
         self.batches = EventBatches(plan)
         self.identity = BackfillIdentity(rules, con)
@@ -104,6 +107,9 @@ class Backfill:
                 lake_dir, LAKE_MERGES, split_by_day("decided_at", "decided_date")
             ),
         }
+        purger = Purger(lake_dir)
+        for writer in self.writers.values():
+            writer.purge = purger
 
     def run(self, path: Path, run: int, lines_per_chunk: int = 50_000) -> BackfillStats:
         stats = BackfillStats(run=run)

@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 from pipeline.lake.durable import atomic_write_bytes
 from pipeline.names import LAKE_PRIVACY_DIR
 from pipeline.privacy.matching import MatchSet
+from pipeline.privacy.requests import DELETE, Request
+from pipeline.privacy.state import PrivacyState
 
 FILE = "purged.json"
 
@@ -68,6 +70,18 @@ def match_set(entries: dict[str, dict[str, list[str]]]) -> MatchSet:
     nodes = {n for e in entries.values() for n in e["nodes"]}
     pids = {p for e in entries.values() for p in e["pids"]}
     return MatchSet.of(nodes, pids)
+
+
+def purged_state(lake_dir: Path) -> PrivacyState:
+    """The deleted persons as a suppression, from the lake alone (no broker): for writers
+    outside the workers, such as ``trackflow backfill``."""
+    entries = load(lake_dir)
+    state = PrivacyState()
+    state.apply(
+        Request(rid, DELETE, tuple(e["nodes"]), tuple(e["pids"]), seq=i)
+        for i, (rid, e) in enumerate(sorted(entries.items()))
+    )
+    return state
 
 
 class Purger:

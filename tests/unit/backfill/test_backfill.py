@@ -217,3 +217,18 @@ def test_links_to_publish_are_the_inputs_even_when_the_lake_knows_them(tmp_path:
     pairs = {(a, b) for a, b, _ in job.links or []}
     assert ("user_id:u1", "anonymous_id:d2") in pairs  # ... yet the links go out again
     assert ("anonymous_id:v1", "anonymous_id:v1") in pairs
+
+
+def test_a_deleted_person_is_not_brought_back_by_a_backfill(tmp_path: Path) -> None:
+    """DESIGN 15: the privacy purge list (deleted persons) holds for backfills too."""
+    from pipeline.privacy import purge
+
+    purge.add(tmp_path / "lake", "pr-1", {"user_id:u1", "anonymous_id:d1"}, set())
+    path = write(tmp_path / "h.jsonl", [orjson.dumps(e) for e in HISTORY])
+    stats = backfill(tmp_path, path)
+    assert stats.stored == 2  # e3 (d2, before d2's link to u1 is known) and e5
+    assert query(tmp_path, "SELECT count(*) FROM events WHERE user_id = 'u1'") == [(0,)]
+    assert query(tmp_path, "SELECT count(*) FROM events WHERE anonymous_id = 'd1'") == [(0,)]
+    ids = query(tmp_path, "SELECT identifier FROM identities")
+    assert ("u1",) not in ids
+    assert ("d1",) not in ids
