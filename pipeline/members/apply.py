@@ -26,6 +26,8 @@ DECISIONS = "member_decisions"
 COMPLEX = "member_complex"  # persons whose rows go through the rule field by field
 SIMPLE = "member_simple"  # staged rows of persons new to the profiles, seen once
 HELD = "member_held"  # what the complex persons' fields hold now
+BUCKET = "member_bucket"  # the complex persons decided in one go
+BUCKET_PERSONS = 100_000
 
 
 def _q(path: Path) -> str:
@@ -66,7 +68,7 @@ def decide(
         f"CREATE OR REPLACE TEMP VIEW {SIMPLE} AS "
         f"SELECT * FROM {src} ANTI JOIN {COMPLEX} USING (person_id)"
     )
-    _decide_complex(con, src, own_time)
+    _decide_in_buckets(con, src, own_time)
     out = Outcome()
     changed_rows, members_new = con.execute(
         f"SELECT count(DISTINCT seq) FILTER (WHERE changed), "
@@ -100,8 +102,23 @@ def decide(
     return out
 
 
-def _decide_complex(con: duckdb.DuckDBPyConnection, src: str, own_time: bool) -> None:
-    """``member_decisions`` for the persons of ``member_complex``.
+def _decide_in_buckets(con: duckdb.DuckDBPyConnection, src: str, own_time: bool) -> None:
+    """``_decide_complex`` a bucket of persons at a time (by a hash of the person id), so
+    the values held by a million existing members never need to fit in memory at once."""
+    row = con.execute(f"SELECT count(*) FROM {COMPLEX}").fetchone()
+    buckets = max(1, -(-int(row[0] if row else 0) // BUCKET_PERSONS))
+    for bucket in range(buckets):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {BUCKET} AS SELECT person_id FROM {COMPLEX} "
+            f"WHERE hash(person_id) % {buckets} = {bucket}"
+        )
+        _decide_complex(con, src, own_time, first=bucket == 0)
+
+
+def _decide_complex(
+    con: duckdb.DuckDBPyConnection, src: str, own_time: bool, first: bool = True
+) -> None:
+    """``member_decisions`` for the persons of the current bucket of ``member_complex``.
 
     The value each of their fields holds comes from one aggregation (out of core in DuckDB,
     unlike a window over every stored update). A person with one row in the run is then a
@@ -112,12 +129,13 @@ def _decide_complex(con: duckdb.DuckDBPyConnection, src: str, own_time: bool) ->
         SELECT f.person_id, f.key AS field,
                arg_max(f.value, {{'a': f."at", 'b': f.arrival, 'c': f.seq}}) AS value,
                epoch_ms(max(f."at")) AS "at"
-        FROM profile_fields f SEMI JOIN {COMPLEX} c ON f.person_id = c.person_id
+        FROM profile_fields f SEMI JOIN {BUCKET} c ON f.person_id = c.person_id
         GROUP BY f.person_id, f.key"""
     )
+    into = f"CREATE OR REPLACE TEMP TABLE {DECISIONS} AS" if first else f"INSERT INTO {DECISIONS}"
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE {DECISIONS} AS
-        WITH c AS (SELECT * FROM {src} SEMI JOIN {COMPLEX} USING (person_id)),
+        f"""{into}
+        WITH c AS (SELECT * FROM {src} SEMI JOIN {BUCKET} USING (person_id)),
         many AS (SELECT person_id FROM c GROUP BY person_id HAVING count(*) > 1),
         s AS (SELECT person_id, user_id, seq, "at",
                      unnest(map_entries(field_values), recursive := true) FROM c),

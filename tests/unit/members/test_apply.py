@@ -229,3 +229,30 @@ def test_links_of_changed_identifiers_wait_in_the_outbox(lake: Lake) -> None:
     assert flat == {("user_id:M1", "user_id:M1"), ("user_id:M1", f"phone:{phone}")}
     lake.load([row("M1", "2024-05-02 10:00", phone="13800138000", level="gold")])
     assert len(Outbox(lake.root / "outbox").pending()) == 1  # nothing new to link
+
+
+def test_existing_members_decided_in_buckets(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large re-import is decided a bucket of persons at a time: same outcome."""
+    members = [f"M{i}" for i in range(7)]
+    lake.load(
+        [row(m, "2024-05-01 10:00", level="gold", points=str(i)) for i, m in enumerate(members)]
+    )
+    monkeypatch.setattr(apply, "BUCKET_PERSONS", 2)  # 4 buckets
+    report = lake.load(
+        [
+            row(m, "2024-05-02 10:00", level="silver" if i % 2 else "gold", points=str(i))
+            for i, m in enumerate(members)
+        ]
+        + [row("M0", "2024-05-02 11:00", level="basic", points="0")]  # a second row of M0
+    )
+    assert (report.rows_accepted, report.fields_changed, report.members_new) == (8, 4, 0)
+    assert report.rows_unchanged == 4  # M2, M4, M6 and M0's first row of today
+    assert lake.rows("SELECT user_id, level FROM profiles ORDER BY 1") == [
+        ("M0", "basic"),
+        ("M1", "silver"),
+        ("M2", "gold"),
+        ("M3", "silver"),
+        ("M4", "gold"),
+        ("M5", "silver"),
+        ("M6", "gold"),
+    ]
