@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.identity.rules import load_identity_rules
 from tests.support import Deployment, Worker, wait_for
 
 _ids = itertools.count()
@@ -62,9 +63,9 @@ def test_delete_by_each_identifier_type_leaves_no_trace(deployment: Deployment) 
         ev(anonymous_id="dev-keep"),
         ev(anonymous_id="dev-keep", platform="windows"),
     ]
-    dep.produce(people[:4])  # browsing and logins in order: the merges are recorded
-    wait_for(lambda: dep.count("identities") >= 6, timeout=60)
-    dep.produce(people[4:])
+    dep.produce([people[0], people[2]])  # browsing first: the logins then merge persons
+    wait_for(lambda: dep.count("identities") >= 2, timeout=60)
+    dep.produce([people[1], people[3], *people[4:]])
     dep.wait_settled(
         lambda: (
             dep.count("events") == 10 and dep.count("dlq") == 2 and dep.count("identities") == 14
@@ -73,6 +74,11 @@ def test_delete_by_each_identifier_type_leaves_no_trace(deployment: Deployment) 
     keep_before = dep.query(
         "SELECT event_id, person_id FROM events WHERE anonymous_id = 'dev-keep' ORDER BY 1"
     )
+    rules = load_identity_rules()
+    ids_a = ("user_id:mem-a", "anonymous_id:dev-a1", "anonymous_id:dev-a2", "openid:open-a1")
+    pids_a = ", ".join(f"'{rules.person_id(n)}'" for n in ids_a)
+    merged = f"from_person_id IN ({pids_a}) OR to_person_id IN ({pids_a})"
+    assert dep.count("identity_merges", merged) >= 1  # browsing, then the login
 
     done = [
         privacy(dep, "delete", "--phone", "+86 138-0013-8001", "--reason", "asked"),
@@ -91,6 +97,7 @@ def test_delete_by_each_identifier_type_leaves_no_trace(deployment: Deployment) 
     for trace in ("mem-c", "dev-c1", "dev-d1"):
         assert trace not in text, trace
     assert dep.count("events") == 2
+    assert dep.count("identity_merges", merged) == 0
     assert dep.count("dlq") == 1
     assert (
         dep.query(
