@@ -91,3 +91,20 @@ def test_writers_drop_rows_of_purged_persons_and_still_checkpoint(tmp_path: Path
     )
     result, _ = writer.flush(TOPIC_RAW, 0)
     assert (result.rows, result.purged) == (1, 0)
+
+
+def test_a_replay_after_a_deletion_stores_nothing_twice(tmp_path: Path) -> None:
+    """The rewritten file keeps its name and the checkpoint is untouched: a restarted
+    writer re-reading the same input skips every position, the deleted rows included."""
+    rows = person_events(0, 3, anonymous_id="gone") + person_events(3, 3)
+    write_events(tmp_path, rows)
+    [path] = files(tmp_path)
+    remove_rows(tmp_path, LAKE_EVENTS, path, MATCH.mask)
+    restarted = lake_writers(tmp_path, load_plan())[LAKE_EVENTS]  # after a crash
+    replay = EventBatches(load_plan()).build(rows + person_events(6, 1))
+    assert restarted.add(TOPIC_RAW, 0, replay) == 1  # only the new position 6
+    restarted.flush(TOPIC_RAW, 0)
+    offsets = sorted(
+        o for p in files(tmp_path) for o in pq.read_table(p).column("source_offset").to_pylist()
+    )
+    assert offsets == [3, 4, 5, 6]
