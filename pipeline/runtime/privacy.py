@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from pipeline.privacy.kafka import COMPACTED
-from pipeline.privacy.requests import BadRequest, Request
+from pipeline.privacy.requests import ACTIONS, STATUSES, BadRequest, Request
 from pipeline.privacy.state import PrivacyState
 from pipeline.runtime.kafka_admin import ensure_topic
 from pipeline.runtime.kafka_security import KafkaCluster
@@ -107,8 +107,10 @@ class PrivacyFollower:
 
     def _publish(self) -> None:
         m = self.metrics
-        for (action, status), n in self.state.by_status().items():
-            m.privacy_requests.labels(action, status).set(n)
+        counts = self.state.by_status()
+        for action in ACTIONS:  # every pair, so a count that fell to 0 shows 0
+            for status in STATUSES:
+                m.privacy_requests.labels(action, status).set(counts.get((action, status), 0))
         oldest = self.state.oldest_unfinished()
         m.privacy_oldest_pending.set(0 if oldest is None else max(0.0, time.time() - oldest / 1000))
 

@@ -98,3 +98,20 @@ def test_the_follower_starts_over_after_a_failure(monkeypatch: Any) -> None:
 
     asyncio.run(scenario())
     assert len(calls) == 3
+
+
+def test_request_counts_fall_back_to_zero_when_a_request_is_done() -> None:
+    from dataclasses import replace
+
+    f, _ = follower(end=0)
+    pending = Request("r1", "delete", ("user_id:u1",), status="pending", requested_at=1)
+    f.state.apply([pending])
+    f._publish()
+    gauge = f.metrics.privacy_requests
+    assert gauge.labels("delete", "pending")._value.get() == 1
+    assert f.metrics.privacy_oldest_pending._value.get() > 0
+    f.state.apply([replace(pending, status="done")])
+    f._publish()
+    assert gauge.labels("delete", "pending")._value.get() == 0
+    assert gauge.labels("delete", "done")._value.get() == 1
+    assert f.metrics.privacy_oldest_pending._value.get() == 0
