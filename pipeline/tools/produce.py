@@ -97,6 +97,10 @@ class RawProducer:
                 **cluster(bootstrap).confluent(),  # a bootstrap string: plaintext
                 "linger.ms": 5,
                 "acks": "all",
+                # librdkafka retries a request whose answer timed out; without idempotence
+                # the broker may append it twice (the hour soak found 16 such copies under
+                # load). The worker would drop them as retries, but counts must be exact.
+                "enable.idempotence": True,
                 # The worker's aiokafka reads only uncompressed or gzip batches here (no lz4,
                 # snappy or zstd module installed), and a local broker has no network to save.
                 "compression.type": "none",

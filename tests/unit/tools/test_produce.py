@@ -227,3 +227,20 @@ def test_split_line_splits_a_batch_per_key_in_first_appearance_order() -> None:
     ]
     one_key = orjson.dumps([e12, e15])
     assert list(split_line(one_key)) == [(b"d3", one_key)]  # sent as it is
+
+
+def test_the_producer_is_idempotent_so_its_own_retries_append_no_copies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hour soak found 16 messages appended twice under load: librdkafka retried
+    requests whose answers timed out. Idempotence makes the broker drop such copies."""
+    seen: list[dict[str, Any]] = []
+
+    class Capture:
+        def __init__(self, config: dict[str, Any]) -> None:
+            seen.append(config)
+
+    monkeypatch.setattr(produce, "Producer", Capture)
+    RawProducer("127.0.0.1:1", "events.raw")
+    assert seen[0]["enable.idempotence"] is True
+    assert seen[0]["acks"] == "all"
