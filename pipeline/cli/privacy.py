@@ -92,8 +92,11 @@ def _open(command: str, settings: Settings) -> Privacy:
 
 
 def _act(command: str, given: dict[str, str | None], reason: str | None, **opts: Any) -> None:
+    import contextlib
+
     from pipeline.contract.errors import Rejected
     from pipeline.contract.pii import PiiHasher
+    from pipeline.privacy.deletion import Busy
     from pipeline.privacy.kafka import BrokerUnavailable
     from pipeline.privacy.resolve import identifier_node
     from pipeline.privacy.service import NotSuppressed, UnknownIdentifier
@@ -118,7 +121,10 @@ def _act(command: str, given: dict[str, str | None], reason: str | None, **opts:
         raise _fail(command, str(exc)) from None
     privacy = _open(command, settings)
     try:
-        privacy.resume()  # first finish what an earlier, killed command left
+        # First finish what an earlier, killed command left, unless another process is on
+        # it: a suppression must not wait for a deletion to end.
+        with contextlib.suppress(Busy):
+            privacy.resume(wait=False)
         request = privacy.submit(command, node, actor, reason)
     except (UnknownIdentifier, NotSuppressed) as exc:
         raise _fail(command, f"{exc}; nothing changed") from None
