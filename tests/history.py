@@ -129,11 +129,10 @@ def retention(
     cohort: dict[str, date] = {}
     returns: dict[str, set[date]] = defaultdict(set)
     for who, name, day, _ in h.truth:
-        if lo <= day <= hi:
-            if name == cohort_event:
-                cohort[who] = min(cohort.get(who, day), day)
-            if name == return_event:
-                returns[who].add(day)
+        if name == cohort_event and lo <= day <= hi:  # the range chooses the cohort events
+            cohort[who] = min(cohort.get(who, day), day)
+        if name == return_event:  # a return counts in whatever period it falls
+            returns[who].add(day)
     rows = []
     c = lo
     while c <= hi:
@@ -146,7 +145,7 @@ def retention(
                     "size": len(members),
                     "k": k,
                     "retained": sum(target in returns[p] for p in members),
-                    "complete": target + timedelta(days=1) <= min(hi + timedelta(days=1), today),
+                    "complete": target + timedelta(days=1) <= today,
                 }
             )
         c += timedelta(days=1)

@@ -3,10 +3,11 @@
 A person belongs to the cohort of the period of their first cohort-event in the range.
 ``retained(k)`` counts cohort persons with a return-event in period cohort+k (``n-day``) or
 in any period at or after cohort+k (``unbounded``); period 0 counts a return-event before
-the cohort event too. Only events in the range count (local days ``--from`` .. ``--to``),
-return-events included. ``complete`` is true when period cohort+k ended by the end of
-``--to`` and by now; every cohort period of the range has rows for k = 0 .. N-1, with zeros
-when nobody is in it.
+the cohort event too. The range (local days ``--from`` .. ``--to``) chooses the cohort
+events only: a return-event counts wherever period cohort+k lies, after ``--to`` as well,
+and in period 0 also on a day of that period before ``--from``. ``complete`` is true when
+period cohort+k has ended by now; every cohort period of the range has rows for
+k = 0 .. N-1, with zeros when nobody is in it.
 """
 
 from __future__ import annotations
@@ -71,16 +72,22 @@ def retention(
             "JOIN (SELECT DISTINCT c FROM gaps) g ON g.c = h.c "
             "JOIN range(0, $n) ks(k) ON h.km >= ks.k GROUP BY g.c, ks.k"
         )
+    # Cohort events in the range; return events from the first cohort period on, with no
+    # end (a return after --to still fills its cell). An event can be both.
+    in_range = (
+        "event_name = $cohort AND event_date BETWEEN $d_lo AND $d_hi "
+        "AND event_time >= $t_lo AND event_time < $t_hi"
+    )
+    returning = "event_name = $return AND event_date >= $r_d_lo AND event_time >= $r_t_lo"
     keys = (
-        f"SELECT DISTINCT user_id, anonymous_id, person_id, event_name, {cal.bucket()} AS p "
-        "FROM events WHERE event_name IN ($cohort, $return) AND event_date BETWEEN $d_lo "
-        "AND $d_hi AND event_time >= $t_lo AND event_time < $t_hi"
+        f"SELECT DISTINCT user_id, anonymous_id, person_id, {cal.bucket()} AS p, "
+        f"({in_range}) AS is_cohort, ({returning}) AS is_return "
+        f"FROM events WHERE ({in_range}) OR ({returning})"
     )
     sql = f"""
     WITH ev AS (SELECT * FROM ({resolve(keys)}) WHERE person_id IS NOT NULL),
-    cohort AS (SELECT person_id, min(p) AS c FROM ev WHERE event_name = $cohort
-               GROUP BY person_id),
-    ret AS (SELECT DISTINCT person_id, p FROM ev WHERE event_name = $return),
+    cohort AS (SELECT person_id, min(p) AS c FROM ev WHERE is_cohort GROUP BY person_id),
+    ret AS (SELECT DISTINCT person_id, p FROM ev WHERE is_return),
     gaps AS (SELECT co.c, (r.p - co.c) // {step} AS k, co.person_id
              FROM cohort co JOIN ret r ON r.person_id = co.person_id AND r.p >= co.c),
     sizes AS (SELECT c, count(*) AS size FROM cohort GROUP BY c),
@@ -99,11 +106,13 @@ def retention(
         "d_hi": d_hi,
         "t_lo": cal.midnight(q.lo),
         "t_hi": cal.midnight(q.hi + timedelta(days=1)),
+        "r_d_lo": utc_dates(cohorts[0], cohorts[0])[0],
+        "r_t_lo": cal.midnight(cohorts[0]),
         "cohorts": cohorts,
         "n": q.n,
     }
     rows = con.execute(sql, params).fetchall()
-    limit = min(q.hi + timedelta(days=1), today)  # a period is complete when it ended by this
+    limit = today  # a period is complete once it has ended
     return [
         {
             "cohort": c,

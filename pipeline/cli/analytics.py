@@ -122,8 +122,9 @@ def retention(
     A person belongs to the cohort of the period of their first cohort-event in the range
     (local dates --from..--to, inclusive). retained(k): cohort persons with a return-event
     in period cohort+k (n-day) or in any period >= cohort+k (unbounded); period 0 counts a
-    return-event before the cohort event too. Only events inside the range count.
-    complete is false while period cohort+k has not ended by the end of --to and by now.
+    return-event before the cohort event too. The range chooses the cohort events only:
+    a return after --to still counts in its period. complete is false while period
+    cohort+k has not ended yet (its retained can still grow).
     Every cohort period of the range has its N rows, zeros when empty. --export also
     stores the complete cells in rollups (metric retention) for Grafana.
     """

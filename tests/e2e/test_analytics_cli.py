@@ -57,7 +57,7 @@ def test_retention_json_rows(data_dir: Path) -> None:
         {"cohort": "2026-03-03", "size": 1, "k": 0, "retained": 0, "complete": True},
         {"cohort": "2026-03-03", "size": 1, "k": 1, "retained": 0, "complete": True},
         {"cohort": "2026-03-04", "size": 0, "k": 0, "retained": 0, "complete": True},
-        {"cohort": "2026-03-04", "size": 0, "k": 1, "retained": 0, "complete": False},
+        {"cohort": "2026-03-04", "size": 0, "k": 1, "retained": 0, "complete": True},
     ]
 
 

@@ -38,9 +38,9 @@ def test_retention_cells_once_and_complete_only(tmp_path: Path) -> None:
     lake(tmp_path)
     q = RetentionQuery("signup", "page_view", date(2026, 3, 2), date(2026, 3, 3), CAL, periods=2)
     con = views.connect(tmp_path)
-    rows = retention(con, q, today=date(2026, 3, 30))
+    rows = retention(con, q, today=date(2026, 3, 4))
     rollups = retention_rollups(rows, q)
-    # cohort 2 Mar: k 0, 1 complete; cohort 3 Mar: k 0 complete, k 1 (4 Mar) past --to
+    # cohort 2 Mar: k 0, 1 complete; cohort 3 Mar: k 0 complete, k 1 (4 Mar) still running
     assert len(rollups) == 3
     assert write_rollups(con, tmp_path / "lake", rollups) == 3
     got = (

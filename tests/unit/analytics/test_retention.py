@@ -86,12 +86,38 @@ def test_n_day_counts_each_period_and_period_zero_before_the_cohort_event(lake: 
         ("2026-03-02", 2, 2, 2, True),
         ("2026-03-03", 2, 0, 1, True),
         ("2026-03-03", 2, 1, 1, True),
-        ("2026-03-03", 2, 2, 0, False),
+        ("2026-03-03", 2, 2, 0, True),
         # nobody's first signup of the range is on the 4th: rows with zeros, not missing
         ("2026-03-04", 0, 0, 0, True),
-        ("2026-03-04", 0, 1, 0, False),
-        ("2026-03-04", 0, 2, 0, False),
+        ("2026-03-04", 0, 1, 0, True),
+        ("2026-03-04", 0, 2, 0, True),
     ]
+
+
+def test_the_range_chooses_cohort_events_only_returns_after_it_count(lake: Path) -> None:
+    """--to ends the cohort events, not the return events: A's returns on the 3rd and
+    the 4th fill k = 1 and 2 of a range that is only the 2nd."""
+    got = _run(lake, hi=date(2026, 3, 2))
+    assert [(c, size, k, n) for c, size, k, n, _ in got] == [
+        ("2026-03-02", 2, 0, 2),
+        ("2026-03-02", 2, 1, 1),
+        ("2026-03-02", 2, 2, 2),
+    ]
+    unbounded = _run(lake, "unbounded", hi=date(2026, 3, 2))
+    assert [n for _, _, _, n, _ in unbounded] == [2, 2, 2]
+
+
+def test_period_zero_counts_a_return_before_from_in_the_same_week(tmp_path: Path) -> None:
+    write_events(
+        tmp_path,
+        [
+            ev("page_view", "2026-03-02T10:00:00+08:00", anon="x"),  # Monday, before --from
+            ev("signup", "2026-03-05T10:00:00+08:00", anon="x", method="phone"),
+            ev("page_view", "2026-03-10T10:00:00+08:00", anon="x"),  # the next week
+        ],
+    )
+    got = _run(tmp_path, lo=date(2026, 3, 4), hi=date(2026, 3, 6), period="week", periods=2)
+    assert got == [("2026-03-02", 1, 0, 1, True), ("2026-03-02", 1, 1, 1, True)]
 
 
 def test_unbounded_counts_a_return_in_any_later_period(lake: Path) -> None:
@@ -134,7 +160,7 @@ def test_weeks_start_on_monday_and_are_labelled_by_it(tmp_path: Path) -> None:
         ("2026-03-02", 1, 0, 0, True),
         ("2026-03-02", 1, 1, 1, True),
         ("2026-03-09", 1, 0, 0, True),
-        ("2026-03-09", 1, 1, 0, False),
+        ("2026-03-09", 1, 1, 0, True),
     ]
 
 
