@@ -190,7 +190,7 @@ class Settings(BaseSettings):
     )
     # Member data and profiles (``trackflow members``, DESIGN 14, docs/members.md).
     members_memory_mb: int = Field(
-        256,
+        192,
         ge=64,
         description="Memory DuckDB may use when an import compares its rows with the "
         "profiles (it spills to the data directory beyond it).",

@@ -123,6 +123,10 @@ def _connect(settings: Settings, scratch: Path) -> Any:
     con.execute(f"SET memory_limit = '{int(settings.members_memory_mb)}MB'")
     con.execute(f"SET temp_directory = '{(scratch / 'spill').as_posix()}'")
     con.execute("SET preserve_insertion_order = false")
+    # One thread: DuckDB's memory per operator grows with its threads, and the limit must
+    # hold for a comparison with a million stored profiles (the Python side is the
+    # bottleneck of an import anyway).
+    con.execute("SET threads = 1")
     return con
 
 

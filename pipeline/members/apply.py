@@ -28,6 +28,7 @@ SIMPLE = "member_simple"  # staged rows of persons new to the profiles, seen onc
 HELD = "member_held"  # what the complex persons' fields hold now
 BUCKET = "member_bucket"  # the complex persons decided in one go
 BUCKET_PERSONS = 100_000
+BUCKET_FIELDS = 250_000  # stored field values aggregated at once (DuckDB memory)
 
 
 def _q(path: Path) -> str:
@@ -104,19 +105,27 @@ def decide(
 
 def _decide_in_buckets(con: duckdb.DuckDBPyConnection, src: str, own_time: bool) -> None:
     """``_decide_complex`` a bucket of persons at a time (by a hash of the person id), so
-    the values held by a million existing members never need to fit in memory at once."""
+    the values held by a million existing members never need to fit in memory at once:
+    at most about ``BUCKET_PERSONS`` persons of the run and ``BUCKET_FIELDS`` stored
+    field values (every bucket reads the stored updates again: slower, but bounded)."""
     row = con.execute(f"SELECT count(*) FROM {COMPLEX}").fetchone()
-    buckets = max(1, -(-int(row[0] if row else 0) // BUCKET_PERSONS))
+    persons = int(row[0]) if row else 0
+    stored = 0
+    if persons:
+        row = con.execute("SELECT count(*) FROM profile_fields").fetchone()
+        stored = int(row[0]) if row else 0
+    buckets = max(1, -(-persons // BUCKET_PERSONS), -(-stored // BUCKET_FIELDS))
     for bucket in range(buckets):
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {BUCKET} AS SELECT person_id FROM {COMPLEX} "
             f"WHERE hash(person_id) % {buckets} = {bucket}"
         )
-        _decide_complex(con, src, own_time, first=bucket == 0)
+        part = f"hash(person_id) % {buckets} = {bucket}"
+        _decide_complex(con, src, own_time, part, first=bucket == 0)
 
 
 def _decide_complex(
-    con: duckdb.DuckDBPyConnection, src: str, own_time: bool, first: bool = True
+    con: duckdb.DuckDBPyConnection, src: str, own_time: bool, part: str, first: bool
 ) -> None:
     """``member_decisions`` for the persons of the current bucket of ``member_complex``.
 
@@ -129,7 +138,7 @@ def _decide_complex(
         SELECT f.person_id, f.key AS field,
                arg_max(f.value, {{'a': f."at", 'b': f.arrival, 'c': f.seq}}) AS value,
                epoch_ms(max(f."at")) AS "at"
-        FROM profile_fields f SEMI JOIN {BUCKET} c ON f.person_id = c.person_id
+        FROM profile_fields f WHERE {part}
         GROUP BY f.person_id, f.key"""
     )
     into = f"CREATE OR REPLACE TEMP TABLE {DECISIONS} AS" if first else f"INSERT INTO {DECISIONS}"
