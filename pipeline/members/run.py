@@ -138,11 +138,25 @@ def _imports_row(
     return pa.Table.from_pylist([row], schema=schema)
 
 
+class LinkMessages:
+    """The run's One ID links as identity.links messages; counts the links it gave."""
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, identity_fields: dict[str, str], encode: EncodeLinks
+    ) -> None:
+        self.con, self.identity_fields, self.encode = con, identity_fields, encode
+        self.links = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in apply.links(self.con, self.identity_fields):
+            self.links += len(chunk)
+            yield from self.encode(chunk)
+
+
 def stage_links(
     con: duckdb.DuckDBPyConnection, identity_fields: dict[str, str], encode: EncodeLinks
-) -> Iterator[bytes]:
-    for chunk in apply.links(con, identity_fields):
-        yield from encode(chunk)
+) -> LinkMessages:
+    return LinkMessages(con, identity_fields, encode)
 
 
 def commit(
@@ -153,7 +167,7 @@ def commit(
     started_ms: int,
     extra: dict[str, Any],
     install: Installer,
-    links: Iterator[bytes],
+    links: LinkMessages,
     send: Sender,
     schemas: tuple[pa.Schema, pa.Schema],
     quality: list[dict[str, Any]],
@@ -188,7 +202,8 @@ def commit(
             "version": extra.get("processor_version", ""),
         },
     )
-    outbox_file, report.links = paths.outbox.write(run, links)
+    outbox_file, _ = paths.outbox.write(run, iter(links))
+    report.links = links.links
     staged = [
         (
             updates_tmp,

@@ -221,7 +221,8 @@ def test_rejects_are_whole_rows_with_masked_pii(lake: Lake) -> None:
 
 
 def test_links_of_changed_identifiers_wait_in_the_outbox(lake: Lake) -> None:
-    lake.load([row("M1", "2024-05-01 10:00", phone="13800138000")])
+    report = lake.load([row("M1", "2024-05-01 10:00", phone="13800138000")])
+    assert report.links == 2  # links, not messages: the sighting and the phone
     (pending,) = Outbox(lake.root / "outbox").pending()
     links = [wire.decode_links(m) for m in Outbox.messages(pending)]
     flat = {(a, b) for chunk in links for a, b, _ in chunk}
