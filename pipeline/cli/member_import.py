@@ -148,7 +148,7 @@ def _run(
     from pipeline.members.outbox import Outbox
     from pipeline.members.sources import SourceError
     from pipeline.members.times import iso
-    from pipeline.runtime import wire
+    from pipeline.runtime import member_links, wire
 
     started_ms = int(time.time() * 1000)
     run_id = runs.new_run_id(started_ms)
@@ -196,7 +196,7 @@ def _run(
             extra,
             install,
             links,
-            lambda: send_outbox(settings, outbox),
+            lambda: member_links.send_outbox(settings, outbox),
             (MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA),
             quality,
         )
@@ -212,65 +212,6 @@ def _rejects_by_rule(con: Any, path: Path) -> dict[str, int]:
         f"SELECT rule, count(*) FROM read_parquet({_q(path)}) GROUP BY rule ORDER BY rule"
     ).fetchall()
     return {str(rule): int(n) for rule, n in rows}
-
-
-def send_outbox(settings: Settings, outbox: Any) -> bool:
-    """Send every pending outbox file to identity.links; True when none is left.
-
-    The topic must exist already (the worker creates it with one partition): a producer
-    would otherwise auto-create it with the broker's default partition count."""
-    from confluent_kafka import KafkaException, Producer
-
-    from pipeline.names import TOPIC_LINKS
-    from pipeline.runtime.kafka_security import KafkaCluster, KafkaConfigError
-
-    pending = outbox.pending()
-    if not pending:
-        return True
-    timeout = settings.members_link_timeout
-    try:
-        cluster = KafkaCluster.from_settings(settings)
-    except KafkaConfigError:
-        return False
-    producer = Producer(
-        {
-            **cluster.confluent(),
-            "acks": "all",
-            "linger.ms": 20,
-            "compression.type": "none",
-            "message.max.bytes": 1_010_000,
-            "message.timeout.ms": int(timeout * 1000),
-            "log.connection.close": False,
-            "log_level": 2,
-        }
-    )
-    topic = settings.topic(TOPIC_LINKS)
-    try:
-        meta = producer.list_topics(timeout=timeout)
-    except KafkaException:
-        return False
-    found = meta.topics.get(topic)
-    if found is None or found.error is not None or not found.partitions:
-        return False
-    for path in pending:
-        failures: list[str] = []
-
-        def delivered(err: Any, msg: Any, failures: list[str] = failures) -> None:
-            if err is not None:
-                failures.append(str(err))
-
-        for value in outbox.messages(path):
-            while True:
-                try:
-                    producer.produce(topic, value, partition=0, on_delivery=delivered)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        left = producer.flush(timeout + 5)
-        if left or failures:
-            return False
-        outbox.done(path)
-    return True
 
 
 def quality(settings: Settings, source: str | None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
-from pipeline.runtime import analytics_finals, member_metrics, stall_watch
+from pipeline.runtime import analytics_finals, member_links, member_metrics, stall_watch
 from pipeline.runtime.context import Context
 from pipeline.runtime.member_metrics import MemberGauges
 from pipeline.runtime.readiness import register_probes
@@ -52,6 +52,10 @@ def register_observability(app: faust.App, ctx: Context) -> None:
     @app.timer(interval=member_metrics.INTERVAL_SECONDS)
     async def show_member_imports() -> None:
         await members.refresh(ctx.settings.lake_dir, sla)
+
+    @app.timer(interval=member_links.INTERVAL_SECONDS)
+    async def send_member_links() -> None:
+        await member_links.drain(ctx.settings)
 
 
 def show_lag(gauge: Gauge, lag: dict[Any, int], shown: set[tuple[str, str]]) -> None:

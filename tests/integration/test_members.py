@@ -73,13 +73,31 @@ def test_members_join_events_by_phone_and_identify_updates_profiles(
     deployment: Deployment,
 ) -> None:
     dep = deployment
-    worker = dep.start_worker()
-    dep.wait_assigned([worker])
+    # Before any worker ran, identity.links does not exist: the links wait in the outbox,
+    # and the worker sends them once it runs.
     report = import_members(dep)
     assert (report["rows_accepted"], report["members_new"]) == (3, 3)
-    assert report["links_pending"] is False, "links not sent to the identity writer"
+    assert report["links_pending"] is True
+    worker = dep.start_worker()
+    dep.wait_assigned([worker])
     phone = PiiHasher(SECRET).hash_phone("13800138000")
-    m1 = wait_for(lambda: person(dep, "user_id", "M1"), timeout=60, what="M1 in identities")
+    m1 = wait_for(lambda: person(dep, "user_id", "M1"), timeout=90, what="M1 in identities")
+    # With the worker running, an import sends its own links at once.
+    (dep.tmp / "more.csv").write_text(
+        "id,mobile,mail,grade,updated_at\nM4,13700137000,,银卡,2024-05-02 10:00:00\n"
+    )
+    more = orjson.loads(
+        dep.run(
+            "members",
+            "import",
+            str(dep.tmp / "more.csv"),
+            "--mapping",
+            str(dep.tmp / "mapping.json"),
+        ).stdout
+    )
+    assert (more["members_new"], more["links"], more["links_pending"]) == (1, 2, False)
+    assert not list((dep.data_dir / "members" / "outbox").glob("*.links"))
+    wait_for(lambda: person(dep, "user_id", "M4"), timeout=30, what="M4 in identities")
     wait_for(lambda: person(dep, "phone", phone) == m1, timeout=60, what="phone linked to M1")
     # M3 has M1's phone: the link would join two members, so it is refused and recorded.
     refused = wait_for(
@@ -132,7 +150,7 @@ def test_members_join_events_by_phone_and_identify_updates_profiles(
     assert got["M1"]["phone"] == phone
     assert got["M2"]["level"] == "platinum"
     assert got["M2"]["source"] == "identify"
-    assert len(dep.query("SELECT * FROM profiles")) == 3  # dev-9's profile is M1's
+    assert len(dep.query("SELECT * FROM profiles")) == 4  # dev-9's profile is M1's
     rejects = dep.query("SELECT source, field, rule FROM member_rejects")
     assert rejects == [{"source": "identify", "field": "level", "rule": "level.allowed"}]
     changes = dep.query(
@@ -145,5 +163,6 @@ def test_members_join_events_by_phone_and_identify_updates_profiles(
     ]
 
     again = import_members(dep)  # the same file: nothing read, nothing changed
+    assert again["rows_skipped"] == 3
     assert (again["rows_read"], again["fields_changed"], again["links"]) == (0, 0, 0)
     assert profiles() == got
