@@ -60,13 +60,19 @@ def import_(
     dev: Dev = None,
     format: Annotated[str, _opt("FORMAT", "json | table")] = "json",
 ) -> None:
-    """Import members into profiles: rows are checked against the profile dictionary,
-    bad rows rejected whole (member_rejects), good rows applied by their own time.
+    """Import members into profiles (DESIGN 14, docs/members.md).
 
-    Prints what changed (with --dry-run: what would change). Nothing is written when the
-    mapping, the dictionary or the source is wrong (exit 2). With an incremental column,
-    only rows newer than the source's last watermark are read. One ID links go to the
-    broker; when it cannot take them they are kept and sent by the next import."""
+    Rows are checked against the profile dictionary; a bad row is rejected whole
+    (member_rejects), good rows apply by their own time. Prints what changed as JSON.
+
+    --dry-run reports what would change and writes nothing.
+
+    A wrong mapping, dictionary or source: one line, exit 2, nothing written.
+
+    With an incremental column only rows newer than the source's watermark are read.
+
+    One ID links go to the identity writer; links the broker cannot take wait in the
+    outbox for the next import or a worker."""
     from pipeline.cli import member_import
 
     if format not in ("json", "table"):
