@@ -33,6 +33,10 @@ from pipeline.members.transforms import FieldError, apply_steps
 MALFORMED_ROW = "malformed_row"
 MAX_USER_ID = 128
 CHUNK_ROWS = 20_000
+# An incremental time later than the run's start plus this is refused (the row is
+# rejected, rule ``incremental.future``): one clock-skewed or mistyped row must not move
+# the source's watermark years ahead and make every later import skip its real rows.
+FUTURE_TOLERANCE_MS = 24 * 3600 * 1000
 
 STAGED_SCHEMA = pa.schema(
     [
@@ -85,7 +89,7 @@ class Judge:
     today: date
     default_at: int  # the run's start: the time of rows without an incremental column
     watermark: int | None = None  # previous run's; rows at or below it are skipped
-    seen_max: int | None = None  # highest incremental time read in this run
+    seen_max: int | None = None  # highest valid incremental time read in this run
     stats: FieldStats = field(default_factory=FieldStats)
     _pii_columns: dict[str, str] = field(default_factory=dict)
     _enums: frozenset[str] = frozenset()
@@ -110,6 +114,18 @@ class Judge:
             bad = Violation("", MALFORMED_ROW, "record", record.detail)
             return Rejected(row, None, [bad], self.masked(record.raw))
         at, problem = self._time(record)
+        if at is not None and at > self.default_at + FUTURE_TOLERANCE_MS:
+            detail = (
+                f"the incremental column {self.mapping.incremental} is more than a day in "
+                "the future"
+            )
+            problem = Violation(
+                self.mapping.incremental or "",
+                ErrorCode.INVALID_TIMESTAMP,
+                "incremental.future",
+                detail,
+            )
+            at = None
         if (
             problem is None
             and at is not None
@@ -118,36 +134,51 @@ class Judge:
         ):
             return None  # read by an earlier run
         if at is not None:
+            # DESIGN 14: the highest value seen is the watermark. A rejected row with a
+            # valid time counts (it is not read again; a fix at the source bumps its
+            # time), a time refused as invalid or in the future never does.
             self.seen_max = at if self.seen_max is None else max(self.seen_max, at)
         violations = [problem] if problem else []
         user_id = self._key(record, violations)
         values: dict[str, Any] = {}
         failed: set[str] = set()
+        absent: list[str] = []
+        required = self.mapping.required
         for name, column, steps, cache in self._plan:
+            if column not in record and name not in required:
+                # A key the record does not have (JSON lines) leaves the field untouched;
+                # an explicit null (or an empty CSV cell) removes it. A required field
+                # must have a value, so its absence goes through the steps (a default
+                # may supply one) and is rejected otherwise.
+                absent.append(name)
+                continue
             try:
                 values[name] = _transform(steps, record.get(column), cache)
             except FieldError as exc:
                 violations.append(Violation(name, exc.code, exc.rule, exc.detail))
                 failed.add(name)
         checked = {k: v for k, v in values.items() if k not in failed} if failed else values
-        typed, broken = check(
-            self.dictionary, checked, self.today, self.mapping.required, self._memo
-        )
+        typed, broken = check(self.dictionary, checked, self.today, required, self._memo)
         violations += broken
-        self._count(values, violations)
+        self._count(values, violations, absent)
         if violations or user_id is None:
             return Rejected(row, user_id, violations, self.masked(record))
         for name in self._enums:
-            self.stats.values.setdefault(name, Counter())[str(typed.get(name))] += 1
+            if name in typed:
+                self.stats.values.setdefault(name, Counter())[str(typed[name])] += 1
         stored = {name: canonical(value) for name, value in typed.items()}
         return Accepted(row, user_id, at if at is not None else self.default_at, stored)
 
-    def _count(self, values: dict[str, Any], violations: list[Violation]) -> None:
+    def _count(
+        self, values: dict[str, Any], violations: list[Violation], absent: list[str]
+    ) -> None:
         stats = self.stats
         stats.rows += 1
         for name, value in values.items():
             if value is None:
                 stats.nulls[name] += 1
+        for name in absent:  # a key the record lacks: a row without a value too
+            stats.nulls[name] += 1
         for v in violations:
             stats.violations[v.field] += 1
 
