@@ -146,6 +146,7 @@ def _run(
     from pipeline.members import run as runs
     from pipeline.members.importer import Judge, Staging
     from pipeline.members.outbox import Outbox
+    from pipeline.members.privacy import Withhold, suppressed_persons
     from pipeline.members.sources import SourceError
     from pipeline.members.times import iso
     from pipeline.runtime import member_links, wire
@@ -167,6 +168,8 @@ def _run(
             runs.read_rows(src, judge, staging, report)
         except SourceError as exc:
             raise ImportFailed(str(exc)) from None
+        withhold = Withhold(settings.lake_dir, suppressed_persons(con, _requests(settings)))
+        report.rows_withheld = withhold.staged(con, staging.updates_path, staging.rejects_path)
         marks = [x for x in (watermark, judge.seen_max) if x is not None]
         report.watermark = iso(max(marks)) if marks else None
         outcome = apply.decide(
@@ -199,10 +202,39 @@ def _run(
             lambda: member_links.send_outbox(settings, outbox),
             (MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA),
             quality,
+            withhold,
         )
         return report.as_dict()
     finally:
         runs.cleanup(scratch)
+
+
+def _requests(settings: Settings) -> list[Any]:
+    """Every privacy request, so suppressed persons' member data is not stored. Without a
+    broker (within ``TRACKFLOW_MEMBERS_LINK_TIMEOUT``) only the lake's purge list (the
+    deleted persons) is applied, and stderr says so."""
+    import typer
+
+    from pipeline.names import TOPIC_LINKS, TOPIC_PRIVACY
+    from pipeline.privacy.kafka import BrokerUnavailable, RequestLog
+    from pipeline.runtime.kafka_security import KafkaCluster, KafkaConfigError
+
+    topic = settings.topic(TOPIC_PRIVACY)
+    try:
+        log = RequestLog(
+            KafkaCluster.from_settings(settings),
+            topic,
+            settings.topic(TOPIC_LINKS),
+            settings.members_link_timeout,
+        )
+        return log.read_all() if log.has_topic(topic) else []
+    except (BrokerUnavailable, KafkaConfigError) as exc:
+        typer.echo(
+            "trackflow members import: privacy requests not read, only deleted persons "
+            f"are withheld ({str(exc).splitlines()[0] if str(exc) else exc!r})",
+            err=True,
+        )
+        return []
 
 
 def _rejects_by_rule(con: Any, path: Path) -> dict[str, int]:

@@ -33,6 +33,7 @@ from pipeline.members import apply
 from pipeline.members.importer import Judge, Staging
 from pipeline.members.mapping import Mapping
 from pipeline.members.outbox import Outbox
+from pipeline.members.privacy import Withhold
 from pipeline.members.sources import Source
 from pipeline.members.times import iso
 
@@ -62,6 +63,7 @@ class Report:
     rejects_by_rule: dict[str, int] = field(default_factory=dict)
     links: int = 0
     links_pending: bool = False
+    rows_withheld: int = 0  # rows of deleted or suppressed persons, not stored (privacy)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,9 +173,13 @@ def commit(
     send: Sender,
     schemas: tuple[pa.Schema, pa.Schema],
     quality: list[dict[str, Any]],
+    privacy: Withhold | None = None,
 ) -> None:
     """Write the run to the lake in the order of the module doc, sending its links after
-    the profile files are in place and before the run's ``member_imports`` row."""
+    the profile files are in place and before the run's ``member_imports`` row.
+
+    ``privacy``: the updates and rejects are filtered through the purge list and installed
+    under the deletions' lock (``pipeline.members.privacy``)."""
     from pipeline.names import (
         LAKE_MEMBER_IMPORTS,
         LAKE_MEMBER_QUALITY,
@@ -217,7 +223,11 @@ def commit(
                 paths.lake / LAKE_MEMBER_REJECTS / f"rejected_date={day}" / f"import-{run}.parquet",
             )
         )
-    install(staged)
+    if privacy is None:
+        install(staged)
+    else:
+        with privacy.installing(con, [tmp for tmp, _ in staged]):
+            install(staged)
     del outbox_file  # sent with any older pending files
     report.links_pending = not send()
     report.finished = iso(int(time.time() * 1000))

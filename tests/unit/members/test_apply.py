@@ -21,6 +21,7 @@ from pipeline.members import run as runs
 from pipeline.members.importer import Judge, Staging
 from pipeline.members.mapping import parse_mapping
 from pipeline.members.outbox import Outbox
+from pipeline.members.privacy import Withhold, suppressed_persons
 from pipeline.runtime import wire
 
 DICT = load_profile_dictionary()
@@ -44,6 +45,8 @@ class Lake:
         self.root = root
         self.mapping = parse_mapping(mapping, DICT, HASHER)
         self.sent: list[bytes] = []
+        self.requests: list[Any] = []  # privacy requests in force (pipeline.privacy)
+        self.before_commit: Any = None  # called between deciding and installing
 
     def con(self) -> Any:
         return views.connect(self.root)
@@ -68,6 +71,8 @@ class Lake:
                 yield from enumerate(rows, start=1)
 
         runs.read_rows(Rows(), judge, staging, report)  # type: ignore[arg-type]
+        withhold = Withhold(self.root / "lake", suppressed_persons(con, self.requests))
+        report.rows_withheld = withhold.staged(con, staging.updates_path, staging.rejects_path)
         if judge.seen_max is not None:
             report.watermark = runs.iso(max(judge.seen_max, wm or 0))
         outcome = apply.decide(
@@ -83,6 +88,8 @@ class Lake:
         outbox = Outbox(self.root / "outbox")
         links = runs.stage_links(con, DICT.identity_fields(), wire.encode_links)
         paths = runs.Paths(self.root / "lake", scratch, outbox)
+        if self.before_commit is not None:
+            self.before_commit()
         runs.commit(
             con,
             report,
@@ -97,6 +104,7 @@ class Lake:
             judge.stats.rows_of(
                 run_id, source, [f.field for f in self.mapping.fields], self.mapping.required
             ),
+            withhold,
         )
         return report
 
