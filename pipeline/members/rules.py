@@ -19,7 +19,7 @@ from pipeline.contract.errors import ErrorCode
 from pipeline.contract.profiles import TODAY, CrossRule, ProfileDictionary, ProfileField
 
 RULE_VIOLATION = "rule_violation"  # a rule across fields (the dictionary's "rules")
-_INT = re.compile(r"^[+-]?\d{1,18}$")
+_INT = re.compile(r"^[+-]?\d{1,18}(?:\.0*)?$")  # "100", "100.0", "100." (integral)
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _TRUE = frozenset({"true", "1", "yes", "y", "t", "是", "对"})
 _FALSE = frozenset({"false", "0", "no", "n", "f", "否", "不"})
@@ -66,7 +66,7 @@ def _int(f: ProfileField, value: Any) -> int:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and _INT.match(value.strip()):
-        return int(value.strip())
+        return int(value.strip().split(".", 1)[0])
     raise _Bad(
         ErrorCode.TYPE_MISMATCH, f"{f.name}.type", f"{f.name} {_shown(f, value)} is not an integer"
     )

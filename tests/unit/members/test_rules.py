@@ -95,3 +95,37 @@ def test_a_field_already_broken_does_not_also_break_its_cross_rules() -> None:
 def test_pii_values_are_never_quoted_in_details() -> None:
     (v,) = check(DICT, {"phone": ["x"]}, TODAY)[1]
     assert "x" not in v.detail.replace("phone", "")
+
+
+def test_the_latest_dictionary_is_used_and_v1_is_unchanged() -> None:
+    import json
+    from pathlib import Path
+
+    assert DICT.version == 2
+    v1 = json.loads(Path("schemas/profiles/member/v1.json").read_text(encoding="utf-8"))
+    assert v1["version"] == 1
+    assert "vip" not in v1["fields"]["level"]["allowed"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("level", "vip"),
+        ("level", "svip"),
+        ("level", "normal"),
+        ("level", "super_vip"),
+        ("status", "disabled"),
+        ("status", "dormant"),
+        ("status", "pending"),
+        ("gender", "secret"),
+    ],
+)
+def test_common_crm_values_are_allowed(field: str, value: str) -> None:
+    assert rules_broken({field: value}) == set()
+
+
+@pytest.mark.parametrize(("raw", "points"), [("100.0", 100), ("100", 100), ("100.", 100)])
+def test_integral_decimal_strings_are_ints(raw: str, points: int) -> None:
+    typed, violations = check(DICT, {"points": raw}, TODAY)
+    assert violations == []
+    assert typed == {"points": points}
