@@ -44,8 +44,10 @@ $(SDK_STAMP): $(SDK_DIR)/package-lock.json
 demo: install ## Broker + worker + simulated traffic, then a summary and a queryable lake
 	$(VENV)/bin/trackflow demo
 
-test: install tools ## Run the whole test suite (slow soak tests excluded)
-	$(PY) -m pytest
+TEST_WORKERS ?= 2
+
+test: install tools ## Run the whole test suite (slow soak tests excluded), TEST_WORKERS processes
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: install tools ## Run only the slow soak/stress tests
 	$(PY) -m pytest -m slow
