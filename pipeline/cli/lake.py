@@ -59,8 +59,10 @@ def maintain(
     of exactly today minus the days is kept. Compaction merges the small files of each
     partition directory and source partition into files of about --target-rows rows,
     named by the source positions they hold, so the sinks' exactly-once replay still
-    stores nothing twice. A kill at any moment leaves old or new files (queries never see
-    a row twice or miss one); the next run finishes the work. A worker runs this every
+    stores nothing twice. A kill at any moment leaves old or new files; the next run
+    finishes the work. A query running across a rewrite's switch can fail ("Cannot open
+    file": run it again) and, in a window of milliseconds, miss or double one partition's
+    rows (docs/lake-lifecycle.md, Limits). A worker runs this every
     TRACKFLOW_LAKE_MAINTAIN_SECONDS (a day); a second run at the same time is refused.
     """
     from pipeline.cli.output import emit

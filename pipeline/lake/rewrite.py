@@ -21,8 +21,11 @@ rewrite of the partition or ``recover``); after 2, the next rewrite of that part
 ``recover``, rolls the journal forward to the new files. While a journal exists the views
 read it with the files (``views._source``; ``hidden_files`` here): in state ``staged`` they
 ignore new files already renamed, in state ``renamed`` the old ones, so a query sees the
-old rows or the new rows, never both and never neither. A new file with an old file's name
-is replaced in one rename.
+old rows or the new rows, never both and never neither, when it reads the journal and the
+file list at one moment (DuckDB lists files when it plans and reads the journal when it
+runs: a query straddling the switch can miss or double the partition's rows, or fail on
+a deleted file; docs/lake-lifecycle.md, Limits). A new file with an old file's name is
+replaced in one rename.
 
 Exactly-once positions (``writer.py``): every file must be named
 ``<topic>-p<partition>-<first>-<last>.parquet`` for the same source partition, and a new
