@@ -69,9 +69,13 @@ def test_population_resolves_into_exactly_the_true_persons(deployment: Deploymen
 
     m = worker.metrics()
     assert m["trackflow_identity_links_applied_total"] > 0
+    # Each refusal is counted when it happens. Links arrive over several partitions, so a
+    # link refused early can be accepted once an older link arrives, and that one refused
+    # instead: the count can exceed the final refusals (it did once, 7 for 6), never fall
+    # short of them; the lake's identity_merges hold the final ones (checked above).
     assert m[
         'trackflow_identity_merges_total{accepted="false",reason="would_join_two_user_ids"}'
-    ] == (len(pop.conflicts))
+    ] >= len(pop.conflicts)
     assert m["trackflow_identity_persons"] == len(persons)
 
 
