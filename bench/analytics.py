@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import orjson
 
+from bench.report import emit
 from pipeline.analytics.calendar import Calendar
 from pipeline.analytics.lifecycle import lifecycle
 from pipeline.analytics.retention import RetentionQuery, retention
@@ -228,12 +228,11 @@ def main() -> None:
         "slowest_cpu_seconds_per_core": round(idle_estimate, 2),
         "within_target_on_idle_cores": idle_estimate < TARGET_SECONDS,
     }
-    text = orjson.dumps(out, option=orjson.OPT_INDENT_2).decode()
-    print(text)
-    path = (
-        args.out or Path(__file__).parent / "results" / f"{date.today().isoformat()}-analytics.json"
+    emit(
+        out,
+        args.out
+        or Path(__file__).parent / "results" / f"{date.today().isoformat()}-analytics.json",
     )
-    path.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402
 from bench.run import make_event  # noqa: E402
 from pipeline.tools.broker import EmbeddedBroker, free_port  # noqa: E402
 
@@ -439,10 +440,7 @@ def main() -> None:
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
         },
     }
-    out = orjson.dumps(report, option=orjson.OPT_INDENT_2)
-    print(out.decode())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(out + b"\n")
+    emit(report, args.out)
 
 
 def renice(pid: int, nice: int) -> None:

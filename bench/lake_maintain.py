@@ -16,8 +16,6 @@ Prints (and with --out writes) JSON. The machine is shared: compare figures of o
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -30,6 +28,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.report import emit, machine
 from pipeline.contract.plan import load_plan
 from pipeline.contract.positions import pack
 from pipeline.lake.durable import atomic_write_bytes
@@ -176,14 +175,6 @@ def run(files: int, rows: int, partitions: int, names: list[str], target: int) -
         return result
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     ap.add_argument("--files", type=int, default=50_000, help="small files to build")
@@ -197,11 +188,7 @@ def main() -> None:
     results: dict[str, Any] = {"machine": machine()}
     results["compaction"] = run(args.files, args.rows, args.partitions, names, args.target_rows)
     results["command"] = ".venv/bin/python -m bench.lake_maintain " + shlex.join(sys.argv[1:])
-    text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

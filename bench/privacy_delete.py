@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402
 from pipeline.contract.positions import pack  # noqa: E402
 from pipeline.identity.rules import load_identity_rules  # noqa: E402
 from pipeline.lake.durable import atomic_write_bytes  # noqa: E402
@@ -313,10 +314,7 @@ def main() -> None:
             "barrier": asyncio.run(_barrier(args.syncs)),
             "check": bench_check(args.suppressed),
         }
-    out = orjson.dumps(report, option=orjson.OPT_INDENT_2)
-    sys.stdout.write(out.decode() + "\n")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(out + b"\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

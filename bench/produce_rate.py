@@ -29,6 +29,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402
 from bench.run import make_events  # noqa: E402
 from pipeline.tools.broker import EmbeddedBroker  # noqa: E402
 
@@ -144,10 +145,7 @@ def main() -> None:
             "load_average_1m_after": round(os.getloadavg()[0], 2),
         },
     }
-    out = orjson.dumps(result, option=orjson.OPT_INDENT_2)
-    print(out.decode())
-    if args.out:
-        args.out.write_bytes(out + b"\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

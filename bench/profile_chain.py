@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402
 from bench.run import BIN, PARTITIONS, _proc_cpu, make_events, produce  # noqa: E402
 from pipeline.runtime.telemetry import scrape  # noqa: E402
 from pipeline.tools.broker import EmbeddedBroker, free_port  # noqa: E402
@@ -178,13 +177,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    text = orjson.dumps(
-        profile(args.events, args.per_message, args.rate), option=orjson.OPT_INDENT_2
-    ).decode()
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(profile(args.events, args.per_message, args.rate), args.out)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402
 from pipeline.runtime.kafka_admin import ensure_topic  # noqa: E402
 from pipeline.runtime.telemetry import scrape  # noqa: E402
 from pipeline.tools.broker import EmbeddedBroker, free_port  # noqa: E402
@@ -1012,11 +1013,7 @@ def main() -> None:
     results["args"] = {
         k: v for k, v in vars(args).items() if k not in ("out", "only") and v is not None
     }
-    text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(results, args.out)
 
 
 def _timed(bench: Bench, name: str) -> dict[str, Any]:

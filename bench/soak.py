@@ -58,6 +58,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402
 from pipeline.contract.errors import Rejected  # noqa: E402
 from pipeline.contract.pii import PiiHasher  # noqa: E402
 from pipeline.contract.plan import load_plan  # noqa: E402
@@ -1068,10 +1069,7 @@ def main() -> None:
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             soak.stop()
-    text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
-    print(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    emit(result, out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import argparse
 import ctypes
 import gc
 import os
-import platform
 import random
 import re
 import shlex
@@ -43,6 +42,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit, machine  # noqa: E402
 from pipeline import names  # noqa: E402
 from pipeline.contract.positions import pack  # noqa: E402
 from pipeline.ingest.dedup import SeenIds  # noqa: E402
@@ -543,22 +543,6 @@ def restart(
         return result
 
 
-def machine() -> dict[str, Any]:
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return {
-        "cores": os.cpu_count(),
-        "memory_gib": mem,
-        "python": platform.python_version(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     ap.add_argument("--ids", type=int, default=20_000_000, help="ids in the memory run")
@@ -593,11 +577,7 @@ def main() -> None:
             args.history, args.partitions, args.take_events, args.timeout, args.keep
         )
     results["command"] = ".venv/bin/python -m bench.state_scale " + shlex.join(sys.argv[1:])
-    text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -37,6 +35,7 @@ from bench.anomaly.nab_score import (  # noqa: E402
     score_detections,
     sweep,
 )
+from bench.report import emit  # noqa: E402
 from pipeline.alerting.scoring import ad_hoc_rule, score_rows  # noqa: E402
 
 TRACKFLOW: dict[str, tuple[str, dict[str, Any], int, int]] = {"adaptive": ("adaptive", {}, 1, 3)}
@@ -173,10 +172,7 @@ def main() -> None:
         },
         **evaluate(corpus, [b for b in args.baselines.split(",") if b]),
     }
-    text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
