@@ -378,7 +378,7 @@ def stored_finals(data_dir: Path, plan: TrackingPlan) -> list[tuple[str, str, st
     in the lake's rollups table."""
     from pipeline.lake.views import connect
 
-    con = connect(data_dir, plan)
+    con = connect(data_dir, plan, only=("rollups",))  # not the events view: see connect
     try:
         return [tuple(row) for row in con.execute(_LATEST_FINALS).fetchall()]
     finally:

@@ -8,6 +8,7 @@ the ``alerts`` view keeps one row per incident.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
@@ -62,7 +63,7 @@ def register(app: faust.App, ctx: Context) -> Any:
             ordered = await admit(ordered_input, events)
             stage.forget_if_moved()
             if not stage.warmed and ordered:
-                missing = stage.warm_up()
+                missing = await stage.warm_up()
                 if missing:
                     value = alerts_message(missing, ordered[0].message.offset, WARMUP_INDEX_BASE)
                     await ctx.topics.alerts.send(value=value, partition=0)
@@ -113,21 +114,15 @@ class Detect:
             self.observe(kind, inc)
         return found
 
-    def warm_up(self) -> list[tuple[str, Incident]]:
+    async def warm_up(self) -> list[tuple[str, Incident]]:
         """Feed the rollups already in the lake so baselines survive restarts.
 
         Returns the incidents that replay finds but the lake's alerts table lacks (a crash
-        between storing a window's rollups and storing its alert), to be sent now.
+        between storing a window's rollups and storing its alert), to be sent now. The lake
+        is read in a thread: on the event loop it blocked the worker for seconds at every
+        takeover of detect, its other agents and its group heartbeat with it.
         """
-        from pipeline.lake.views import connect
-
-        con = connect(self.ctx.settings.data_dir, self.ctx.domain.plan)
-        try:
-            cur = con.execute(_STORED_ROLLUPS)
-            rows = [dict(zip(_ROLLUP_COLUMNS, row, strict=True)) for row in cur.fetchall()]
-            stored = set(con.execute(_STORED_ALERT_EVENTS).fetchall())
-        finally:
-            con.close()
+        rows, stored = await asyncio.to_thread(stored_history, self.ctx)
         found = self.detection.feed(rows)
         self.warmed = True
         missing = [(event, inc) for event, inc in found if (inc.alert_id, event) not in stored]
@@ -150,3 +145,21 @@ class Detect:
             self.metrics.alerts_resolved.labels(inc.rule).inc()
         if self.holds:  # not from a take still in flight after detection moved
             self.active_gauge(inc).set(1 if event == "fire" else 0)
+
+
+def stored_history(ctx: Context) -> tuple[list[dict[str, Any]], set[tuple[str, str]]]:
+    """The lake's rollups, oldest first, and the (alert_id, fire|resolve) events stored.
+
+    Only the two views it reads are created: binding the events view reads every event
+    file's footer (``pipeline.lake.views.connect``).
+    """
+    from pipeline.lake.views import connect
+
+    con = connect(ctx.settings.data_dir, ctx.domain.plan, only=("rollups", "alerts"))
+    try:
+        cur = con.execute(_STORED_ROLLUPS)
+        rows = [dict(zip(_ROLLUP_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+        stored = {(str(a), str(e)) for a, e in con.execute(_STORED_ALERT_EVENTS).fetchall()}
+    finally:
+        con.close()
+    return rows, stored

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from agents.detect import alerts_message
@@ -76,5 +77,5 @@ def test_incident_gauges_go_when_detection_moves_and_come_back_from_the_lake(
     assert not stage.warmed, "a stale detection state must be rebuilt from the lake"
     assert stage.detection.series == {}
     stage.assigned({rollups})
-    stage.warm_up()  # the lake holds no rollups here: no incident open
+    asyncio.run(stage.warm_up())  # the lake holds no rollups here: no incident open
     assert active() is None
