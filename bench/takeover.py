@@ -48,8 +48,39 @@ def rss_mb(worker: Worker | None) -> int | None:
     return None
 
 
+def memory_map(worker: Worker | None, out: Path) -> dict[str, int]:
+    """Resident MB by kind of mapping (glibc's heap, other anonymous memory: thread arenas
+    and the allocators of pyarrow and DuckDB; files: code and data of libraries); the
+    full ``/proc/PID/smaps`` is kept in the work directory."""
+    if worker is None or worker.proc.poll() is not None:
+        return {}
+    text = Path(f"/proc/{worker.proc.pid}/smaps").read_text()
+    out.write_text(text)
+    return resident_by_kind(text)
+
+
+def resident_by_kind(smaps: str) -> dict[str, int]:
+    """Resident MB of ``/proc/PID/smaps`` text by kind of mapping."""
+    kb = {"heap": 0, "anonymous": 0, "files": 0, "stack_and_other": 0}
+    kind = "stack_and_other"
+    for line in smaps.splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5:  # a mapping's first line
+            path = head[5] if len(head) > 5 else ""
+            if path == "[heap]":
+                kind = "heap"
+            elif not path:
+                kind = "anonymous"
+            else:
+                kind = "files" if path.startswith("/") else "stack_and_other"
+        elif line.startswith("Rss:"):
+            kb[kind] += int(head[1])
+    return {k: v // 1024 for k, v in kb.items()}
+
+
 def summary(samples: list[dict[str, Any]], name: str, killed_at: float) -> dict[str, Any]:
-    before = [s[name] for s in samples if s["t"] < killed_at and s[name]]
+    # Samples are stamped to 0.1 s: the one taken as the kill happened is not "before".
+    before = [s[name] for s in samples if s["t"] < round(killed_at, 1) and s[name]]
     after = [s for s in samples if s["t"] >= killed_at and s[name]]
     if not after:
         return {}
@@ -105,6 +136,10 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                     }
                 )
                 time.sleep(SAMPLE_SECONDS)
+            maps = {
+                "survivor": memory_map(survivor, work / "survivor.smaps"),
+                "replacement": memory_map(replacement, work / "replacement.smaps"),
+            }
         finally:
             sim.kill()
             for worker in dep.workers:
@@ -123,6 +158,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "lake_files_at_kill": files_at_kill,
         "survivor": summary(samples, "survivor", killed_at),
         "replacement": summary(samples, "replacement", killed_at),
+        "resident_by_mapping_at_end_mb": maps,
         "samples_every_10s": [s for i, s in enumerate(samples) if i % 20 == 0],
     }
 
