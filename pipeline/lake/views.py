@@ -195,8 +195,8 @@ def _member_views(lake: Path, plan: TrackingPlan) -> dict[str, str]:
 def connect(
     data_dir: Path, plan: TrackingPlan | None = None, only: Collection[str] | None = None
 ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the lake's views; ``only`` creates just those (and the
-    caller names any view they read).
+    """A DuckDB connection with the lake's views; ``only`` creates just those of
+    ``view_sql`` (the caller names any view they read).
 
     Creating a view binds it, and binding a table's view reads the footer of every one
     of its Parquet files: on a lake of 16,000 small event files (ten minutes of the
