@@ -35,3 +35,15 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def proc_status_mb(pid: int | str, field_name: str = "VmRSS:") -> float | None:
+    """A memory field of ``/proc/PID/status`` (``VmRSS:``, ``VmHWM:``) in MiB; None when
+    the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None

@@ -55,7 +55,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import emit  # noqa: E402
+from bench.report import emit, proc_status_mb  # noqa: E402
 from pipeline.runtime.kafka_admin import ensure_topic  # noqa: E402
 from pipeline.runtime.telemetry import scrape  # noqa: E402
 from pipeline.tools.broker import EmbeddedBroker, free_port  # noqa: E402
@@ -233,7 +233,7 @@ class BenchWorker:
         return _proc_rss_mb(self.proc.pid)
 
     def rss_mb(self) -> float | None:
-        return _proc_status_mb(self.proc.pid, "VmRSS:")
+        return proc_status_mb(self.proc.pid, "VmRSS:")
 
     def partitions(self, m: dict[str, float]) -> dict[str, list[int]]:
         """Partitions per topic this worker has reported lag for: those it owned (the lag
@@ -332,19 +332,9 @@ def _proc_cpu(pid: int) -> float | None:
         return None
 
 
-def _proc_status_mb(pid: int, field_name: str) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field_name):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
 def _proc_rss_mb(pid: int) -> float | None:
     """Peak resident set size (VmHWM) of a process, in MiB."""
-    return _proc_status_mb(pid, "VmHWM:")
+    return proc_status_mb(pid, "VmHWM:")
 
 
 # -- the runs -------------------------------------------------------------------------------
@@ -573,7 +563,7 @@ def run_memory(b: Bench) -> None:
         m = worker.metrics()
         peak = worker.rss_peak_mb()
         rss_end = worker.rss_mb()
-        broker_rss = _proc_status_mb(b.broker.proc.pid, "VmRSS:") if b.broker.proc else None
+        broker_rss = proc_status_mb(b.broker.proc.pid, "VmRSS:") if b.broker.proc else None
     finally:
         worker.stop()
     seconds = done - first

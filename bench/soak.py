@@ -58,7 +58,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import emit  # noqa: E402
+from bench.report import emit, proc_status_mb  # noqa: E402
 from pipeline.contract.errors import Rejected  # noqa: E402
 from pipeline.contract.pii import PiiHasher  # noqa: E402
 from pipeline.contract.plan import load_plan  # noqa: E402
@@ -105,13 +105,7 @@ def metric_sum(metrics: dict[str, float], name: str, label: str = "") -> float:
 
 
 def proc_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
+    return proc_status_mb(pid, "VmRSS:")
 
 
 def proc_cpu_s(pid: int) -> float | None:

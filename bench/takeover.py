@@ -29,23 +29,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import emit, machine  # noqa: E402
+from bench.report import emit, machine, proc_status_mb  # noqa: E402
 from pipeline.tools.broker import EmbeddedBroker  # noqa: E402
 from tests.support import BIN, Deployment, Worker  # noqa: E402
 
 SAMPLE_SECONDS = 0.5
 
 
-def rss_mb(worker: Worker | None) -> int | None:
+def rss_mb(worker: Worker | None) -> float | None:
     if worker is None or worker.proc.poll() is not None:
         return None
-    try:
-        for line in Path(f"/proc/{worker.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
-    except OSError:
-        return None
-    return None
+    return proc_status_mb(worker.proc.pid, "VmRSS:")
 
 
 def memory_map(worker: Worker | None, out: Path) -> dict[str, int]:

@@ -27,15 +27,12 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline.members.apply import _q
 from pipeline.privacy import purge
 from pipeline.privacy.deletion import exclusive
 from pipeline.privacy.matching import MatchSet
 from pipeline.privacy.requests import Request
 from pipeline.privacy.state import PrivacyState
-
-
-def _q(path: Path) -> str:
-    return "'" + path.as_posix().replace("'", "''") + "'"
 
 
 def suppressed_persons(con: duckdb.DuckDBPyConnection, requests: Iterable[Request]) -> MatchSet:
