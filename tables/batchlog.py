@@ -51,9 +51,20 @@ def release_free_memory() -> None:
 
 CATCH_UP_POLL_MS = 300
 
+# Records Faust decodes and holds per changelog partition before it applies them, during a
+# recovery. Faust's default (1000) is sized for one key per record; a record here is a
+# whole batch, so 1000 of them held a takeover's replay in memory at once: ~25 MB of
+# decoded Python objects for a moment, whose freed pymalloc arenas stayed mapped (the
+# survivor's RSS step at every takeover, docs/performance.md).
+RECOVERY_BUFFER_RECORDS = 16
+
 
 class BatchLogTable(faust.Table):
     """Subclasses implement ``apply_record`` and ``forget_partition``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("recovery_buffer_size", RECOVERY_BUFFER_RECORDS)
+        super().__init__(*args, **kwargs)
 
     def apply_record(self, partition: int, key: Any, value: Any) -> None:
         raise NotImplementedError
@@ -119,7 +130,9 @@ class BatchLogTable(faust.Table):
             consumer.assign(parts)
             for part in parts:
                 consumer.seek(part, applied.get(part.partition, -1) + 1)
-            while batches := await consumer.getmany(timeout_ms=CATCH_UP_POLL_MS):
+            while batches := await consumer.getmany(
+                timeout_ms=CATCH_UP_POLL_MS, max_records=RECOVERY_BUFFER_RECORDS
+            ):
                 for records in batches.values():
                     for record in records:
                         self._mark_applied(record.partition, record.offset)
