@@ -107,6 +107,11 @@ class RawProducer:
                 "message.max.bytes": MAX_MESSAGE_BYTES + 10_000,
                 "queue.buffering.max.messages": 200_000,
                 "log.connection.close": False,
+                # librdkafka logs at info level to stderr by default; at close it may say
+                # "Purging 1 unserved events from background queue", which broke the
+                # one-line summary `trackflow produce` prints there. Warnings and errors
+                # (an unreachable broker) still show.
+                "log_level": 4,
                 "delivery.report.only.error": True,
                 "on_delivery": self._delivered,
                 **(config or {}),
