@@ -199,8 +199,8 @@ def commit(
                   $processor AS processor_name, $version AS processor_version,
                   NULL::INTEGER AS source_partition, NULL::BIGINT AS source_offset,
                   NULL::INTEGER AS source_index
-              FROM read_parquet({apply._q(paths.scratch / "rejects.parquet")}))
-           TO {apply._q(rejects_tmp)} (FORMAT parquet, COMPRESSION zstd)""",
+              FROM read_parquet({apply.sql_path(paths.scratch / "rejects.parquet")}))
+           TO {apply.sql_path(rejects_tmp)} (FORMAT parquet, COMPRESSION zstd)""",
         {
             "source": report.source,
             "run": run,
