@@ -7,7 +7,8 @@ and the partition's watermark after it, split by the combine partition of each m
 without transactions, twice over: rows at or below the recorded events.raw position were
 counted before a crash (upstream re-sends them in new messages), and a partial message
 re-sent for the same input message carries the same (partition, offset), which the
-combine stage has applied and skips.
+combine stage has applied and skips. Each partial carries its message's identity.links
+offset (``wire.LINKS_HEADER``), which windows of persons wait for.
 """
 
 from __future__ import annotations
@@ -53,7 +54,14 @@ def register(app: faust.App, ctx: Context) -> Any:
                 got = partials(table, defs.values(), settings.lateness_seconds, watermark)
                 watermark = max(watermark, got.max_time)
                 values = wire.split_partials(
-                    m.partition, m.offset, watermark, got, defs, place, settings.combine_partitions
+                    m.partition,
+                    m.offset,
+                    watermark,
+                    got,
+                    defs,
+                    place,
+                    settings.combine_partitions,
+                    wire.links_through(getattr(m, "headers", None)),
                 )
                 for c, value in enumerate(values):
                     pending.append(await ctx.topics.partials.send(value=value, partition=c))

@@ -12,6 +12,8 @@ backlog, and its events would all come late. Finals are written to the state's c
 (its outbox) together with the state change that drops their windows, then sent; a worker
 that recovers the state re-sends the last outbox at the same position, which the lake
 writer and the detectors skip if it arrived before. So a crash anywhere is stored once.
+Windows of persons (uv, funnels) close, by watermark or idle, only once this worker's
+identity map holds every link their events made (``CombineState.needs``).
 """
 
 from __future__ import annotations
@@ -149,9 +151,6 @@ class Combine:
             for event in await admit(self.input, events):
                 by_partition.setdefault(event.message.partition, []).append(event.message)
             self.last_input = time.monotonic()
-            # Funnels and uv count persons: windows wait until the identity writer has
-            # applied every link sent so far.
-            pending = self.pending_in(self.links_topics)
             for c, messages in sorted(by_partition.items()):
                 state = self.states.get(c)
                 if state is None:
@@ -167,11 +166,12 @@ class Combine:
                 # Closes are positioned at the offset just read: a take of re-read messages
                 # only (all skipped) would reuse a position that may already be stored.
                 rows = []
-                if not pending and fresh:
+                if fresh:
                     now = _monotonic_ms()
                     drained = await self.drained_sources(c, state, now)
-                    rows = state.close_ready(now_ms=now, drained=drained)
+                    rows = state.close_ready(now_ms=now, drained=drained, known=self.known())
                 await self.publish(c, rows, state.offset, 0, "watermark")
+            self.show_identity_wait()
 
     async def close_if_idle(self) -> None:
         if self.app.rebalancing or not self.ready or self.upstream_pending():
@@ -183,6 +183,8 @@ class Combine:
             closing = any(state.open and state.offset >= 0 for _, state in self.states.items())
             if not (idle and closing):
                 return
+            if self.show_identity_wait():
+                return  # windows of persons wait for links; asked again in a second
             if not await self.group_drained():
                 self.last_input = time.monotonic()  # ask again after another idle time
                 return
@@ -293,6 +295,18 @@ class Combine:
         if left:
             log.info("combine: no idle close, input unread in the group: %s", ", ".join(left))
         return not left
+
+    def known(self) -> int:
+        """How far into identity.links this worker's map is."""
+        return self.ctx.tables.identity.known
+
+    def show_identity_wait(self) -> bool:
+        """Whether open windows wait for links this worker's map does not hold yet; the
+        gauge says by how many identity.links offsets."""
+        known = self.known()
+        behind = max((s.waiting_for() - known for _, s in self.states.items()), default=0)
+        self.metrics.identity_wait.set(max(0, behind))
+        return behind > 0
 
     def upstream_pending(self) -> bool:
         """Input this worker has not yet consumed: the pipeline is catching up, not idle."""

@@ -5,6 +5,8 @@ For each link message it sends what changed (identifier rows, merges and refusal
 identity.changes, waits until that is delivered, and only then appends the links to the
 map's changelog: after a crash between the two, the replayed message recomputes the same
 changes from the same map, and the sink keeps the first copy (same source position).
+A take whose last message changed nothing still ends with a record of its offset, so
+every worker's map knows how far into identity.links it is (``IdentityTable.known``).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ def register(app: faust.App, ctx: Context) -> Any:
         async for events in take_batches(stream, settings.take_max, settings.take_within):
             applied: list[tuple[int, list[Link]]] = []
             pending: list[Any] = []
+            last = recorded = -1  # the take's last offset read, and the last recorded
             for event in await admit(ordered, events):
                 m = event.message
+                last = m.offset
                 try:
                     tombstone = wire.decode_forget(m.value)
                 except (ValueError, TypeError):
@@ -44,6 +48,8 @@ def register(app: faust.App, ctx: Context) -> Any:
                     await _record(ctx, pending, applied)
                     pending, applied = [], []
                     await _forget(ctx, m, *tombstone)
+                    ctx.tables.identity.note(m.offset)
+                    recorded = m.offset
                     continue
                 try:
                     links = wire.decode_links(m.value)
@@ -52,6 +58,7 @@ def register(app: faust.App, ctx: Context) -> Any:
                     app.log.error("identity: skipping undecodable link message at %s", m.offset)
                     continue
                 changes = graph.add(links)
+                ctx.tables.identity.note(m.offset)  # this worker's map has them now
                 if not changes:
                     continue
                 applied.append((m.offset, links))
@@ -71,6 +78,10 @@ def register(app: faust.App, ctx: Context) -> Any:
                 if m.timestamp:
                     metrics.writer_lag.set(max(0.0, time.time() - m.timestamp))
             await _record(ctx, pending, applied)
+            if applied:
+                recorded = applied[-1][0]
+            if last > recorded:
+                await ctx.tables.identity.record_progress(last)
 
     return identity
 

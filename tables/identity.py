@@ -7,6 +7,11 @@ applying a record twice, or records the worker already applied itself, changes n
 A privacy deletion adds ``forget`` records (the person's identifiers, as the writer
 expanded them): applied in order, they drop the person, and links touching them later
 are ignored, so a replay from the start ends with the same map.
+
+Each record's key ends with the identity.links offset it comes from, and the writer
+records the end of every take even when nothing changed, so ``known`` says how far into
+identity.links this worker's map is: the combine stage closes a window of persons only
+once it is past the links the window's events made (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ from pipeline.identity.graph import IdentityGraph, Link
 from tables.batchlog import KafkaClients
 
 PARTITION = 0
+
+
+def links_offset(key: Any) -> int:
+    """The identity.links offset in a changelog key (``links:12``, ``forget:13``, JSON
+    encoded or not); -1 for a key that has none."""
+    if isinstance(key, bytes):
+        key = key.decode(errors="replace")
+    _, _, tail = str(key).strip('"').rpartition(":")
+    return int(tail) if tail.isdigit() else -1
 
 
 def _apply(graph: IdentityGraph, values: Iterable[Any]) -> None:
@@ -47,12 +61,21 @@ def _apply(graph: IdentityGraph, values: Iterable[Any]) -> None:
 
 class IdentityTable(faust.GlobalTable):
     graph: IdentityGraph
+    known: int = -1  # identity.links offsets up to this one are in ``graph``
 
     def attach(self, graph: IdentityGraph) -> None:
         self.graph = graph
 
+    def note(self, offset: int) -> None:
+        """The links of identity.links ``offset`` (and all before it) are in the graph."""
+        if offset > self.known:
+            self.known = offset
+
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
-        _apply(self.graph, (event.value for event in batch))
+        events = list(batch)
+        _apply(self.graph, (event.value for event in events))
+        for event in events:
+            self.note(links_offset(event.key))
 
     async def follow(self, kafka: KafkaClients, poll_ms: int = 200) -> None:
         """Apply every record of the changelog as it is written, from the beginning.
@@ -72,6 +95,8 @@ class IdentityTable(faust.GlobalTable):
                 batches = await consumer.getmany(timeout_ms=poll_ms, max_records=1000)
                 for records in batches.values():
                     _apply(self.graph, (orjson.loads(r.value) for r in records if r.value))
+                    for r in records:
+                        self.note(links_offset(r.key))
         finally:
             await consumer.stop()
 
@@ -85,6 +110,11 @@ class IdentityTable(faust.GlobalTable):
             key_serializer=self.key_serializer,
             value_serializer=self.value_serializer,
         )
+
+    async def record_progress(self, offset: int) -> None:
+        """The writer has read identity.links up to ``offset``, with no change left to
+        record: workers' ``known`` moves on although no link was new."""
+        await self.record(f"links:{offset}", [])
 
     async def record(self, key: str, links: list[Link]) -> None:
         """Straight to the producer, awaited before the input is acked (see

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.metrics.combine import CombineStates
+from pipeline.metrics.combine_states import CombineStates
 from pipeline.metrics.windows import NO_WATERMARK
 from tables.batchlog import BatchLogTable
 

@@ -15,7 +15,8 @@ restart instead of closing the windows again at another one (stored twice).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from itertools import takewhile
 from typing import Any
 
 import orjson
@@ -37,6 +38,12 @@ class CombineState:
     partial message at or below it is a replay and is skipped, so a restart never counts
     an event twice. ``closed[size]`` is the end of the last finalised window of that size;
     a partial for a window at or below it arrived after its window closed (late).
+
+    Windows of persons (uv resolved through the map, funnels) wait for One ID as well:
+    ``needs`` (window) and ``fneeds`` (funnel, event hour) hold the highest identity.links
+    offset their partials carried (``l``), and they close only once the map on this worker
+    has reached it (``known``): resolved earlier, an event whose login link is still on its
+    way counts as another person, or as the wrong one.
     """
 
     def __init__(self, defs: dict[str, MetricDef], partitions: int, lateness_s: int) -> None:
@@ -55,6 +62,8 @@ class CombineState:
         self.flast: dict[str, dict[str, int]] = {}
         self.fclosed: dict[str, int] = {}
         self.resolve: Any = lambda n: n
+        self.needs: dict[tuple[int, int], int] = {}  # (size, start) -> identity.links offset
+        self.fneeds: dict[str, dict[int, int]] = {}  # funnel -> event hour -> offset
         # Quiet partitions (as Flink's idle sources): one that sent no partial for
         # ``idle_ms`` of processing time stops holding windows open if its input is
         # drained (``close_ready``'s ``drained``). Not logged: after a restart every
@@ -81,6 +90,7 @@ class CombineState:
             self.started_ms = now_ms if self.started_ms is None else self.started_ms
         if offset <= self.applied.get(p, -1):
             return False
+        links = int(message.get("l", -1))
         for m, size, start, dims, raw in message["s"]:
             d = self.defs.get(m)
             if d is None:
@@ -89,6 +99,9 @@ class CombineState:
                 self.late += 1
                 continue
             key = (m, int(size), int(start), dims)
+            if links >= 0 and d.resolve_persons:
+                window = (int(size), int(start))
+                self.needs[window] = max(self.needs.get(window, -1), links)
             kind = kind_of(d)
             value = decode(kind, raw)
             if kind in SET_KINDS:  # logged as what was added: a record stays batch-sized
@@ -103,12 +116,16 @@ class CombineState:
                 continue
             store = self.fevents.setdefault(m, {})
             closed = self.fclosed.get(m, NO_WATERMARK)
+            needs = self.fneeds.setdefault(m, {})
             for n, t, mask in events:
                 if t < closed:
                     self.late += 1
                     continue
                 store.setdefault(n, []).append([int(t), int(mask)])
                 self._fdirty.add((m, n))
+                if links >= 0:
+                    hour = int(t) - int(t) % 3_600_000
+                    needs[hour] = max(needs.get(hour, -1), links)
         self.applied[p] = offset
         self.wm[p] = max(self.wm.get(p, NO_WATERMARK), int(message["wm"]))
         self._progress_dirty = True
@@ -143,6 +160,7 @@ class CombineState:
         funnels: bool = True,
         now_ms: int | None = None,
         drained: Callable[[int], bool] | None = None,
+        known: int | None = None,
     ) -> list[dict[str, Any]]:
         """Windows every counted partition's watermark has passed (end + lateness).
 
@@ -151,21 +169,41 @@ class CombineState:
         alone is no proof of quiet: a partition whose upstream owner died is silent with a
         backlog, and its partials would all come late (issue 13's soak). Without
         ``drained`` (the state alone cannot know) every silent partition is taken as quiet.
+
+        With ``known`` (how far into identity.links this worker's map is), a window of
+        persons that needs more waits, and every window ending after it with it: finals
+        leave in order of their ends.
         """
         marks = self._marks(now_ms, drained)
         ready = [
             w for w in self._windows() if closable(window_end(w[1], w[0]), self.lateness_s, marks)
         ]
+        if known is not None:
+            ready = list(takewhile(lambda w: self.needs.get(w, -1) <= known, ready))
         rows = self._finalise(ready)
         if funnels:
             for m, d in self.defs.items():
                 if d.type == "funnel" and d.funnel is not None:
                     within = seconds(d.funnel.within)
                     for hour in self._funnel_hours(m):
-                        if not closable(hour + 3_600_000, self.lateness_s + within, marks):
+                        if not closable(hour + 3_600_000, self.lateness_s + within, marks) or (
+                            known is not None and self.funnel_need(m, hour) > known
+                        ):
                             break
                         rows.extend(self._close_funnel(m, hour))
         return rows
+
+    def funnel_need(self, m: str, hour: int) -> int:
+        """The links ``m``'s ``hour`` needs: of its events and those within ``within`` after."""
+        d = self.defs[m]
+        assert d.funnel is not None
+        until = hour + 3_600_000 + seconds(d.funnel.within) * 1000
+        return max((n for h, n in self.fneeds.get(m, {}).items() if h < until), default=-1)
+
+    def waiting_for(self) -> int:
+        """The highest identity.links offset an open window or funnel hour needs (-1: none)."""
+        needs = [*self.needs.values(), *(n for f in self.fneeds.values() for n in f.values())]
+        return max(needs, default=-1)
 
     def close_all(self) -> list[dict[str, Any]]:
         """Idle input: finalise every open window (the last windows of a replay)."""
@@ -219,6 +257,9 @@ class CombineState:
             else:
                 del events[n]
         self.fclosed[m] = max(self.fclosed.get(m, NO_WATERMARK), end)
+        needs = self.fneeds.get(m, {})
+        for h in [h for h in needs if h < end]:
+            del needs[h]  # their events are gone with the hour
         self._progress_dirty = True
         if not counts[0]:
             return []
@@ -236,6 +277,7 @@ class CombineState:
                 self._dirty.discard(key)
                 self._added.pop(key, None)
                 self._deleted.add(key)
+            self.needs.pop((size, start), None)
             end = window_end(start, size)
             self.closed[size] = max(self.closed.get(size, NO_WATERMARK), end)
             self._progress_dirty = True
@@ -316,6 +358,8 @@ class CombineState:
             late=self.late,
             offset=self.offset,
             fclosed=self.fclosed,
+            needs=[[size, start, n] for (size, start), n in sorted(self.needs.items())],
+            fneeds={m: sorted(hours.items()) for m, hours in self.fneeds.items() if hours},
             out_at=[outbox[0], outbox[1]] if outbox else None,
         )
         self._dirty.clear()
@@ -356,6 +400,11 @@ class CombineState:
             self.late = int(record.get("late", 0))
             self.offset = int(record.get("offset", -1))
             self.fclosed = {k: int(v) for k, v in record.get("fclosed", {}).items()}
+            self.needs = {(int(z), int(t)): int(n) for z, t, n in record.get("needs", [])}
+            self.fneeds = {
+                m: {int(h): int(n) for h, n in hours}
+                for m, hours in record.get("fneeds", {}).items()
+            }
         for m, n, evs, last in record.get("funnel", []):
             if evs:
                 self.fevents.setdefault(m, {})[n] = evs
@@ -416,39 +465,3 @@ def _pack(parts: list[tuple[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
         records[-1].setdefault(kind, []).append(part)
         size += n
     return records
-
-
-class CombineStates:
-    """The ``CombineState`` of each combine partition (metrics.partials partition) this
-    worker holds, made on first use; a partition's state goes when it is revoked.
-
-    A revoked partition is retired until it is assigned again: a take still in flight
-    for it must not make a fresh, empty state and log it as the partition's progress.
-    """
-
-    def __init__(self, factory: Callable[[], CombineState]) -> None:
-        self.factory = factory
-        self._states: dict[int, CombineState] = {}
-        self._retired: set[int] = set()
-
-    def __getitem__(self, partition: int) -> CombineState:
-        state = self._states.get(partition)
-        if state is None:
-            state = self._states[partition] = self.factory()
-        return state
-
-    def get(self, partition: int) -> CombineState | None:
-        """The partition's state, or None if it was revoked from this worker."""
-        return None if partition in self._retired else self[partition]
-
-    def items(self) -> Iterator[tuple[int, CombineState]]:
-        return iter(sorted(self._states.items()))
-
-    def forget(self, partition: int) -> None:
-        """Start the partition anew (assigned: its changelog is replayed)."""
-        self._states.pop(partition, None)
-        self._retired.discard(partition)
-
-    def retire(self, partition: int) -> None:
-        self._states.pop(partition, None)
-        self._retired.add(partition)

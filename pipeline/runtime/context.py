@@ -26,7 +26,8 @@ from pipeline.lake.schema import EventBatches, EventsSplitter, split_by_day, spl
 from pipeline.lake.writer import TableWriter
 from pipeline.members.identify import IdentifyProfiles
 from pipeline.metrics import routing
-from pipeline.metrics.combine import CombineState, CombineStates
+from pipeline.metrics.combine import CombineState
+from pipeline.metrics.combine_states import CombineStates
 from pipeline.metrics.definitions import MetricDef, load_metrics
 from pipeline.privacy.purge import Purger
 from pipeline.privacy.state import PrivacyState

@@ -241,6 +241,12 @@ class PipelineMetrics:
             "Age of the last link batch the identity writer applied, when it applied it.",
             registry=r,
         )
+        self.identity_wait = Gauge(
+            "trackflow_identity_wait_offsets",
+            "identity.links offsets this worker's map lacks that open windows of persons "
+            "(uv, funnels) wait for before they close.",
+            registry=r,
+        )
 
     def _declare_rollups_and_alerts(self, r: CollectorRegistry) -> None:
         """Business metrics (late events, values, windows) and alerts."""

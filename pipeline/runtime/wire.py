@@ -129,6 +129,29 @@ def decode_links(value: bytes | None) -> list[Link]:
     return [(str(a), str(b), int(t)) for a, b, t in orjson.loads(value or b"")]
 
 
+# The identity.links offset up to which the map must hold links before the windows of an
+# events.stitched message's persons close (docs/decisions.md, "Persons resolved only once
+# their links are applied"). A header, so the Arrow batch stays the lake's rows alone.
+LINKS_HEADER = "trackflow-links-through"
+
+
+def links_header(through: int) -> list[tuple[str, bytes]]:
+    return [(LINKS_HEADER, str(through).encode())] if through >= 0 else []
+
+
+def links_through(headers: Any) -> int:
+    """The header's offset; -1 when absent or unreadable (a message from elsewhere: its
+    windows do not wait)."""
+    items = headers.items() if isinstance(headers, dict) else (headers or ())
+    for key, value in items:
+        if key == LINKS_HEADER:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return -1
+    return -1
+
+
 # -- identity.changes -----------------------------------------------------------------
 
 
@@ -180,21 +203,28 @@ class IdentityChanges:
 
 
 def encode_partials(
-    partition: int, offset: int, watermark: int, p: Partials, defs: dict[str, MetricDef]
+    partition: int,
+    offset: int,
+    watermark: int,
+    p: Partials,
+    defs: dict[str, MetricDef],
+    links: int = -1,
 ) -> bytes:
-    """One events.stitched message's partials; ``CombineState.apply`` reads the decoded dict."""
-    return orjson.dumps(
-        {
-            "p": partition,
-            "o": offset,
-            "wm": watermark,
-            "s": [
-                [m, size, start, dims, encode_value(kind_of(defs[m]), v)]
-                for (m, size, start, dims), v in p.series.items()
-            ],
-            "f": p.funnel,
-        }
-    )
+    """One events.stitched message's partials; ``CombineState.apply`` reads the decoded dict.
+    ``l``: the message's ``links_through`` (omitted when -1)."""
+    value: dict[str, Any] = {
+        "p": partition,
+        "o": offset,
+        "wm": watermark,
+        "s": [
+            [m, size, start, dims, encode_value(kind_of(defs[m]), v)]
+            for (m, size, start, dims), v in p.series.items()
+        ],
+        "f": p.funnel,
+    }
+    if links >= 0:
+        value["l"] = links
+    return orjson.dumps(value)
 
 
 def split_partials(
@@ -205,6 +235,7 @@ def split_partials(
     defs: dict[str, MetricDef],
     place: dict[str, int],
     count: int,
+    links: int = -1,
 ) -> list[bytes]:
     """The partials of one events.stitched message for each of ``count`` combine
     partitions (``place``: metric -> partition). Every partition gets a message, empty or
@@ -214,7 +245,7 @@ def split_partials(
         parts[place[key[0]]].series[key] = value
     for m, events in p.funnel.items():
         parts[place[m]].funnel[m] = events
-    return [encode_partials(partition, offset, watermark, part, defs) for part in parts]
+    return [encode_partials(partition, offset, watermark, part, defs, links) for part in parts]
 
 
 def decode_partials(value: bytes | None) -> dict[str, Any]:

@@ -311,3 +311,36 @@ def test_funnel_follows_people_and_equals_the_lake(deployment: Deployment) -> No
         "report", "funnel", "--from", lo.isoformat(), "--to", hi.isoformat(), "--format", "json"
     ).stdout
     assert len(orjson.loads(out)) == len(expected)
+    # Through the real broker, partials carry the identity.links offset their windows wait
+    # for (stitch's header), and no partial asks for more than the writer ever read.
+    links_end = len(topic_values(deployment, "identity.links"))
+    needs = [orjson.loads(v).get("l", -1) for v in topic_values(deployment, "metrics.partials")]
+    assert max(needs) >= 0
+    assert max(needs) < links_end
+
+
+def topic_values(dep: Deployment, topic: str) -> list[bytes]:
+    """Every message value of the deployment's ``topic``, all partitions."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    name = f"{dep.name}.{topic}"
+    consumer = Consumer(
+        {
+            "bootstrap.servers": dep.env["TRACKFLOW_BROKER"].split("://")[-1],
+            "group.id": f"{dep.name}-probe",
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+        consumer.assign([TopicPartition(name, p, 0) for p in partitions])
+        out: list[bytes] = []
+        left = set(partitions)
+        while left and (msg := consumer.poll(20)) is not None:
+            if msg.error() is not None:
+                left.discard(msg.partition())  # end of the partition
+            else:
+                out.append(msg.value())
+        return out
+    finally:
+        consumer.close()

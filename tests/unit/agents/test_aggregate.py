@@ -250,3 +250,16 @@ def test_a_replayed_message_after_the_recorded_position_is_sent_with_the_same_po
     h = Harness(app, ctx, monkeypatch)
     h.run([message(ctx, 5, 7, [event(5, 70, 0, T0)])])
     assert h.sent[0][1] == first
+
+
+def test_partials_carry_the_links_offset_their_message_was_stitched_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, ctx = make(tmp_path, combine_partitions=2)
+    h = Harness(app, ctx, monkeypatch)
+    stitched = message(ctx, 0, 1, [event(0, 1, 0, T0)])
+    stitched.message.headers = wire.links_header(12)
+    foreign = message(ctx, 1, 1, [event(1, 1, 0, T0)])  # no header: written by something else
+    h.run([stitched, foreign])
+    got = sorted((p["p"], p.get("l")) for _, p in h.sent)
+    assert got == [(0, 12), (0, 12), (1, None), (1, None)]

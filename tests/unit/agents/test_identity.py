@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
+import pytest
+from faust.types import TP
+
+import agents.identity
 from pipeline import names
 from pipeline.app import create_app
 from pipeline.identity.graph import IdentityGraph
+from pipeline.runtime.streams import Take
 from pipeline.settings import Settings
+from tables.identity import links_offset
 
 
 def make(tmp_path: Path) -> Any:
@@ -38,7 +47,7 @@ def test_map_is_a_global_table_kept_forever(tmp_path: Path) -> None:
 
 
 def record(links: list[list[Any]]) -> Any:
-    return SimpleNamespace(value={"links": links}, message=SimpleNamespace(partition=0))
+    return SimpleNamespace(key=None, value={"links": links}, message=SimpleNamespace(partition=0))
 
 
 def test_replaying_the_changelog_rebuilds_the_same_map(tmp_path: Path) -> None:
@@ -102,8 +111,85 @@ def test_a_privacy_tombstone_removes_the_person_from_the_writer_and_every_replic
     _app2, replica_ctx = make(tmp_path / "replica")
     replica = replica_ctx.tables.identity
     links_record = record([list(x) for x in links])
-    forget_record = SimpleNamespace(value={"forget": logged[0][2]})
+    forget_record = SimpleNamespace(key="forget:0", value={"forget": logged[0][2]})
     replica.apply_changelog_batch([links_record, forget_record])
     replica.apply_changelog_batch([links_record, forget_record])  # recovery and follower
     assert replica_ctx.domain.graph.person == graph.person
     assert replica_ctx.domain.graph.edges == graph.edges
+
+
+def test_changelog_keys_tell_how_far_into_identity_links_the_map_is(tmp_path: Path) -> None:
+    _app, ctx = make(tmp_path)
+    table = ctx.tables.identity
+    assert table.known == -1
+    assert [links_offset(k) for k in ("links:7", b'"forget:12"', "unforget:3", "odd")] == [
+        7,
+        12,
+        3,
+        -1,
+    ]
+    table.apply_changelog_batch(
+        [
+            SimpleNamespace(key="links:5", value={"links": []}),
+            SimpleNamespace(key="links:9", value={"links": [["user_id:a", "anonymous_id:d", 1]]}),
+        ]
+    )
+    assert table.known == 9
+    table.note(3)  # never back
+    assert table.known == 9
+
+
+class WriterHarness:
+    """The writer agent with fake takes; changelog records and changes kept in lists."""
+
+    def __init__(self, app: Any, ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.agent = app.agents[names.AGENT_IDENTITY]
+        self.takes: list[list[Any]] = []
+        self.records: list[tuple[str, Any]] = []
+        monkeypatch.setattr(agents.identity, "take_batches", self._take_batches)
+        monkeypatch.setattr(ctx.tables.identity, "record", self._record)
+        monkeypatch.setattr(ctx.topics.changes, "send", self._send)
+
+    async def _take_batches(self, stream: Any, max_: int, within: float) -> AsyncIterator[Take]:
+        for take in self.takes:
+            yield Take(take)
+
+    async def _record(self, key: str, links: list[Any]) -> None:
+        self.records.append((key, links))
+
+    async def _send(self, *, value: bytes, partition: int) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def run(self, *takes: list[Any]) -> None:
+        self.takes = list(takes)
+        asyncio.run(self.agent.fun(None))
+
+
+def link_message(offset: int, value: bytes) -> Any:
+    return SimpleNamespace(
+        message=SimpleNamespace(
+            partition=0, offset=offset, value=value, timestamp=None, tp=TP("x.identity.links", 0)
+        )
+    )
+
+
+def test_a_take_that_changes_nothing_at_its_end_still_records_how_far_it_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, ctx = make(tmp_path)
+    h = WriterHarness(app, ctx, monkeypatch)
+    new = orjson.dumps([["user_id:a", "anonymous_id:d", 1]])
+    h.run(
+        [link_message(0, new), link_message(1, new)],  # the second changes nothing
+        [link_message(2, b"not links")],  # undecodable: skipped, still read
+        [link_message(3, orjson.dumps([["user_id:b", "anonymous_id:e", 2]]))],
+    )
+    assert [(k, len(v)) for k, v in h.records] == [
+        ("links:0", 1),
+        ("links:1", 0),
+        ("links:2", 0),
+        ("links:3", 1),
+    ]
+    assert ctx.tables.identity.known == 3  # the writer's own map, before any record comes back

@@ -131,10 +131,11 @@ class Harness:
         return traced
 
     def _sender(self, topic: str) -> Callable[..., Any]:
-        async def send(*, value: bytes, partition: int) -> asyncio.Future[None]:
+        async def send(*, value: bytes, partition: int, headers: Any = None) -> asyncio.Future[Any]:
             self.sent.append((topic, value))
-            delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            delivered.set_result(None)
+            delivered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            offset = sum(1 for t, _ in self.sent if t == topic) - 1  # its offset in the topic
+            delivered.set_result(SimpleNamespace(offset=offset))
             return delivered
 
         return send

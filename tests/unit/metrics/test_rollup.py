@@ -396,3 +396,33 @@ def test_changelog_records_stay_batch_sized_with_a_million_identifiers_an_hour()
     assert len(combine.open[key_uv]) == people
     assert replica.open[key_uv] == combine.open[key_uv]
     assert replica.applied == combine.applied
+
+
+def test_a_funnel_hour_waits_for_the_links_of_events_up_to_its_conversion_window() -> None:
+    """The hour's entries and the steps within ``within`` after it are resolved together:
+    an event in the next half hour whose link is not here yet holds the hour too."""
+    within = seconds(DEFS["purchase_funnel"].funnel.within) * 1000  # type: ignore[union-attr]
+    combine = CombineState(DEFS, 1, lateness_s=60)
+    home = row(1, 0, T0 + 1_000, 1)
+    home["properties"] = {"page": "home"}
+    detail = row(2, 0, T0 + 3_600_000 + within - 60_000, 1)  # inside the conversion window
+    detail["properties"] = {"page": "product_detail"}
+    later = row(3, 0, T0 + 3 * 3_600_000, 2)  # moves the watermark past the hour + within
+    for offset, (r, links) in enumerate([(home, 3), (detail, 8), (later, 9)], 1):
+        p = partials(BATCHES.build([r]), DEFS.values(), 60, NO_WATERMARK)
+        value = orjson.loads(encode_partials(0, offset, r["event_time"], p, DEFS, links))
+        combine.apply(value)
+    assert combine.funnel_need("purchase_funnel", T0) == 8  # not 9: that event is later
+    assert combine.waiting_for() == 9
+
+    def funnel_rows(known: int) -> list[dict[str, Any]]:
+        got = combine.close_ready(known=known)
+        return [r for r in got if r["metric"] == "purchase_funnel"]
+
+    assert funnel_rows(7) == []
+    assert {r["window_start"] for r in funnel_rows(8)} == {T0}
+    replica = CombineState(DEFS, 1, lateness_s=60)
+    for record in combine.take_records():
+        replica.apply_record(orjson.loads(orjson.dumps(record)))
+    assert replica.fneeds == combine.fneeds  # the closed hour's needs are gone from both
+    assert min(h for f in replica.fneeds.values() for h in f) >= T0 + 3_600_000

@@ -40,6 +40,7 @@ EXPECTED: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "persons": ("trackflow_identity_persons", "gauge", ()),
     "identifiers": ("trackflow_identity_identifiers", "gauge", ()),
     "writer_lag": ("trackflow_identity_writer_lag_seconds", "gauge", ()),
+    "identity_wait": ("trackflow_identity_wait_offsets", "gauge", ()),
     "late_events": ("trackflow_late_events", "counter", ("window", "stage")),
     "metric_value": ("trackflow_metric_value", "gauge", ("metric", "window", "dimensions")),
     "metric_final": ("trackflow_metric_final", "gauge", ("metric", "window", "dimensions")),
