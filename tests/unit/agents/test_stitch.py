@@ -50,7 +50,10 @@ def test_links_go_to_a_single_partition_topic(tmp_path: Path) -> None:
 class Harness:
     """The stitch agent with fake takes; links and stitched sends recorded in order."""
 
-    def __init__(self, app: Any, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        app, ctx = create_app(
+            Settings(data_dir=tmp_path, topic_prefix="x.", partitions=6), ensure_topics=False
+        )
         self.agent = app.agents[names.AGENT_STITCH]
         self.ctx = ctx
         self.takes: list[list[Any]] = []
@@ -94,10 +97,8 @@ def valid(ctx: Context, offset: int, rows: list[dict[str, Any]]) -> Any:
 def test_links_are_delivered_before_the_events_that_made_them_are_sent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app, ctx = create_app(
-        Settings(data_dir=tmp_path, topic_prefix="x.", partitions=6), ensure_topics=False
-    )
-    h = Harness(app, ctx, monkeypatch)
+    h = Harness(tmp_path, monkeypatch)
+    ctx = h.ctx
     login = valid(ctx, 1, [event_row(offset=1, user_id="U1", anonymous_id="d1")])
     browse = valid(ctx, 2, [event_row(offset=2, anonymous_id="d1")])
     h.run([login, browse])
@@ -109,10 +110,8 @@ def test_links_are_delivered_before_the_events_that_made_them_are_sent(
 def test_without_new_links_events_carry_the_newest_offset_the_map_or_stitch_knew(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app, ctx = create_app(
-        Settings(data_dir=tmp_path, topic_prefix="x.", partitions=6), ensure_topics=False
-    )
-    h = Harness(app, ctx, monkeypatch)
+    h = Harness(tmp_path, monkeypatch)
+    ctx = h.ctx
     first = valid(ctx, 1, [event_row(offset=1, user_id="U1", anonymous_id="d1")])
     again = valid(ctx, 2, [event_row(offset=2, user_id="U1", anonymous_id="d1")])
     h.run([first], [again])  # the second take's links are known to stitch: none sent
