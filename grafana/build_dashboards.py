@@ -226,6 +226,18 @@ PIPELINE = dashboard(
             description="Age of the last link batch the identity writer applied.",
         ),
         panel(
+            "uv and funnel windows waiting for identity links",
+            [
+                (
+                    f"max by (instance) (trackflow_identity_wait_offsets{{{WORKER}}})",
+                    "{{instance}}",
+                )
+            ],
+            "short",
+            description="identity.links offsets a worker's map lacks that windows of persons "
+            "wait for; ten minutes above 0 warns (TrackflowPersonWindowsWaiting).",
+        ),
+        panel(
             "Lake write throughput by table",
             [
                 (
