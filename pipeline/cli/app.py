@@ -34,6 +34,9 @@ AppId = Annotated[str | None, _opt("APP_ID", "Consumer group / app id [default: 
 TopicPrefix = Annotated[str | None, _opt("TOPIC_PREFIX", "Prefix of every topic name")]
 Partitions = Annotated[int | None, _opt("PARTITIONS", "Partitions of events.raw when created")]
 SchemasDir = Annotated[Path | None, _opt("SCHEMAS_DIR", "Schemas directory [default: built-in]")]
+Dev = Annotated[
+    bool | None, _opt("DEV", "Development run: a PII key generated once for the data directory")
+]
 
 
 LogFormat = Annotated[

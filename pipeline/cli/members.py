@@ -9,16 +9,12 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.cli.app import Broker, DataDir, SchemasDir, TopicPrefix, _opt, settings_from
+from pipeline.cli.app import Broker, DataDir, Dev, SchemasDir, TopicPrefix, _opt, settings_from
 
 app = typer.Typer(
     help="Member data: import CRM members into profiles, report data quality.",
     no_args_is_help=True,
 )
-
-Dev = Annotated[
-    bool | None, _opt("DEV", "Development run: a PII key generated once for the data directory")
-]
 
 
 def _fail(command: str, message: str, code: int = 2) -> typer.Exit:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pipeline.cli.app import Broker, DataDir, TopicPrefix, _opt, settings_from
+from pipeline.cli.app import Broker, DataDir, Dev, TopicPrefix, _opt, settings_from
 
 if TYPE_CHECKING:
     from pipeline.privacy.service import Privacy
@@ -178,6 +178,7 @@ def suppress(
     broker: Broker = None,
     data_dir: DataDir = None,
     topic_prefix: TopicPrefix = None,
+    dev: Dev = None,
     format: Format = "table",
 ) -> None:
     """Drop the person's new events before storage, on every worker, from when this
@@ -185,7 +186,7 @@ def suppress(
     dead-lettered."""
     ids = {"user_id": user_id, "anonymous_id": anonymous_id, "phone": phone, "email": email}
     _act("suppress", ids, reason, actor=actor, broker=broker, data_dir=data_dir,
-         topic_prefix=topic_prefix, format=format)  # fmt: skip
+         topic_prefix=topic_prefix, dev=dev, format=format)  # fmt: skip
 
 
 @app.command("delete")
@@ -199,6 +200,7 @@ def delete(
     broker: Broker = None,
     data_dir: DataDir = None,
     topic_prefix: TopicPrefix = None,
+    dev: Dev = None,
     format: Format = "table",
 ) -> None:
     """Suppress the person, then remove every row of theirs from the lake (events, dlq,
@@ -207,7 +209,7 @@ def delete(
     privacy command or by a worker."""
     ids = {"user_id": user_id, "anonymous_id": anonymous_id, "phone": phone, "email": email}
     _act("delete", ids, reason, actor=actor, broker=broker, data_dir=data_dir,
-         topic_prefix=topic_prefix, format=format)  # fmt: skip
+         topic_prefix=topic_prefix, dev=dev, format=format)  # fmt: skip
 
 
 @app.command("unsuppress")
@@ -221,13 +223,14 @@ def unsuppress(
     broker: Broker = None,
     data_dir: DataDir = None,
     topic_prefix: TopicPrefix = None,
+    dev: Dev = None,
     format: Format = "table",
 ) -> None:
     """Lift the person's suppression (and a deletion's): their new events are stored
     again. Deleted rows stay deleted."""
     ids = {"user_id": user_id, "anonymous_id": anonymous_id, "phone": phone, "email": email}
     _act("unsuppress", ids, reason, actor=actor, broker=broker, data_dir=data_dir,
-         topic_prefix=topic_prefix, format=format)  # fmt: skip
+         topic_prefix=topic_prefix, dev=dev, format=format)  # fmt: skip
 
 
 @app.command("status")
@@ -235,6 +238,7 @@ def status(
     broker: Broker = None,
     data_dir: DataDir = None,
     topic_prefix: TopicPrefix = None,
+    dev: Dev = None,
     format: Format = "table",
 ) -> None:
     """Every privacy request with its latest state, oldest first."""
@@ -242,7 +246,7 @@ def status(
 
     if format not in ("table", "json"):
         raise _fail("status", "--format must be table or json")
-    settings = settings_from(broker=broker, data_dir=data_dir, topic_prefix=topic_prefix)
+    settings = settings_from(broker=broker, data_dir=data_dir, topic_prefix=topic_prefix, dev=dev)
     privacy = _open("status", settings)
     try:
         state = privacy.state()

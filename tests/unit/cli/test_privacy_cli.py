@@ -40,3 +40,23 @@ def test_without_a_pii_key_nothing_is_hashed_with_a_public_one(tmp_path: Path) -
     result = CliRunner().invoke(cli, ["privacy", "suppress", "--phone", "13800138000"], env=env)
     assert result.exit_code == 2
     assert "TRACKFLOW_PII_SECRET is not set" in result.output
+
+
+@pytest.mark.parametrize("command", ["suppress", "delete", "unsuppress", "status"])
+def test_every_command_takes_the_dev_flag_its_key_error_names(command: str) -> None:
+    result = CliRunner().invoke(cli, ["privacy", command, "--help"])
+    assert "--dev" in result.output
+
+
+def test_with_dev_and_no_pii_key_a_command_goes_on_to_the_broker(tmp_path: Path) -> None:
+    """The missing-key message says "pass --dev"; with it the run gets as far as the broker
+    (which does not exist here: exit 1, not 2)."""
+    env = {"TRACKFLOW_BROKER": NO_BROKER, "TRACKFLOW_DATA_DIR": str(tmp_path), "TRACKFLOW_DEV": "0",
+           "TRACKFLOW_PII_SECRET": ""}  # fmt: skip
+    args = ["privacy", "suppress", "--phone", "13800138000"]
+    without = CliRunner().invoke(cli, args, env=env)
+    assert without.exit_code == 2
+    assert "pass --dev" in without.output
+    with_dev = CliRunner().invoke(cli, [*args, "--dev"], env=env)
+    assert "TRACKFLOW_PII_SECRET is not set" not in with_dev.output
+    assert with_dev.exit_code == 1, with_dev.output
