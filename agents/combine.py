@@ -171,7 +171,7 @@ class Combine:
                     drained = await self.drained_sources(c, state, now)
                     rows = state.close_ready(now_ms=now, drained=drained, known=self.known())
                 await self.publish(c, rows, state.offset, 0, "watermark")
-            self.show_identity_wait()
+            self.show_identity_wait(idle=False)
 
     async def close_if_idle(self) -> None:
         if self.app.rebalancing or not self.ready or self.upstream_pending():
@@ -183,7 +183,7 @@ class Combine:
             closing = any(state.open and state.offset >= 0 for _, state in self.states.items())
             if not (idle and closing):
                 return
-            if self.show_identity_wait():
+            if self.show_identity_wait(idle=True):
                 return  # windows of persons wait for links; asked again in a second
             if not await self.group_drained():
                 self.last_input = time.monotonic()  # ask again after another idle time
@@ -300,11 +300,14 @@ class Combine:
         """How far into identity.links this worker's map is."""
         return self.ctx.tables.identity.known
 
-    def show_identity_wait(self) -> bool:
-        """Whether open windows wait for links this worker's map does not hold yet; the
-        gauge says by how many identity.links offsets."""
+    def show_identity_wait(self, idle: bool) -> bool:
+        """Whether windows due to close wait for links this worker's map does not hold yet
+        (the gauge says by how many identity.links offsets): at an idle close every open
+        window is due, otherwise those the watermark passed. Open windows still filling
+        need links too, but nobody waits for them yet."""
         known = self.known()
-        behind = max((s.waiting_for() - known for _, s in self.states.items()), default=0)
+        needs = [s.waiting_for() if idle else s.blocked for _, s in self.states.items()]
+        behind = max((n - known for n in needs), default=0)
         self.metrics.identity_wait.set(max(0, behind))
         return behind > 0
 

@@ -16,7 +16,7 @@ restart instead of closing the windows again at another one (stored twice).
 from __future__ import annotations
 
 from collections.abc import Callable
-from itertools import takewhile
+from itertools import dropwhile
 from typing import Any
 
 import orjson
@@ -64,6 +64,7 @@ class CombineState:
         self.resolve: Any = lambda n: n
         self.needs: dict[tuple[int, int], int] = {}  # (size, start) -> identity.links offset
         self.fneeds: dict[str, dict[int, int]] = {}  # funnel -> event hour -> offset
+        self.blocked = -1  # what the first window closable but for One ID needs (-1: none)
         # Quiet partitions (as Flink's idle sources): one that sent no partial for
         # ``idle_ms`` of processing time stops holding windows open if its input is
         # drained (``close_ready``'s ``drained``). Not logged: after a restart every
@@ -178,17 +179,21 @@ class CombineState:
         ready = [
             w for w in self._windows() if closable(window_end(w[1], w[0]), self.lateness_s, marks)
         ]
+        self.blocked = -1
         if known is not None:
-            ready = list(takewhile(lambda w: self.needs.get(w, -1) <= known, ready))
+            waiting = list(dropwhile(lambda w: self.needs.get(w, -1) <= known, ready))
+            ready = ready[: len(ready) - len(waiting)]
+            self.blocked = self.needs[waiting[0]] if waiting else -1
         rows = self._finalise(ready)
         if funnels:
             for m, d in self.defs.items():
                 if d.type == "funnel" and d.funnel is not None:
                     within = seconds(d.funnel.within)
                     for hour in self._funnel_hours(m):
-                        if not closable(hour + 3_600_000, self.lateness_s + within, marks) or (
-                            known is not None and self.funnel_need(m, hour) > known
-                        ):
+                        if not closable(hour + 3_600_000, self.lateness_s + within, marks):
+                            break
+                        if known is not None and (need := self.funnel_need(m, hour)) > known:
+                            self.blocked = max(self.blocked, need)
                             break
                         rows.extend(self._close_funnel(m, hour))
         return rows

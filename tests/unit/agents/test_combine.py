@@ -328,6 +328,20 @@ def test_a_window_of_persons_waits_until_this_workers_map_holds_its_login_link(
     assert h.sample("trackflow_identity_wait_offsets") == 0.0
 
 
+def test_a_window_still_filling_is_not_shown_as_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Open windows always need the newest links; only one due to close is waiting (the
+    gauge an alert reads must stay 0 in normal traffic)."""
+    h = Harness(tmp_path, monkeypatch)
+    h.process(
+        (0, with_links(partial(0, 1, T0 + 30_000, uv_ids(60, T0, "anonymous_id:d1")), 9)),
+        (1, partial(1, 1, T0 + 30_000)),
+    )
+    assert h.published == []
+    assert h.sample("trackflow_identity_wait_offsets") == 0.0
+
+
 def test_windows_after_a_waiting_one_wait_too_and_leave_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
