@@ -107,3 +107,25 @@ def test_split_positioned_rows_keep_every_row_position() -> None:
     positions = [(p.offset, p.base + i) for p in parts for i in range(len(p.rows))]
     assert positions == [(9, (1 << 19) + i) for i in range(2000)]
     assert [r for p in parts for r in p.rows] == rows
+
+
+@pytest.mark.parametrize(
+    ("headers", "through"),
+    [
+        (wire.links_header(12), 12),  # as stitch writes it (a list of pairs)
+        ({wire.LINKS_HEADER: b"7"}, 7),  # as a client may hand headers over (a mapping)
+        ([("other", b"3"), (wire.LINKS_HEADER, b"5")], 5),
+        (None, -1),  # not written by stitch: its windows do not wait
+        ([], -1),
+        ([(wire.LINKS_HEADER, b"not a number")], -1),
+        ([(wire.LINKS_HEADER, None)], -1),
+    ],
+)
+def test_the_links_header_reads_back_and_a_bad_one_means_no_wait(
+    headers: object, through: int
+) -> None:
+    assert wire.links_through(headers) == through
+
+
+def test_no_links_offset_writes_no_header() -> None:
+    assert wire.links_header(-1) == []
