@@ -21,12 +21,13 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-tools: $(SDK_STAMP) ## Install from Debian what tests need if missing (prometheus, chromium, chromium-driver, postgresql; needs root), and the npm SDKs of the collector tests
+tools: $(SDK_STAMP) ## Install from Debian what tests need if missing (prometheus, chromium, chromium-driver, postgresql, libjemalloc2; needs root), and the npm SDKs of the collector tests
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	ls /usr/lib/*-linux-gnu/libjemalloc.so.2 >/dev/null 2>&1 || missing="$$missing libjemalloc2"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
@@ -73,6 +74,9 @@ bench: install ## Throughput, collector and anomaly-detection benchmarks; JSON r
 	$(PY) bench/privacy_delete.py --out bench/results/$$(date -u +%F)-privacy.json
 
 soak: install ## One hour: 2 workers, steady traffic, payment outage, SIGKILL every 10 min (not in test)
+	@ls /usr/lib/*-linux-gnu/libjemalloc.so.2 >/dev/null 2>&1 || { [ "$$(id -u)" = "0" ] \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 >/dev/null; } \
+	  || echo "warning: no libjemalloc2; the soak runs on glibc's malloc (run.malloc in its JSON)"
 	mkdir -p bench/results
 	$(PY) -m bench.soak --out bench/results/$$(date +%F)-soak.json
 

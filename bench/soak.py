@@ -10,7 +10,8 @@ What it runs: an embedded broker and one isolated deployment (own topic prefix a
 directory), two ``trackflow worker`` processes and ``trackflow simulate`` at a steady rate
 for the whole run, with malformed messages, SDK retries and a payment outage in the middle.
 Every ``--kill-every-minutes`` one worker (alternately) gets SIGKILL and a replacement is
-started at once. Every minute it records each worker's RSS, CPU and /metrics counters
+started at once. The processes run on jemalloc when the machine has it, as the image
+does (``--malloc``; the JSON says which, ``run.malloc``). Every minute it records each worker's RSS, CPU and /metrics counters
 and lag, the consumer group's lag as the broker sees it (committed offsets against log
 ends), and the lake's row counts. When the traffic ends it waits until the pipeline has
 settled (group lag 0, lake unchanged), then checks:
@@ -68,6 +69,7 @@ from pipeline.lake.views import connect  # noqa: E402
 from pipeline.metrics.definitions import load_metrics  # noqa: E402
 from pipeline.metrics.report import batch_values  # noqa: E402
 from pipeline.names import TOPIC_RAW  # noqa: E402
+from pipeline.runtime.allocator import find_jemalloc  # noqa: E402
 from pipeline.runtime.telemetry import scrape  # noqa: E402
 from pipeline.tools.broker import EmbeddedBroker  # noqa: E402
 from tests.support import BIN, Deployment, Worker  # noqa: E402
@@ -350,6 +352,7 @@ class Options:
     idle_close_seconds: float
     settle_minutes: float
     log_level: str
+    malloc: str
 
 
 class Soak:
@@ -363,6 +366,7 @@ class Soak:
             env.pop(f"TRACKFLOW_{name}", None)
         env["TRACKFLOW_IDLE_CLOSE_SECONDS"] = str(opts.idle_close_seconds)
         env["TRACKFLOW_LOG_LEVEL"] = opts.log_level
+        self.malloc = preload_malloc(env, opts.malloc)
         self.prefix = env["TRACKFLOW_TOPIC_PREFIX"]
         self.raw_topic = self.prefix + TOPIC_RAW
         self.broker_bootstrap = broker.bootstrap
@@ -739,6 +743,7 @@ class Soak:
             "malformed_share": o.malformed_share,
             "duplicate_share": o.duplicate_share,
             "idle_close_seconds": o.idle_close_seconds,
+            "malloc": self.malloc,
             "worker_env": {
                 k: v
                 for k, v in self.dep.env.items()
@@ -964,6 +969,20 @@ def rss_section(procs: list[Proc]) -> dict[str, Any]:
     }
 
 
+def preload_malloc(env: dict[str, str], choice: str) -> dict[str, str | None]:
+    """Preload jemalloc into the soak's processes as the Dockerfile does, unless
+    ``system`` is asked for; ``jemalloc`` without the library is an error, not a quiet
+    fallback, so a run never reports the wrong allocator."""
+    lib = find_jemalloc() if choice != "system" else None
+    if choice == "jemalloc" and lib is None:
+        raise SystemExit("--malloc jemalloc: no libjemalloc.so.2 (apt-get install libjemalloc2)")
+    if lib is None:
+        env.pop("LD_PRELOAD", None)
+        return {"name": "system", "library": None}
+    env["LD_PRELOAD"] = str(lib)
+    return {"name": "jemalloc", "library": str(lib)}
+
+
 def code_version() -> dict[str, Any]:
     """Which code ran: the checkout (workers inherit PYTHONPATH) and its commit."""
     import pipeline
@@ -1016,6 +1035,12 @@ def parse_args() -> tuple[Options, Path, Path | None]:
     ap.add_argument("--idle-close-seconds", type=float, default=20.0)
     ap.add_argument("--settle-minutes", type=float, default=15.0, help="max wait at the end")
     ap.add_argument("--log-level", default="info", help="workers' TRACKFLOW_LOG_LEVEL")
+    ap.add_argument(
+        "--malloc",
+        choices=("auto", "jemalloc", "system"),
+        default="auto",
+        help="the workers' malloc, as the image runs them (auto: jemalloc when installed)",
+    )
     ap.add_argument("--work-dir", type=Path, help="default: a new directory under /tmp (kept)")
     ap.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / f"{date.today()}-soak.json"
@@ -1036,6 +1061,7 @@ def parse_args() -> tuple[Options, Path, Path | None]:
         idle_close_seconds=a.idle_close_seconds,
         settle_minutes=a.settle_minutes,
         log_level=a.log_level,
+        malloc=a.malloc,
     )
     return opts, a.out, a.work_dir
 

@@ -1,6 +1,7 @@
-"""A real worker with production-shaped settings: /ready for orchestrators, JSON logs, and
+"""A real worker with production-shaped settings: /ready for orchestrators, JSON logs,
 topics created with the replication factor and min ISR asked for (the embedded broker
-accepts any replication factor and keeps topic configs, so both are observable here)."""
+accepts any replication factor and keeps topic configs, so both are observable here), and
+jemalloc preloaded as the image does."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from pipeline.runtime.allocator import find_jemalloc
 from pipeline.tools.broker import EmbeddedBroker, free_port
+from tests import traffic
+from tests.integration.test_ingest import expect_exact
 from tests.support import BIN, Deployment, Worker
 
 LOG_KEYS = {"time", "level", "logger", "message"}
@@ -119,3 +125,23 @@ def test_ready_json_logs_and_replicated_topics(
         entry = json.loads(line)
         assert set(entry) >= LOG_KEYS, line
     assert any(json.loads(line)["logger"].startswith("faust") for line in lines)
+
+
+@pytest.mark.skipif(find_jemalloc() is None, reason="libjemalloc2 not installed")
+def test_a_worker_on_jemalloc_as_the_image_runs_it_lands_traffic_exactly(
+    deployment: Deployment,
+) -> None:
+    """The image preloads jemalloc (Dockerfile); its worker must behave as on glibc's
+    malloc, with DuckDB, pyarrow and the RocksDB store in the same process, and say which
+    malloc it runs on."""
+    deployment.env["LD_PRELOAD"] = str(find_jemalloc())
+    deployment.env["TRACKFLOW_LOG_LEVEL"] = "info"
+    t = traffic.build(200)
+    worker = deployment.start_worker()
+    maps = Path(f"/proc/{worker.proc.pid}/maps").read_text()
+    assert "libjemalloc" in maps
+    deployment.produce(t.lines)
+    total = len(t.valid) + len(t.rejected)
+    deployment.wait_settled(lambda: deployment.count("events") + deployment.count("dlq") == total)
+    expect_exact(deployment, t)
+    assert "malloc: jemalloc" in worker.log_text()

@@ -68,25 +68,48 @@ def test_trim_unmaps_freed_heap_pages() -> None:
     assert before - after > 60, (before, after)  # of the 80 MB freed
 
 
+class _App:
+    """The two decorators of a Faust app that ``register`` uses."""
+
+    def __init__(self) -> None:
+        self.timers: list[tuple[float, Callable[[], Any]]] = []
+        self.tasks: list[Callable[[], Any]] = []
+
+    def timer(self, interval: float) -> Callable[[Callable[[], Any]], Any]:
+        def add(fn: Callable[[], Any]) -> Any:
+            self.timers.append((interval, fn))
+            return fn
+
+        return add
+
+    def task(self, fn: Callable[[], Any]) -> Any:
+        self.tasks.append(fn)
+        return fn
+
+
 def test_register_adds_a_timer_that_trims(monkeypatch: pytest.MonkeyPatch) -> None:
-    timers: list[tuple[float, Callable[[], Any]]] = []
     calls: list[bool] = []
-
-    class App:
-        def timer(self, interval: float) -> Callable[[Callable[[], Any]], Any]:
-            def add(fn: Callable[[], Any]) -> Any:
-                timers.append((interval, fn))
-                return fn
-
-            return add
 
     def fake_trim() -> bool:
         calls.append(True)
         return True
 
     monkeypatch.setattr(heap, "trim", fake_trim)
-    heap.register(App())
-    [(interval, fn)] = timers
+    app = _App()
+    heap.register(app, malloc="system")
+    [(interval, fn)] = app.timers
     assert interval == heap.TRIM_SECONDS
     asyncio.run(fn())
     assert calls == [True]
+
+
+def test_under_jemalloc_no_trim_runs_and_the_start_log_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = _App()
+    heap.register(app, malloc="jemalloc")
+    assert app.timers == []  # glibc's heap is not where the memory is
+    [report] = app.tasks
+    with caplog.at_level("INFO", logger="pipeline.runtime.heap"):
+        asyncio.run(report())
+    assert "malloc: jemalloc" in caplog.text
