@@ -14,17 +14,10 @@ COPY pipeline ./pipeline
 COPY agents ./agents
 COPY tables ./tables
 COPY schemas ./schemas
-# jemalloc serves malloc: a worker that takes over a dead peer's partitions keeps a third
-# of the memory it keeps on glibc's malloc (docs/performance.md, "jemalloc after a takeover").
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libjemalloc2 \
-    && rm -rf /var/lib/apt/lists/* \
-    && ln -s "$(find /usr/lib -name libjemalloc.so.2 | head -n 1)" /usr/local/lib/libjemalloc.so.2
 RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --home-dir /app trackflow \
     && mkdir -p /data && chown trackflow /data
 
-ENV LD_PRELOAD=/usr/local/lib/libjemalloc.so.2
 USER trackflow
 VOLUME ["/data"]
 EXPOSE 6066

@@ -74,9 +74,6 @@ bench: install ## Throughput, collector and anomaly-detection benchmarks; JSON r
 	$(PY) bench/privacy_delete.py --out bench/results/$$(date -u +%F)-privacy.json
 
 soak: install ## One hour: 2 workers, steady traffic, payment outage, SIGKILL every 10 min (not in test)
-	@ls /usr/lib/*-linux-gnu/libjemalloc.so.2 >/dev/null 2>&1 || { [ "$$(id -u)" = "0" ] \
-	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 >/dev/null; } \
-	  || echo "warning: no libjemalloc2; the soak runs on glibc's malloc (run.malloc in its JSON)"
 	mkdir -p bench/results
 	$(PY) -m bench.soak --out bench/results/$$(date +%F)-soak.json
 

@@ -197,9 +197,16 @@ class Combine:
     ) -> None:
         """Log partition ``c``'s state change with ``rows`` as its outbox, then deliver."""
         outbox = (offset, base, rows) if rows else None
-        records = self.states[c].take_records(outbox=outbox)
+        state = self.states[c]
+        snapshot = state.wants_snapshot(self.ctx.settings.combine_snapshot_bytes)
+        records = state.take_records(outbox=outbox, snapshot=snapshot)
+        first = None
         for i, record in enumerate(records):
-            await self.table.append(c, f"combine:{offset}:{base}:{i}", record)
+            delivery = await self.table.append(c, f"combine:{offset}:{base}:{i}", record)
+            first = first or delivery
+        if snapshot and first is not None:
+            # Logged with the next group's progress: a takeover starts reading there.
+            state.snap_at = (await first).offset
         if rows:
             await self.send(c, offset, base, rows)
             finals = self.finals.setdefault(c, {})

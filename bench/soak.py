@@ -10,8 +10,8 @@ What it runs: an embedded broker and one isolated deployment (own topic prefix a
 directory), two ``trackflow worker`` processes and ``trackflow simulate`` at a steady rate
 for the whole run, with malformed messages, SDK retries and a payment outage in the middle.
 Every ``--kill-every-minutes`` one worker (alternately) gets SIGKILL and a replacement is
-started at once. The processes run on jemalloc when the machine has it, as the image
-does (``--malloc``; the JSON says which, ``run.malloc``). Every minute it records each worker's RSS, CPU and /metrics counters
+started at once. The processes run on glibc's malloc, as the image does, or on jemalloc
+(``--malloc``; the JSON says which, ``run.malloc``). Every minute it records each worker's RSS, CPU and /metrics counters
 and lag, the consumer group's lag as the broker sees it (committed offsets against log
 ends), and the lake's row counts. When the traffic ends it waits until the pipeline has
 settled (group lag 0, lake unchanged), then checks:
@@ -970,9 +970,9 @@ def rss_section(procs: list[Proc]) -> dict[str, Any]:
 
 
 def preload_malloc(env: dict[str, str], choice: str) -> dict[str, str | None]:
-    """Preload jemalloc into the soak's processes as the Dockerfile does, unless
-    ``system`` is asked for; ``jemalloc`` without the library is an error, not a quiet
-    fallback, so a run never reports the wrong allocator."""
+    """Preload jemalloc into the soak's processes unless ``system`` is asked for;
+    ``jemalloc`` without the library is an error, not a quiet fallback, so a run never
+    reports the wrong allocator."""
     lib = find_jemalloc() if choice != "system" else None
     if choice == "jemalloc" and lib is None:
         raise SystemExit("--malloc jemalloc: no libjemalloc.so.2 (apt-get install libjemalloc2)")
@@ -1038,8 +1038,8 @@ def parse_args() -> tuple[Options, Path, Path | None]:
     ap.add_argument(
         "--malloc",
         choices=("auto", "jemalloc", "system"),
-        default="auto",
-        help="the workers' malloc, as the image runs them (auto: jemalloc when installed)",
+        default="system",
+        help="the workers' malloc (auto: jemalloc when installed; the image runs glibc's)",
     )
     ap.add_argument("--work-dir", type=Path, help="default: a new directory under /tmp (kept)")
     ap.add_argument(

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         description="Partitions of metrics.partials (when trackflow creates it): the combine "
         "stage is spread over them, metrics placed by name.",
     )
+    combine_snapshot_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1,
+        description="Write a snapshot of a combine partition's state once this many bytes "
+        "of changes (and twice the last snapshot's size) were logged since the last one: a "
+        "takeover reads the changelog from the newest snapshot.",
+    )
     stall_seconds: float = Field(
         30.0,
         gt=0,

@@ -17,7 +17,7 @@ comes back empty (``catch_up``); on a correct broker it finds nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol
 
 import faust
@@ -77,15 +77,16 @@ class BatchLogTable(faust.Table):
         keep an in-flight stage from recreating it)."""
         self.forget_partition(partition)
 
-    async def append(self, partition: int, key: str, value: Any) -> None:
-        """Append one batch record to the changelog partition of ``partition``.
+    async def append(self, partition: int, key: str, value: Any) -> Awaitable[Any]:
+        """Append one batch record to the changelog partition of ``partition``; returns
+        the delivery (awaiting it gives the record's metadata, its offset).
 
         Sent straight to the producer, not through Faust's ``send_soon`` buffer: Faust
         flushes the producer before it commits input offsets, but its buffer flush gives up
         after 0.1 s, so a buffered record could still be unsent when the input that made
         it is committed. Awaiting this before acking makes state durable first.
         """
-        await self.changelog_topic.send(
+        return await self.changelog_topic.send(
             key=key,
             value=value,
             partition=partition,

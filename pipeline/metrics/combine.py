@@ -19,19 +19,14 @@ from collections.abc import Callable
 from itertools import dropwhile
 from typing import Any
 
-import orjson
-
+from pipeline.metrics.combine_log import SET_KINDS, LoggedState
 from pipeline.metrics.definitions import MetricDef, seconds
 from pipeline.metrics.funnel import entries
-from pipeline.metrics.series import SeriesKey, decode, dims_json, encode, kind_of, merge, result
+from pipeline.metrics.series import SeriesKey, decode, dims_json, kind_of, merge, result
 from pipeline.metrics.windows import NO_WATERMARK, closable, window_end, window_label
 
-SET_KINDS = ("set", "persons")
-MAX_RECORD_BYTES = 256 * 1024  # a changelog record must fit in one Kafka message (1 MB)
-ADD_CHUNK = 2000  # set elements per "add" entry (identifiers are at most a few 100 bytes)
 
-
-class CombineState:
+class CombineState(LoggedState):
     """Open windows of every source partition, merged; plus what has been applied.
 
     ``applied[p]`` is the last source offset (events.stitched partition p) merged: a
@@ -81,6 +76,12 @@ class CombineState:
         # recovery from the last group, cleared once the rows were delivered.
         self.unsent: tuple[int, int, list[dict[str, Any]]] | None = None
         self._group: list[dict[str, Any]] = []  # records of a group whose end is unread
+        # Snapshots bound a recovery's replay: ``snap_at`` is the changelog offset where
+        # the newest complete snapshot group starts (-1: none), logged with the progress;
+        # ``logged`` the bytes of delta records since it, ``snap_bytes`` its own size.
+        self.snap_at = -1
+        self.logged = 0
+        self.snap_bytes = 0
 
     # -- applying partials ----------------------------------------------------------
 
@@ -313,123 +314,6 @@ class CombineState:
     def provisional(self) -> list[dict[str, Any]]:
         return [row for size, start in self._windows() for row in self.values(size, start)]
 
-    # -- changelog ------------------------------------------------------------------
-
-    def take_records(
-        self,
-        max_bytes: int = MAX_RECORD_BYTES,
-        outbox: tuple[int, int, list[dict[str, Any]]] | None = None,
-    ) -> list[dict[str, Any]]:
-        """What changed since the last records, as changelog records of at most about
-        ``max_bytes`` each (none when nothing changed), plus the ``outbox``: final rows
-        about to be sent at position (offset, base).
-
-        Bounded by the input since the last call, never by the state: counts, sums and
-        sketches are logged whole (a sketch has a fixed size), exact sets as the elements
-        added. The last record carries the progress (applied offsets, watermarks, closed
-        windows) and ends the group: recovery applies a group only once its last record
-        is read, so a crash between records leaves the state as it was before the take.
-        """
-        if not (
-            self._dirty
-            or self._added
-            or self._deleted
-            or self._fdirty
-            or self._progress_dirty
-            or outbox
-        ):
-            return []
-        parts: list[tuple[str, Any]] = [("out", row) for row in (outbox[2] if outbox else [])]
-        parts += [
-            ("set", [*k, encode(kind_of(self.defs[k[0]]), self.open[k])])
-            for k in sorted(self._dirty)
-        ]
-        for k in sorted(self._added):
-            elements = sorted(self._added[k])
-            for i in range(0, len(elements), ADD_CHUNK):
-                parts.append(("add", [*k, elements[i : i + ADD_CHUNK]]))
-        parts += [("del", list(k)) for k in sorted(self._deleted)]
-        parts += [
-            ("funnel", [m, n, self.fevents.get(m, {}).get(n), self.flast.get(m, {}).get(n)])
-            for m, n in sorted(self._fdirty)
-        ]
-        records = _pack(parts, max_bytes)
-        for i, record in enumerate(records):
-            record["part"] = [i, len(records)]  # a group's records, numbered
-        records[-1].update(
-            applied=self.applied,
-            wm=self.wm,
-            closed=self.closed,
-            late=self.late,
-            offset=self.offset,
-            fclosed=self.fclosed,
-            needs=[[size, start, n] for (size, start), n in sorted(self.needs.items())],
-            fneeds={m: sorted(hours.items()) for m, hours in self.fneeds.items() if hours},
-            out_at=[outbox[0], outbox[1]] if outbox else None,
-        )
-        self._dirty.clear()
-        self._added.clear()
-        self._deleted.clear()
-        self._fdirty.clear()
-        self._progress_dirty = False
-        return [orjson.loads(orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS)) for r in records]
-
-    def apply_record(self, record: dict[str, Any]) -> None:
-        """Recovery: buffer the records of a group until its last one, then apply them.
-
-        A group cut short by a crash is dropped when the next group starts, never glued
-        to it (records before 2026-11-30 carry no ``part``: each group ends at progress).
-        """
-        part = record.get("part")
-        if part is not None and (part[0] == 0 or part[0] != len(self._group)):
-            self._group = []  # a new group; or the tail of one whose start is missing
-            if part[0] != 0:
-                return
-        self._group.append(record)
-        if "applied" not in record:
-            return
-        group, self._group = self._group, []
-        if part is not None and len(group) != part[1]:
-            return
-        for r in group:
-            self._apply(r)
-        at = record.get("out_at")
-        rows = [row for r in group for row in r.get("out", [])]
-        self.unsent = (int(at[0]), int(at[1]), rows) if at else None
-
-    def _apply(self, record: dict[str, Any]) -> None:
-        if "applied" in record:
-            self.applied = {int(k): int(v) for k, v in record["applied"].items()}
-            self.wm = {int(k): int(v) for k, v in record["wm"].items()}
-            self.closed = {int(k): int(v) for k, v in record["closed"].items()}
-            self.late = int(record.get("late", 0))
-            self.offset = int(record.get("offset", -1))
-            self.fclosed = {k: int(v) for k, v in record.get("fclosed", {}).items()}
-            self.needs = {(int(z), int(t)): int(n) for z, t, n in record.get("needs", [])}
-            self.fneeds = {
-                m: {int(h): int(n) for h, n in hours}
-                for m, hours in record.get("fneeds", {}).items()
-            }
-        for m, n, evs, last in record.get("funnel", []):
-            if evs:
-                self.fevents.setdefault(m, {})[n] = evs
-            else:
-                self.fevents.get(m, {}).pop(n, None)
-            if last is not None:
-                self.flast.setdefault(m, {})[n] = int(last)
-            else:
-                self.flast.get(m, {}).pop(n, None)
-        for m, size, start, dims in record.get("del", []):
-            self.open.pop((m, int(size), int(start), dims), None)
-        for m, size, start, dims, raw in record.get("set", []):
-            d = self.defs.get(m)
-            if d is not None:
-                self.open[(m, int(size), int(start), dims)] = decode(kind_of(d), raw)
-        for m, size, start, dims, elements in record.get("add", []):
-            if m in self.defs:
-                key = (m, int(size), int(start), dims)
-                self.open.setdefault(key, set()).update(elements)
-
     def reset(self) -> None:
         resolve, idle_ms = self.resolve, self.idle_ms
         self.__init__(self.defs, self.partitions, self.lateness_s)  # type: ignore[misc]
@@ -456,17 +340,3 @@ def _row(
         "numerator": num,
         "denominator": den,
     }
-
-
-def _pack(parts: list[tuple[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
-    """Group record parts into records of at most about ``max_bytes`` (at least one)."""
-    records: list[dict[str, Any]] = [{}]
-    size = 0
-    for kind, part in parts:
-        n = len(orjson.dumps(part, option=orjson.OPT_NON_STR_KEYS))
-        if size and size + n > max_bytes:
-            records.append({})
-            size = 0
-        records[-1].setdefault(kind, []).append(part)
-        size += n
-    return records

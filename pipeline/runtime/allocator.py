@@ -1,10 +1,8 @@
 """Which malloc a worker runs on, and where jemalloc is when the machine has it.
 
-A worker that survives a SIGKILL of its peer and takes its partitions over kept 15-26 MB
-of glibc heap it no longer used (free chunks among live ones, which ``malloc_trim``
-cannot return); under jemalloc the same takeover kept about a third of that
-(docs/performance.md, "jemalloc after a takeover"). jemalloc has to be chosen before the
-process starts (``LD_PRELOAD``), so the image sets it and the worker only reports it.
+jemalloc is an option, not the default (docs/decisions.md, "jemalloc: an option, measured,
+not the default"): it must be chosen before the process starts (``LD_PRELOAD``), so a
+worker only reports which malloc it has, for on-call and for the soak's record.
 """
 
 from __future__ import annotations

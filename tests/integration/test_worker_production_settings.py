@@ -1,7 +1,7 @@
 """A real worker with production-shaped settings: /ready for orchestrators, JSON logs,
 topics created with the replication factor and min ISR asked for (the embedded broker
 accepts any replication factor and keeps topic configs, so both are observable here), and
-jemalloc preloaded as the image does."""
+jemalloc preloaded, the documented option."""
 
 from __future__ import annotations
 
@@ -128,12 +128,12 @@ def test_ready_json_logs_and_replicated_topics(
 
 
 @pytest.mark.skipif(find_jemalloc() is None, reason="libjemalloc2 not installed")
-def test_a_worker_on_jemalloc_as_the_image_runs_it_lands_traffic_exactly(
+def test_a_worker_on_jemalloc_lands_traffic_exactly(
     deployment: Deployment,
 ) -> None:
-    """The image preloads jemalloc (Dockerfile); its worker must behave as on glibc's
-    malloc, with DuckDB, pyarrow and the RocksDB store in the same process, and say which
-    malloc it runs on."""
+    """jemalloc preloaded (docs/decisions.md): a worker must behave as on glibc's malloc,
+    with DuckDB, pyarrow and the RocksDB store in the same process, and say which malloc
+    it runs on."""
     deployment.env["LD_PRELOAD"] = str(find_jemalloc())
     deployment.env["TRACKFLOW_LOG_LEVEL"] = "info"
     t = traffic.build(200)

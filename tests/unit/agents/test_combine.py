@@ -84,13 +84,14 @@ class FakeGroup:
 class Harness:
     """A ``Combine`` with a fake rollups topic, changelog, consumer lag and group view."""
 
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings_: Any) -> None:
         settings = Settings(
             data_dir=tmp_path,
             topic_prefix="x.",
             partitions=2,
             lateness_seconds=LATENESS_MS // 1000,
             idle_close_seconds=0.05,
+            **settings_,
         )
         self.app, self.ctx = create_app(settings, ensure_topics=False)
         self.stage = Combine(self.app, self.ctx)
@@ -116,9 +117,14 @@ class Harness:
         self.deliveries.append(delivered)
         return delivered
 
-    async def _append(self, partition: int, key: str, record: dict[str, Any]) -> None:
+    async def _append(
+        self, partition: int, key: str, record: dict[str, Any]
+    ) -> asyncio.Future[SimpleNamespace]:
         self.log.append(f"record {key}" + (f" @{partition}" if partition else ""))
         self.records.append((key, record))
+        delivered: asyncio.Future[SimpleNamespace] = asyncio.get_running_loop().create_future()
+        delivered.set_result(SimpleNamespace(offset=len(self.records) - 1))  # changelog offset
+        return delivered
 
     def process(self, *messages: tuple[int, dict[str, Any]], on: int = 0) -> None:
         asyncio.run(self.stage.process(take(*messages, on=on)))
@@ -201,6 +207,24 @@ def test_finals_are_logged_with_the_state_change_before_they_are_sent(
     assert record["out_at"] == [2, 0]
     assert record["out"] == h.published[0].rows
     assert h.deliveries[0].done(), "publish returned before the finals were delivered"
+
+
+def test_a_snapshot_is_logged_when_the_changes_outweigh_it_and_the_next_group_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(tmp_path, monkeypatch, combine_snapshot_bytes=2_000)
+    offset = 0
+    while not any(r.get("reset") for _, r in h.records):
+        offset += 1
+        assert offset < 100, "no snapshot after 100 takes"
+        h.process((offset, partial(0, offset, T0 + offset, pv_events(60, T0, 1))))
+    (snap_at,) = [n for n, (_, r) in enumerate(h.records) if r.get("reset")]
+    assert sum(len(orjson.dumps(r)) for _, r in h.records[:snap_at]) >= 2_000
+    assert all(r["snap_at"] == -1 for _, r in h.records[: snap_at + 1] if "applied" in r)
+    h.process((offset + 1, partial(0, offset + 1, T0 + offset + 1, pv_events(60, T0, 1))))
+    _, after = h.records[-1]
+    assert after["snap_at"] == snap_at  # where a takeover starts reading
+    assert not after.get("reset")
 
 
 def test_each_combine_partition_merges_closes_and_logs_on_its_own(

@@ -65,18 +65,6 @@ def test_dockerfile_copies_what_the_package_needs() -> None:
     assert re.search(r"^FROM python:3\.11-slim-\w+$", text, re.M)
 
 
-def test_the_image_preloads_the_jemalloc_it_installs() -> None:
-    text = (ROOT / "Dockerfile").read_text()
-    assert "apt-get install -y --no-install-recommends libjemalloc2" in text
-    link = re.search(r"ln -s .*libjemalloc\.so\.2.* (/\S+)$", text, re.M)
-    assert link, "the installed library is linked to a path independent of the architecture"
-    preload = re.search(r"^ENV LD_PRELOAD=(\S+)$", text, re.M)
-    assert preload
-    assert preload.group(1) == link.group(1)
-    # before USER: the worker, not only a shell of the build, runs on it
-    assert text.index("ENV LD_PRELOAD") < text.index("USER trackflow")
-
-
 def test_every_service_has_a_healthcheck_and_named_volumes_are_declared() -> None:
     doc = compose()
     declared = set(doc["volumes"])
