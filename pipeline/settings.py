@@ -85,7 +85,7 @@ class Settings(BaseSettings):
         "stage is spread over them, metrics placed by name.",
     )
     combine_snapshot_bytes: int = Field(
-        4 * 1024 * 1024,
+        256 * 1024,
         ge=1,
         description="Write a snapshot of a combine partition's state once this many bytes "
         "of changes (and twice the last snapshot's size) were logged since the last one: a "

@@ -18,7 +18,7 @@ from pipeline.metrics.series import SeriesKey, decode, encode, kind_of
 SET_KINDS = ("set", "persons")
 MAX_RECORD_BYTES = 256 * 1024  # a changelog record must fit in one Kafka message (1 MB)
 ADD_CHUNK = 2000  # set elements per "add" entry (identifiers are at most a few 100 bytes)
-SNAPSHOT_MIN_BYTES = 4 * 1024 * 1024  # deltas logged before a snapshot is worth its cost
+SNAPSHOT_MIN_BYTES = 256 * 1024  # deltas logged before a snapshot (the default setting)
 
 Outbox = tuple[int, int, list[dict[str, Any]]]
 
