@@ -71,8 +71,8 @@ def test_a_replacement_recovers_from_snapshots_and_the_rollups_stay_exact(
     deployment.env["TRACKFLOW_LOG_LEVEL"] = "info"  # to see where the recovery starts
     now = int(time.time() * 1000)
     start = now - now % 3_600_000 - 3_600_000 + 40 * 60_000
-    events = shop_traffic(3000, start, minutes=30, seed=8)
-    chunks = [events[i : i + 300] for i in range(0, len(events), 300)]
+    events = shop_traffic(2000, start, minutes=30, seed=8)
+    chunks = [events[i : i + 200] for i in range(0, len(events), 200)]
     first = deployment.start_worker()
     sent = 0
     for chunk in chunks[:7]:  # one take after another: deltas, then snapshots among them
