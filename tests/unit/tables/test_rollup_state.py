@@ -13,15 +13,20 @@ from faust.types import TP
 import tables.rollup_state
 from pipeline.app import create_app
 from pipeline.settings import Settings
+from tables.rollup_state import CombineWindows
 
 
-def test_newly_assigned_partitions_start_at_their_newest_snapshot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def table(tmp_path: Path) -> CombineWindows:
     _app, ctx = create_app(
         Settings(data_dir=tmp_path, topic_prefix="x.", dev=True), ensure_topics=False
     )
-    table = ctx.tables.combine_windows
+    return ctx.tables.combine_windows
+
+
+def test_newly_assigned_partitions_start_at_their_newest_snapshot(
+    table: CombineWindows, monkeypatch: pytest.MonkeyPatch
+) -> None:
     topic = table.changelog_topic.get_topic_name()
     asked: list[list[int]] = []
 
@@ -47,12 +52,8 @@ def test_newly_assigned_partitions_start_at_their_newest_snapshot(
 
 
 def test_a_broker_that_cannot_say_means_reading_from_the_beginning(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    table: CombineWindows, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _app, ctx = create_app(
-        Settings(data_dir=tmp_path, topic_prefix="x.", dev=True), ensure_topics=False
-    )
-    table = ctx.tables.combine_windows
     topic = table.changelog_topic.get_topic_name()
 
     async def down(kafka: Any, name: str, partitions: list[int]) -> dict[int, int]:
