@@ -15,7 +15,7 @@ import faust
 
 from agents import aggregate, combine, detect, identity, sink, stitch, validate
 from pipeline.names import TOPIC_PRIVACY
-from pipeline.runtime import commit_offsets, maintenance, privacy_tasks, rewind
+from pipeline.runtime import commit_offsets, maintenance, privacy_tasks, read_offsets, rewind
 from pipeline.runtime.context import Context, Domain
 from pipeline.runtime.kafka_security import KafkaCluster
 from pipeline.runtime.observability import register_observability
@@ -52,6 +52,7 @@ STAGES: dict[str, tuple[Register, ...]] = {
 
 
 def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust.App, Context]:
+    read_offsets.install()  # before the app's consumer exists
     partitions = partition_count(settings, ensure_topics)
     combine = combine_partition_count(settings, ensure_topics)
     settings = settings.model_copy(update={"combine_partitions": combine})

@@ -10,6 +10,13 @@ follows a hole and asks for a seek back to it; only a hole still open after ``pa
 seconds AND ``reads`` reads that came back without it is accepted as real, counted and
 logged. Time alone is not evidence: on a loaded machine a seek's re-read can take longer
 than the patience, and a hole accepted too early is an event lost.
+
+A read counts only when it is one: a new read starts where a partition's offsets go back
+(or repeat). Records that go on rising after a seek are the rest of the old read (the
+fetcher's batch in flight, the stage's queue), held without another seek; a new read
+that comes back without the hole is seeked back once more. Seeking again on every held
+record, as the first version did, restarted the fetch thousands of times while a full
+queue drained and counted each record as a read.
 """
 
 from __future__ import annotations
@@ -30,7 +37,11 @@ class Admission:
     already: list[int] = field(default_factory=list)  # seen before: ack, do not process
     hold: list[int] = field(default_factory=list)  # after a hole: neither process nor ack
     seek_to: int | None = None  # re-read the partition from here
-    accepted_gap: int = 0  # offsets given up on after ``patience`` seconds
+    accepted: list[tuple[int, int]] = field(default_factory=list)  # (first, last) given up on
+
+    @property
+    def accepted_gap(self) -> int:
+        return sum(last - first + 1 for first, last in self.accepted)
 
 
 class OffsetGuard:
@@ -48,19 +59,33 @@ class OffsetGuard:
         self.expected: dict[Hashable, int] = {}
         self.since: dict[tuple[Hashable, int], float] = {}  # hole -> when first seen
         self.seen: dict[tuple[Hashable, int], int] = {}  # hole -> reads that skipped it
+        # hole -> (the read it was last sought in, when)
+        self.sought: dict[tuple[Hashable, int], tuple[int, float]] = {}
+        self.last: dict[Hashable, int] = {}  # the offset of the last record seen
+        self.read: dict[Hashable, int] = {}  # reads started: offsets went back or repeated
 
     def forget(self, keys: Iterable[Hashable] | None = None) -> None:
         """After a rebalance the stream restarts from committed offsets."""
         if keys is None:
-            self.expected.clear()
-            self.since.clear()
-            self.seen.clear()
+            states = (self.expected, self.since, self.seen, self.sought, self.last, self.read)
+            for state in states:
+                state.clear()
             return
         for key in keys:
             self.expected.pop(key, None)
+            self.last.pop(key, None)
+            self.read.pop(key, None)
         for hole in [h for h in self.since if h[0] not in self.expected]:
-            del self.since[hole]
-            self.seen.pop(hole, None)
+            self._close(hole)
+
+    def waiting(self, key: Hashable) -> bool:
+        """Whether a hole of ``key`` is open (its read offset pinned)."""
+        return any(hole[0] == key for hole in self.since)
+
+    def _close(self, hole: tuple[Hashable, int]) -> None:
+        self.since.pop(hole, None)
+        self.seen.pop(hole, None)
+        self.sought.pop(hole, None)
 
     def knows(self, key: Hashable) -> bool:
         return key in self.expected
@@ -75,24 +100,44 @@ class OffsetGuard:
         out = Admission()
         exp = self.expected.get(key)
         for i, m in enumerate(messages):
+            self._count_read(key, m.offset)
             if exp is not None and m.offset < exp:
                 out.already.append(i)
                 continue
             if exp is not None and m.offset > exp:
                 hole = (key, exp)
-                first = self.since.setdefault(hole, self.clock())
-                self.seen[hole] = self.seen.get(hole, 0) + 1
-                if self.clock() - first < self.patience or self.seen[hole] < self.reads:
+                if self._hold(hole, out):
                     out.hold = list(range(i, len(messages)))
-                    out.seek_to = exp
+                    self.last[key] = messages[-1].offset
                     break
-                del self.since[hole], self.seen[hole]
-                out.accepted_gap += m.offset - exp
+                self._close(hole)
+                out.accepted.append((exp, m.offset - 1))
             elif exp is not None and (key, exp) in self.since:  # the hole filled
-                del self.since[(key, exp)]
-                self.seen.pop((key, exp), None)
+                self._close((key, exp))
             out.process.append(i)
             exp = m.offset + 1
         if exp is not None:
             self.expected[key] = exp
         return out
+
+    def _count_read(self, key: Hashable, offset: int) -> None:
+        last = self.last.get(key)
+        if last is not None and offset <= last:
+            self.read[key] = self.read.get(key, 0) + 1
+        self.last[key] = offset
+
+    def _hold(self, hole: tuple[Hashable, int], out: Admission) -> bool:
+        """A record past ``hole``: hold it (True), asking for a seek when one is due, or
+        give the hole up (False) after ``reads`` reads and ``patience`` seconds."""
+        now, read = self.clock(), self.read.get(hole[0], 0)
+        if hole not in self.since:  # the first read past it
+            self.since[hole], self.seen[hole] = now, 1
+        elif read != self.sought[hole][0]:  # a new read, back without the hole
+            self.seen[hole] += 1
+        elif now - self.sought[hole][1] < self.patience:
+            return True  # the rest of the read sought back: the seek is under way
+        if now - self.since[hole] >= self.patience and self.seen[hole] >= self.reads:
+            return False
+        self.sought[hole] = (read, now)
+        out.seek_to = hole[1]
+        return True

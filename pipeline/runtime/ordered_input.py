@@ -8,7 +8,9 @@ guard starts each partition at its committed offset, holds back what follows a h
 processed, not acked, so the commit cannot pass it) and seeks back to the hole; a hole
 still open after ``patience`` seconds and several re-reads is given up on, counted
 (``trackflow_offset_gaps_total``), logged as an error and alerted on
-(``TrackflowOffsetHoleAccepted``).
+(``TrackflowOffsetHoleAccepted``), and marked done for the commit. While a hole is open the
+partition's read offset is pinned at it, or Faust's fetcher drops the re-read
+(``read_offsets``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from faust.types import EventT
 
+from pipeline.runtime import read_offsets
 from pipeline.runtime.offset_guard import OffsetGuard
 from pipeline.runtime.start_offsets import StartOffsets
 from pipeline.runtime.streams import Take, in_offset_order
@@ -57,6 +60,8 @@ class OrderedInput:
 
     async def _revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         self.guard.forget(revoked)
+        for tp in revoked:
+            read_offsets.release(self.app.consumer, self.stage, tp)
 
     async def admit(self, events: Sequence[EventT]) -> Admitted:
         out = Admitted()
@@ -81,7 +86,12 @@ class OrderedInput:
                     tp.topic,
                     tp.partition,
                 )
+                read_offsets.pin(self.app.consumer, self.stage, tp, admission.seek_to)
                 await self.app.consumer.seek(tp, admission.seek_to)
+            elif not self.guard.waiting(tp):
+                read_offsets.release(self.app.consumer, self.stage, tp)
+            for first, last in admission.accepted:
+                await read_offsets.skip(self.app.consumer, tp, first, last)
             if admission.accepted_gap:
                 self.metrics.offset_gaps.labels(self.stage, tp.topic, str(tp.partition)).inc(
                     admission.accepted_gap

@@ -76,3 +76,45 @@ def test_partitions_are_independent_and_forget_resets() -> None:
     assert g.admit(1, msgs(50)).process == [0]  # first sight of a partition sets its start
     g.forget()
     assert g.admit(0, msgs(40)).process == [0]  # after a rebalance: committed offsets
+
+
+def test_the_rest_of_a_read_after_a_seek_is_held_without_another_seek() -> None:
+    """The fetcher's batch in flight and the stage's queue go on rising after a seek: one
+    seek, no reads counted, however many records (the sixth soak: a seek per record)."""
+    now = [0.0]
+    g = OffsetGuard(patience=10.0, clock=lambda: now[0], reads=2)
+    g.admit(0, msgs(699))
+    assert g.admit(0, msgs(701)).seek_to == 700
+    for offset in range(702, 3000):  # one record at a time, as the sink admits
+        a = g.admit(0, msgs(offset))
+        assert (a.hold, a.seek_to, a.accepted_gap) == ([0], None, 0)
+    now[0] = 9.0
+    assert g.seen == {(0, 700): 1}
+    a = g.admit(0, msgs(700))  # the re-read
+    assert (a.process, g.since) == ([0], {})
+
+
+def test_a_new_read_without_the_hole_counts_and_seeks_again() -> None:
+    now = [0.0]
+    g = OffsetGuard(patience=10.0, clock=lambda: now[0], reads=4)
+    g.admit(0, msgs(9))
+    assert g.admit(0, msgs(11)).seek_to == 10
+    assert g.admit(0, msgs(12)).seek_to is None  # the same read
+    for t in (3.0, 11.0):
+        now[0] = t
+        assert g.admit(0, msgs(11)).seek_to == 10  # offsets went back: a re-read
+        assert g.admit(0, msgs(12)).seek_to is None
+    assert g.seen == {(0, 10): 3}
+    now[0] = 12.0
+    a = g.admit(0, msgs(11, 12))  # the fourth read, past the patience
+    assert (a.process, a.accepted) == ([0, 1], [(10, 10)])
+
+
+def test_a_seek_that_brought_nothing_back_is_asked_again_after_patience() -> None:
+    now = [0.0]
+    g = OffsetGuard(patience=10.0, clock=lambda: now[0], reads=2)
+    g.admit(0, msgs(9))
+    assert g.admit(0, msgs(11)).seek_to == 10
+    now[0] = 10.5
+    a = g.admit(0, msgs(12))  # still rising: the re-read never started
+    assert (a.seek_to, a.accepted_gap, g.seen[(0, 10)]) == (10, 0, 1)

@@ -9,6 +9,7 @@ from typing import Any
 from faust.types import TP
 
 from pipeline.runtime.ordered_input import OrderedInput
+from pipeline.runtime.read_offsets import ReadOffsets
 from pipeline.runtime.telemetry import PipelineMetrics
 
 T = TP("events.stitched", 3)
@@ -43,12 +44,18 @@ class FakeConsumer:
     def __init__(self, broker: FakeBroker) -> None:
         self.broker = broker
         self.seeks: list[tuple[TP, int]] = []
+        self._read_offset = ReadOffsets()
+        self.gaps: list[tuple[TP, int, int]] = []
+
+    async def _add_gap(self, tp: TP, first: int, last: int) -> None:
+        self.gaps.append((tp, first, last))
 
     def assignment(self) -> set[TP]:
         return set(self.broker.committed) | set(self.broker.earliest)
 
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp, offset))
+        self._read_offset[tp] = offset
 
 
 def make(committed: int | None = None, earliest: int = 0, patience: float = 10.0) -> Any:
@@ -134,3 +141,30 @@ def test_events_read_outside_the_group_start_at_the_first_offset_seen() -> None:
     app.consumer.assignment = lambda: set()
     got = admit(ordered, events(50, 51))
     assert offsets(got.process) == [50, 51]
+
+
+def test_the_read_offset_stays_pinned_at_a_hole_until_it_fills() -> None:
+    ordered, app, _, _ = make(committed=100)
+    read = app.consumer._read_offset
+    admit(ordered, events(101, 102))
+    read[T] = 2999  # Faust's fetcher hands out the rest of its batch
+    assert (read[T], read.pins) == (100, {T: {"stitch": 100}})
+    admit(ordered, events(100, 101))
+    read[T] = 2999
+    assert (read[T], read.pins) == (2999, {})
+
+
+def test_a_hole_given_up_is_marked_done_for_the_commit_and_unpinned() -> None:
+    ordered, app, _, now = make(committed=10, patience=10.0)
+    for t in (0.0, 4.0, 8.0, 11.0):  # four reads, each back without 10 and 11
+        now[0] = t
+        got = admit(ordered, events(12, 13))
+    assert offsets(got.process) == [12, 13]
+    assert (app.consumer.gaps, app.consumer._read_offset.pins) == ([(T, 10, 11)], {})
+
+
+def test_a_revoke_releases_the_pin() -> None:
+    ordered, app, _, _ = make(committed=100)
+    admit(ordered, events(101))
+    asyncio.run(app.on_partitions_revoked.send({T}))
+    assert app.consumer._read_offset.pins == {}
