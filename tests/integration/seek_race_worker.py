@@ -58,6 +58,9 @@ def main() -> None:
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
+        broker_rebalance_timeout=2.0,  # as the tests' workers: a first join waits for it
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=2.0,
         stream_wait_empty=False,
         logging_config=None,
     )
@@ -99,10 +102,10 @@ def main() -> None:
         dropped: set[int] = set()
         async for event in stream.noack().events():
             offset = event.message.offset
-            if args.drop <= offset < args.drop + args.drop_count:
-                if args.drop_always or offset not in dropped:
-                    dropped.add(offset)
-                    continue  # never handed over
+            held_back = args.drop <= offset < args.drop + args.drop_count
+            if held_back and (args.drop_always or offset not in dropped):
+                dropped.add(offset)
+                continue  # never handed over
             admitted = await ordered.admit([event])
             for e in admitted.already:
                 await stream.ack(e)
