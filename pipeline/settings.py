@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     sink_flush_rows: int = Field(50_000, ge=1, description="Flush a partition at this many rows.")
     take_max: int = Field(500, ge=1, description="Max messages an agent takes per batch.")
     take_within: float = Field(0.2, gt=0, description="Seconds an agent waits to fill a batch.")
+    stream_buffer: int = Field(
+        4096,
+        ge=1,
+        description="Messages Faust queues per agent input before its fetcher waits "
+        "(stream_buffer_maxsize).",
+    )
     # Short enough that a worker restarted after SIGKILL takes over within seconds (the dead
     # member is evicted when its session times out); heartbeats run on aiokafka's own
     # thread, so long batches do not starve them.

@@ -70,6 +70,7 @@ def new_app(settings: Settings, partitions: int) -> faust.App:
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         broker_commit_interval=1.0,
+        stream_buffer_maxsize=settings.stream_buffer,
         producer_acks=-1,
         producer_linger=0.005,
         web_enabled=True,
