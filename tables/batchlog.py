@@ -105,8 +105,15 @@ class BatchLogTable(faust.Table):
                 continue
             self.apply_record(message.partition, event.key, value)
 
+    @property
+    def applied_offsets(self) -> dict[int, int]:
+        """Changelog partition -> the last offset applied; the catch-up reads on from it.
+        (In ``__dict__``: Faust builds tables through its own constructor.)"""
+        applied: dict[int, int] = self.__dict__.setdefault("_applied", {})
+        return applied
+
     def _mark_applied(self, partition: int, offset: int) -> None:
-        applied = self.__dict__.setdefault("_applied", {})
+        applied = self.applied_offsets
         applied[partition] = max(applied.get(partition, -1), offset)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
@@ -119,7 +126,7 @@ class BatchLogTable(faust.Table):
         """Apply changelog records past where recovery stopped; returns how many."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        applied: dict[int, int] = self.__dict__.setdefault("_applied", {})
+        applied = self.applied_offsets
         assert self.kafka is not None, "catch_up needs the cluster (set by the topology)"
         consumer = AIOKafkaConsumer(
             **self.kafka.aiokafka(), enable_auto_commit=False, group_id=None
@@ -158,7 +165,7 @@ class BatchLogTable(faust.Table):
         # Only this table's changelog partitions: forgetting state by the partition number
         # of any topic dropped the combine's windows when the worker lost an events.raw
         # partition of that number but kept the metrics.partials one (nothing replays it).
-        applied: dict[int, int] = self.__dict__.setdefault("_applied", {})
+        applied = self.applied_offsets
         changelog = self.changelog_topic.get_topic_name()
         manager: Any = self.app.tables
         recovery = manager.recovery

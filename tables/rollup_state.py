@@ -86,7 +86,7 @@ class CombineWindows(BatchLogTable):
                 "%s: newest snapshots not found (%s: %s)", self.name, type(exc).__name__, exc
             )
             return
-        applied: dict[int, int] = self.__dict__.setdefault("_applied", {})
+        applied = self.applied_offsets
         for partition, start in found.items():
             self.starts[partition] = start
             applied[partition] = start - 1  # the catch-up after recovery reads on from there

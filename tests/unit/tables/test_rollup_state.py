@@ -44,7 +44,7 @@ def test_newly_assigned_partitions_start_at_their_newest_snapshot(
     assert table.persisted_offset(TP(topic, 1)) == 40
     assert table.persisted_offset(TP(topic, 3)) is None  # read from the beginning
     assert table.persisted_offset(kept) is None  # Faust goes on from where it had read
-    assert table.__dict__["_applied"][1] == 40  # the catch-up reads on from the snapshot
+    assert table.applied_offsets[1] == 40  # the catch-up reads on from the snapshot
 
     # The next rebalance forgets those starts: a kept partition is not read again from them.
     asyncio.run(table.on_rebalance({kept, *new}, set(), set(), 1))
