@@ -14,7 +14,7 @@ than the patience, and a hole accepted too early is an event lost.
 A read counts only when it is one: a new read starts where a partition's offsets go back
 (or repeat). Records that go on rising after a seek are the rest of the old read (the
 fetcher's batch in flight, the stage's queue), held without another seek; a new read
-that comes back without the hole is seeked back once more. Seeking again on every held
+that comes back without the hole is sought back once more. Seeking again on every held
 record, as the first version did, restarted the fetch thousands of times while a full
 queue drained and counted each record as a read.
 """

@@ -18,13 +18,10 @@ pin are still handed out: the stages' guards hold them, or ack copies they proce
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Hashable
 from typing import Any
 
 from faust.transport.consumer import Consumer
-
-log = logging.getLogger(__name__)
 
 _PATCHED = "_trackflow_pinned_read_offsets"
 

@@ -20,3 +20,8 @@ def test_recovery_does_not_trust_the_brokers_end_offsets(tmp_path: Path) -> None
 def test_without_a_broker_the_combine_partitions_are_the_setting(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, combine_partitions=3, dev=True)
     assert combine_partition_count(settings, ensure_topics=False) == 3
+
+
+def test_the_stream_buffer_setting_reaches_faust(tmp_path: Path) -> None:
+    app = new_app(Settings(data_dir=tmp_path, stream_buffer=512, dev=True), partitions=4)
+    assert app.conf.stream_buffer_maxsize == 512
