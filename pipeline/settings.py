@@ -101,8 +101,10 @@ class Settings(BaseSettings):
     sink_flush_rows: int = Field(50_000, ge=1, description="Flush a partition at this many rows.")
     take_max: int = Field(500, ge=1, description="Max messages an agent takes per batch.")
     take_within: float = Field(0.2, gt=0, description="Seconds an agent waits to fill a batch.")
+    # Faust's default is 4096: a takeover's whole backlog then sits in the queues at once,
+    # and the survivor keeps most of that burst (docs/performance.md).
     stream_buffer: int = Field(
-        4096,
+        512,
         ge=1,
         description="Messages Faust queues per agent input before its fetcher waits "
         "(stream_buffer_maxsize).",
