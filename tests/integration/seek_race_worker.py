@@ -4,12 +4,12 @@ against Faust's fetcher on a real broker.
 Both agents read one single-partition topic, as sink_events and aggregate both read
 ``events.stitched``. ``all`` acks everything at once. ``one`` reads an event at a time
 through ``OrderedInput`` like the sink, slowly, so its buffer stays full and the fetcher
-is half-way through a fetched batch when ``one`` seeks; and the first time offsets
-from ``--drop`` are handed to it, it throws it away, as if Faust had never delivered it (what
-the sixth soak saw: the event in the rollups, missing from the lake). Writes what ``one``
-processed, in order, and the counted gaps as JSON, once the group's commit has passed the
-last offset (or at the timeout), then exits. With ``--drop-always`` the offset never
-reaches ``one``: a hole to give up on.
+is half-way through a fetched batch when ``one`` seeks; and the first time the offsets
+from ``--drop`` are handed to it, it throws them away, as if Faust had never delivered
+them (what the sixth soak saw: the events in the rollups, missing from the lake). Writes
+what ``one`` processed, in order, and the counted gaps as JSON, once the group's commit has
+passed the last offset (or at the timeout), then exits. With ``--drop-always`` those offsets never
+reach ``one``: a hole to give up on.
 """
 
 from __future__ import annotations
