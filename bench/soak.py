@@ -13,8 +13,8 @@ Every ``--kill-every-minutes`` one worker (alternately) gets SIGKILL and a repla
 started at once. The processes run on glibc's malloc, as the image does, or on jemalloc
 (``--malloc``; the JSON says which, ``run.malloc``). Every minute it records each worker's
 RSS, CPU and /metrics counters and lag, the consumer group's lag as the broker sees it
-(committed offsets against log ends), and the lake's row counts. When the traffic ends it waits until the pipeline has
-settled (group lag 0, lake unchanged), then checks:
+(committed offsets against log ends), and the lake's row counts. When the traffic ends it
+waits until the pipeline has settled (group lag 0, lake unchanged), then checks:
 
 - events: sent by the simulator vs stored in the lake, dead-lettered, and dropped as
   retries (events.raw read back and keyed as ingest keys its dedup memory); sent = stored
