@@ -44,6 +44,16 @@ class Admission:
         return sum(last - first + 1 for first, last in self.accepted)
 
 
+@dataclass
+class Hole:
+    """An open hole: when it was first seen, reads that came back without it, last seek."""
+
+    since: float
+    reads: int = 1
+    sought_in: int = -1  # the read it was last sought back in
+    sought_at: float = 0.0
+
+
 class OffsetGuard:
     """Per key (a partition): the next offset expected, and holes waiting to be filled."""
 
@@ -57,35 +67,26 @@ class OffsetGuard:
         self.clock = clock
         self.reads = reads  # reads past a hole, each after a seek back, before accepting it
         self.expected: dict[Hashable, int] = {}
-        self.since: dict[tuple[Hashable, int], float] = {}  # hole -> when first seen
-        self.seen: dict[tuple[Hashable, int], int] = {}  # hole -> reads that skipped it
-        # hole -> (the read it was last sought in, when)
-        self.sought: dict[tuple[Hashable, int], tuple[int, float]] = {}
+        self.holes: dict[tuple[Hashable, int], Hole] = {}  # (key, offset) -> its record
         self.last: dict[Hashable, int] = {}  # the offset of the last record seen
         self.read: dict[Hashable, int] = {}  # reads started: offsets went back or repeated
 
     def forget(self, keys: Iterable[Hashable] | None = None) -> None:
         """After a rebalance the stream restarts from committed offsets."""
         if keys is None:
-            states = (self.expected, self.since, self.seen, self.sought, self.last, self.read)
-            for state in states:
+            for state in (self.expected, self.holes, self.last, self.read):
                 state.clear()
             return
         for key in keys:
             self.expected.pop(key, None)
             self.last.pop(key, None)
             self.read.pop(key, None)
-        for hole in [h for h in self.since if h[0] not in self.expected]:
-            self._close(hole)
+        for hole in [h for h in self.holes if h[0] not in self.expected]:
+            del self.holes[hole]
 
     def waiting(self, key: Hashable) -> bool:
         """Whether a hole of ``key`` is open (its read offset pinned)."""
-        return any(hole[0] == key for hole in self.since)
-
-    def _close(self, hole: tuple[Hashable, int]) -> None:
-        self.since.pop(hole, None)
-        self.seen.pop(hole, None)
-        self.sought.pop(hole, None)
+        return any(hole[0] == key for hole in self.holes)
 
     def knows(self, key: Hashable) -> bool:
         return key in self.expected
@@ -110,10 +111,10 @@ class OffsetGuard:
                     out.hold = list(range(i, len(messages)))
                     self.last[key] = messages[-1].offset
                     break
-                self._close(hole)
+                del self.holes[hole]
                 out.accepted.append((exp, m.offset - 1))
-            elif exp is not None and (key, exp) in self.since:  # the hole filled
-                self._close((key, exp))
+            elif exp is not None:  # the hole, if one was open here, is filled
+                self.holes.pop((key, exp), None)
             out.process.append(i)
             exp = m.offset + 1
         if exp is not None:
@@ -130,14 +131,15 @@ class OffsetGuard:
         """A record past ``hole``: hold it (True), asking for a seek when one is due, or
         give the hole up (False) after ``reads`` reads and ``patience`` seconds."""
         now, read = self.clock(), self.read.get(hole[0], 0)
-        if hole not in self.since:  # the first read past it
-            self.since[hole], self.seen[hole] = now, 1
-        elif read != self.sought[hole][0]:  # a new read, back without the hole
-            self.seen[hole] += 1
-        elif now - self.sought[hole][1] < self.patience:
+        h = self.holes.get(hole)
+        if h is None:  # the first read past it
+            h = self.holes[hole] = Hole(since=now)
+        elif read != h.sought_in:  # a new read, back without the hole
+            h.reads += 1
+        elif now - h.sought_at < self.patience:
             return True  # the rest of the read sought back: the seek is under way
-        if now - self.since[hole] >= self.patience and self.seen[hole] >= self.reads:
+        if now - h.since >= self.patience and h.reads >= self.reads:
             return False
-        self.sought[hole] = (read, now)
+        h.sought_in, h.sought_at = read, now
         out.seek_to = hole[1]
         return True

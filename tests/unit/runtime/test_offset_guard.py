@@ -67,7 +67,7 @@ def test_a_filled_hole_leaves_nothing_behind() -> None:
     g.admit(0, msgs(1))
     g.admit(0, msgs(3))
     g.admit(0, msgs(2, 3))
-    assert (g.since, g.seen) == ({}, {})
+    assert g.holes == {}
 
 
 def test_partitions_are_independent_and_forget_resets() -> None:
@@ -89,9 +89,9 @@ def test_the_rest_of_a_read_after_a_seek_is_held_without_another_seek() -> None:
         a = g.admit(0, msgs(offset))
         assert (a.hold, a.seek_to, a.accepted_gap) == ([0], None, 0)
     now[0] = 9.0
-    assert g.seen == {(0, 700): 1}
+    assert {h: r.reads for h, r in g.holes.items()} == {(0, 700): 1}
     a = g.admit(0, msgs(700))  # the re-read
-    assert (a.process, g.since) == ([0], {})
+    assert (a.process, g.holes) == ([0], {})
 
 
 def test_a_new_read_without_the_hole_counts_and_seeks_again() -> None:
@@ -104,7 +104,7 @@ def test_a_new_read_without_the_hole_counts_and_seeks_again() -> None:
         now[0] = t
         assert g.admit(0, msgs(11)).seek_to == 10  # offsets went back: a re-read
         assert g.admit(0, msgs(12)).seek_to is None
-    assert g.seen == {(0, 10): 3}
+    assert {h: r.reads for h, r in g.holes.items()} == {(0, 10): 3}
     now[0] = 12.0
     a = g.admit(0, msgs(11, 12))  # the fourth read, past the patience
     assert (a.process, a.accepted) == ([0, 1], [(10, 10)])
@@ -117,4 +117,4 @@ def test_a_seek_that_brought_nothing_back_is_asked_again_after_patience() -> Non
     assert g.admit(0, msgs(11)).seek_to == 10
     now[0] = 10.5
     a = g.admit(0, msgs(12))  # still rising: the re-read never started
-    assert (a.seek_to, a.accepted_gap, g.seen[(0, 10)]) == (10, 0, 1)
+    assert (a.seek_to, a.accepted_gap, g.holes[(0, 10)].reads) == (10, 0, 1)
