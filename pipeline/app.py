@@ -15,7 +15,14 @@ import faust
 
 from agents import aggregate, combine, detect, identity, sink, stitch, validate
 from pipeline.names import TOPIC_PRIVACY
-from pipeline.runtime import commit_offsets, maintenance, privacy_tasks, read_offsets, rewind
+from pipeline.runtime import (
+    commit_offsets,
+    maintenance,
+    partition_age,
+    privacy_tasks,
+    read_offsets,
+    rewind,
+)
 from pipeline.runtime.context import Context, Domain
 from pipeline.runtime.kafka_security import KafkaCluster
 from pipeline.runtime.observability import register_observability
@@ -74,6 +81,7 @@ def create_app(settings: Settings, *, ensure_topics: bool = True) -> tuple[faust
     close_on_shutdown(app, ctx.start_offsets)
     rewind.install(app, ctx.start_offsets)
     commit_offsets.install()
+    partition_age.install()
     for register in STAGES[settings.stages]:
         register(app, ctx)
     register_observability(app, ctx)
