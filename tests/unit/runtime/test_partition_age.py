@@ -106,3 +106,53 @@ def test_assignment_is_noted_before_faust_handles_it() -> None:
     assert handled
     assert handled[0][:2] == ({TAKEN}, 7)
     assert TAKEN in handled[0][2]
+
+
+def test_a_partition_taken_over_and_processing_is_not_reported_for_no_commit_yet() -> None:
+    thread = _thread(worker_started=0.0, inbound={TAKEN: 635.0})
+    partition_age.note_assigned(thread, [TAKEN], 630.0)
+    thread.tp_last_committed_at = {}
+    assert _verify(thread, 636.0) == []
+    thread.logged.clear()
+    logged = _verify(thread, 630.0 + TIMEOUT + 1)  # processing, but nothing committed since
+    assert len(logged) == 1
+    assert "Has not committed" in logged[0]
+
+
+def _recovering_thread(worker_started: float) -> Any:
+    """A consumer thread in recovery: a changelog partition assigned, no fetch sent yet."""
+    logged: list[str] = []
+    assignment = SimpleNamespace(
+        active=True, state_value=lambda tp: SimpleNamespace(timestamp=None)
+    )
+    fetcher = SimpleNamespace(
+        _subscriptions=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+    )
+    thread = SimpleNamespace(
+        time_started=worker_started,
+        tp_fetch_request_timeout_secs=TIMEOUT,
+        log=SimpleNamespace(error=lambda msg, *args: logged.append(msg % args)),
+        logged=logged,
+        _ensure_consumer=lambda: SimpleNamespace(_fetcher=fetcher),
+    )
+    thread._verify_aiokafka_event_path = lambda now, tp: (
+        AIOKafkaConsumerThread._verify_aiokafka_event_path(thread, now, tp)
+    )
+    return thread
+
+
+def test_a_changelog_partition_assigned_moments_ago_is_not_reported_in_recovery() -> None:
+    partition_age.install()
+    changelog = TP("t-identity_map-changelog", 0)
+    original = AIOKafkaConsumerThread.verify_recovery_event_path.original  # type: ignore[attr-defined]
+    alone = _recovering_thread(worker_started=0.0)
+    original(alone, 612.0, changelog)
+    assert len(alone.logged) == 1
+    assert "has not sent fetch request" in alone.logged[0]
+
+    thread = _recovering_thread(worker_started=0.0)
+    partition_age.note_assigned(thread, [changelog], 610.0)
+    AIOKafkaConsumerThread.verify_recovery_event_path(thread, 612.0, changelog)
+    assert thread.logged == []
+    AIOKafkaConsumerThread.verify_recovery_event_path(thread, 610.0 + TIMEOUT + 1, changelog)
+    assert len(thread.logged) == 1
