@@ -18,20 +18,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import faust
 import orjson
 from faust.types import TP, EventT
 
+from tables.consumers import KafkaClients, reading_consumer
+
 log = logging.getLogger(__name__)
-
-
-class KafkaClients(Protocol):
-    """What tables need of ``pipeline.runtime.kafka_security.KafkaCluster`` (tables do not
-    import the runtime: it imports them)."""
-
-    def aiokafka(self) -> dict[str, Any]: ...
 
 
 def release_free_memory() -> None:
@@ -124,16 +119,12 @@ class BatchLogTable(faust.Table):
 
     async def catch_up(self, tps: set[TP]) -> int:
         """Apply changelog records past where recovery stopped; returns how many."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
         applied = self.applied_offsets
         assert self.kafka is not None, "catch_up needs the cluster (set by the topology)"
-        consumer = AIOKafkaConsumer(
-            **self.kafka.aiokafka(), enable_auto_commit=False, group_id=None
-        )
-        await consumer.start()
         n = 0
-        try:
+        async with reading_consumer(self.kafka) as consumer:
             parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
             consumer.assign(parts)
             for part in parts:
@@ -148,8 +139,6 @@ class BatchLogTable(faust.Table):
                             key = orjson.loads(record.key) if record.key else None
                             self.apply_record(record.partition, key, orjson.loads(record.value))
                             n += 1
-        finally:
-            await consumer.stop()
         if n:
             log.warning("%s: applied %s changelog records past the reported end", self.name, n)
         return n

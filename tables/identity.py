@@ -24,7 +24,7 @@ import orjson
 from faust.types import EventT
 
 from pipeline.identity.graph import IdentityGraph, Link
-from tables.batchlog import KafkaClients
+from tables.consumers import KafkaClients, reading_consumer
 
 PARTITION = 0
 
@@ -82,12 +82,10 @@ class IdentityTable(faust.GlobalTable):
 
         Applying is idempotent, so overlapping with Faust's own recovery is harmless.
         """
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
         topic = self.changelog_topic.get_topic_name()
-        consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None)
-        await consumer.start()
-        try:
+        async with reading_consumer(kafka) as consumer:
             tp = TopicPartition(topic, PARTITION)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
@@ -97,8 +95,6 @@ class IdentityTable(faust.GlobalTable):
                     _apply(self.graph, (orjson.loads(r.value) for r in records if r.value))
                     for r in records:
                         self.note(links_offset(r.key))
-        finally:
-            await consumer.stop()
 
     async def record_forget(self, key: str, kind: str, nodes: list[str]) -> None:
         """A privacy tombstone: ``kind`` "forget" (the identifiers removed, as the writer

@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from tables.batchlog import CATCH_UP_POLL_MS, KafkaClients
+from tables.batchlog import CATCH_UP_POLL_MS
+from tables.consumers import KafkaClients, reading_consumer
 
 TAIL_RECORDS = 64  # the first step back from the end; each further step is 4 times longer
 
@@ -21,12 +22,10 @@ async def newest_snapshots(
     kafka: KafkaClients, topic: str, partitions: list[int]
 ) -> dict[int, int]:
     """{partition: offset of its newest snapshot group} for those that have one."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None)
-    await consumer.start()
     found: dict[int, int] = {}
-    try:
+    async with reading_consumer(kafka) as consumer:
         parts = [TopicPartition(topic, p) for p in partitions]
         begins = await consumer.beginning_offsets(parts)
         ends = await consumer.end_offsets(parts)
@@ -37,8 +36,6 @@ async def newest_snapshots(
             # to read there (its consistency check is off, pipeline.runtime.topology).
             if at is not None and at >= begins[part]:
                 found[part.partition] = at
-    finally:
-        await consumer.stop()
     return found
 
 

@@ -23,6 +23,7 @@ from pipeline.privacy.state import PrivacyState
 from pipeline.runtime.kafka_admin import ensure_topic
 from pipeline.runtime.kafka_security import KafkaCluster
 from pipeline.runtime.telemetry import PipelineMetrics
+from tables.consumers import reading_consumer
 
 log = logging.getLogger(__name__)
 
@@ -64,34 +65,27 @@ class PrivacyFollower:
 
     async def _follow(self, poll_ms: int) -> None:
         """Read the topic from its start (applying a record twice changes nothing)."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
         await asyncio.to_thread(ensure_topic, self.kafka, self.topic, 1, 15.0, COMPACTED)
-        consumer = AIOKafkaConsumer(
-            **self.kafka.aiokafka(), enable_auto_commit=False, group_id=None
-        )
         # ListOffsets on the follower's own connection would queue behind its fetch, which
         # the broker holds up to fetch.max.wait (500 ms) while there is nothing new.
-        ends = AIOKafkaConsumer(**self.kafka.aiokafka(), enable_auto_commit=False, group_id=None)
-        await consumer.start()
-        await ends.start()
-        try:
+        async with reading_consumer(self.kafka) as consumer, reading_consumer(self.kafka) as ends:
             tp = TopicPartition(self.topic, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
             self._consumer, self._ends, self._tp = consumer, ends, tp
             self._started.set()
-            while True:
-                batches = await consumer.getmany(tp, timeout_ms=poll_ms, max_records=1000)
-                self._apply(batches.get(tp, []))
-                self.state.position = max(self.state.position, await consumer.position(tp))
-                self._publish()
-                tick, self._tick = self._tick, asyncio.Event()
-                tick.set()
-        finally:
-            self._consumer = self._ends = None
-            await consumer.stop()
-            await ends.stop()
+            try:
+                while True:
+                    batches = await consumer.getmany(tp, timeout_ms=poll_ms, max_records=1000)
+                    self._apply(batches.get(tp, []))
+                    self.state.position = max(self.state.position, await consumer.position(tp))
+                    self._publish()
+                    tick, self._tick = self._tick, asyncio.Event()
+                    tick.set()
+            finally:
+                self._consumer = self._ends = None
 
     def _apply(self, records: list[Any]) -> None:
         requests = []

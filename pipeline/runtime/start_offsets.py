@@ -44,7 +44,11 @@ class BrokerStartOffsets:
                     group_id=self.group_id,
                     enable_auto_commit=False,
                 )
-                await client.start()
+                try:
+                    await client.start()
+                except BaseException:  # failed or cancelled: not left open (tables.consumers)
+                    await client.stop()
+                    raise
                 self._client = client
             return self._client
 
