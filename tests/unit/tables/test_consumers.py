@@ -33,7 +33,7 @@ def _kafka(port: int) -> Any:
 
 
 def _unclosed_reports(body: Any) -> list[str]:
-    """Run ``body(loop)`` and collect the unclosed-consumer reports of what it dropped."""
+    """Run ``body()`` and collect the unclosed-consumer reports of what it dropped."""
     reports: list[str] = []
 
     async def main() -> None:
