@@ -73,7 +73,7 @@ bench: install ## Throughput, collector and anomaly-detection benchmarks; JSON r
 	$(PY) -m bench.lake_maintain --out bench/results/$$(date -u +%F)-lake-maintain.json
 	$(PY) bench/privacy_delete.py --out bench/results/$$(date -u +%F)-privacy.json
 
-soak: install ## One hour: 2 workers, steady traffic, payment outage, SIGKILL every 10 min (not in test)
+soak: install tools ## One hour: 2 workers on jemalloc, steady traffic, payment outage, SIGKILL every 10 min (not in test)
 	mkdir -p bench/results
 	$(PY) -m bench.soak --out bench/results/$$(date +%F)-soak.json
 

@@ -10,8 +10,8 @@ What it runs: an embedded broker and one isolated deployment (own topic prefix a
 directory), two ``trackflow worker`` processes and ``trackflow simulate`` at a steady rate
 for the whole run, with malformed messages, SDK retries and a payment outage in the middle.
 Every ``--kill-every-minutes`` one worker (alternately) gets SIGKILL and a replacement is
-started at once. The processes run on glibc's malloc, as the image does, or on jemalloc
-(``--malloc``; the JSON says which, ``run.malloc``). Every minute it records each worker's
+started at once. The processes run on jemalloc, as the image does (``--malloc system`` for
+glibc's malloc; the JSON says which, ``run.malloc``). Every minute it records each worker's
 RSS, CPU and /metrics counters and lag, the consumer group's lag as the broker sees it
 (committed offsets against log ends), and the lake's row counts. When the traffic ends it
 waits until the pipeline has settled (group lag 0, lake unchanged), then checks:
@@ -975,7 +975,10 @@ def preload_malloc(env: dict[str, str], choice: str) -> dict[str, str | None]:
     reports the wrong allocator."""
     lib = find_jemalloc() if choice != "system" else None
     if choice == "jemalloc" and lib is None:
-        raise SystemExit("--malloc jemalloc: no libjemalloc.so.2 (apt-get install libjemalloc2)")
+        raise SystemExit(
+            "--malloc jemalloc: no libjemalloc.so.2"
+            " (apt-get install libjemalloc2, or --malloc system for glibc's)"
+        )
     if lib is None:
         env.pop("LD_PRELOAD", None)
         return {"name": "system", "library": None}
@@ -1038,8 +1041,8 @@ def parse_args() -> tuple[Options, Path, Path | None]:
     ap.add_argument(
         "--malloc",
         choices=("auto", "jemalloc", "system"),
-        default="system",
-        help="the workers' malloc (auto: jemalloc when installed; the image runs glibc's)",
+        default="jemalloc",
+        help="the workers' malloc (the image runs jemalloc; auto: jemalloc when installed)",
     )
     ap.add_argument("--work-dir", type=Path, help="default: a new directory under /tmp (kept)")
     ap.add_argument(
