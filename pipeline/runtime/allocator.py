@@ -1,8 +1,8 @@
 """Which malloc a worker runs on, and where jemalloc is when the machine has it.
 
-jemalloc is an option, not the default (docs/decisions.md, "jemalloc: an option, measured,
-not the default"): it must be chosen before the process starts (``LD_PRELOAD``), so a
-worker only reports which malloc it has, for on-call and for the soak's record.
+The image preloads jemalloc (docs/decisions.md, "jemalloc: the image's malloc"). It must be
+chosen before the process starts (``LD_PRELOAD``), so a worker only reports which malloc it
+has, for on-call and for the soak's record, and trims glibc's heap only on glibc.
 """
 
 from __future__ import annotations

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 
 import yaml
 
+from pipeline.runtime.allocator import JEMALLOC_GLOBS
 from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -63,6 +65,23 @@ def test_dockerfile_copies_what_the_package_needs() -> None:
         assert (ROOT / path).exists()
     assert "TRACKFLOW_SCHEMAS_DIR=/app/schemas" in text
     assert re.search(r"^FROM python:3\.11-slim-\w+$", text, re.M)
+
+
+def test_the_image_runs_on_jemalloc() -> None:
+    """The image preloads jemalloc (docs/decisions.md, "jemalloc: the image's malloc"): the
+    package is installed and linked in the same RUN, the preload comes after that RUN (a
+    preload of a missing library would only warn, and every later step would run on glibc),
+    and the path is one the worker finds and reports."""
+    text = (ROOT / "Dockerfile").read_text()
+    preload = re.search(r"^ENV LD_PRELOAD=(\S+)$", text, re.M)
+    assert preload, "no ENV LD_PRELOAD line"
+    path = preload.group(1)
+    install = re.search(r"^RUN apt-get update .*?libjemalloc2.*?(?=^\S)", text, re.M | re.S)
+    assert install, "libjemalloc2 is not installed by a RUN"
+    assert f'/usr/lib/*-linux-gnu/libjemalloc.so.2)" {path}' in install.group(0)
+    assert install.end() <= preload.start()
+    assert any(fnmatch.fnmatch(path, pattern) for pattern in JEMALLOC_GLOBS)
+    assert text.index("ENV LD_PRELOAD") < text.index("USER trackflow")
 
 
 def test_every_service_has_a_healthcheck_and_named_volumes_are_declared() -> None:
