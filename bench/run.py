@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import emit, proc_status_mb  # noqa: E402
+from pipeline.lake.sql import path_literal  # noqa: E402
 from pipeline.runtime.kafka_admin import ensure_topic  # noqa: E402
 from pipeline.runtime.telemetry import scrape  # noqa: E402
 from pipeline.tools.broker import EmbeddedBroker, free_port  # noqa: E402
@@ -751,7 +752,7 @@ def measure_latency(
             listed = time.time()
             files = [p for p in lake_events.rglob("*.parquet") if p not in seen_files]
             if files:
-                paths = ", ".join("'" + p.as_posix().replace("'", "''") + "'" for p in files)
+                paths = ", ".join(path_literal(p) for p in files)
                 rows = con.execute(
                     f"SELECT event_id, epoch_ms(received_at) FROM read_parquet([{paths}], "
                     "union_by_name = true) WHERE event_id LIKE 'lat-%'"

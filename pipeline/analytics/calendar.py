@@ -13,6 +13,8 @@ from functools import cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pipeline.lake.sql import literal
+
 Period = Literal["day", "week"]
 DAY_MS = 86_400_000
 _SCAN_FROM, _SCAN_TO = datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
@@ -61,8 +63,7 @@ class Calendar:
         1991), days after it are epoch arithmetic, about twice as cheap as DuckDB's ICU
         conversion, which still converts anything earlier (and every time in a zone
         with daylight saving)."""
-        tz = self.tz.replace("'", "''")
-        icu = f"CAST(timezone('{tz}', {column}) AS DATE)"
+        icu = f"CAST(timezone({literal(self.tz)}, {column}) AS DATE)"
         fixed = _fixed_since(self.tz)
         if fixed is None:
             return icu

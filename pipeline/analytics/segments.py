@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from pipeline.lake.sql import literal
+
 SCORES = ("r", "f", "m")
 
 
@@ -40,12 +42,8 @@ class SegmentRules:
         arms = []
         for rule in self.rules:
             cond = " AND ".join(f"{s} BETWEEN {lo} AND {hi}" for s, (lo, hi) in rule.ranges.items())
-            arms.append(f"WHEN {cond or 'true'} THEN {_literal(rule.name)}")
-        return f"CASE {' '.join(arms)} ELSE {_literal(self.default)} END"
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+            arms.append(f"WHEN {cond or 'true'} THEN {literal(rule.name)}")
+        return f"CASE {' '.join(arms)} ELSE {literal(self.default)} END"
 
 
 def segments_file(schemas_dir: Path) -> Path:

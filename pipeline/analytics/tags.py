@@ -27,6 +27,7 @@ from pipeline.analytics.persons import MAP, resolve
 from pipeline.analytics.rfm import rfm_params, rfm_sql
 from pipeline.analytics.segments import SegmentRules
 from pipeline.lake.durable import fsync_dir, fsync_file
+from pipeline.lake.sql import path_literal
 from pipeline.names import LAKE_PERSON_TAGS
 
 STAGES = ("new", "returning", "resurrecting", "dormant", "inactive")
@@ -90,12 +91,12 @@ def build_tags(
     root = lake_dir / LAKE_PERSON_TAGS
     root.mkdir(parents=True, exist_ok=True)
     final, tmp = root / FILE, root / f".{FILE}.tmp"
-    target = str(tmp).replace("'", "''")
     con.execute(
-        f"COPY ({tags_sql(cal, rules)}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)", params
+        f"COPY ({tags_sql(cal, rules)}) TO {path_literal(tmp)} (FORMAT parquet, COMPRESSION zstd)",
+        params,
     )
     fsync_file(tmp)
     os.replace(tmp, final)
     fsync_dir(root)
-    row = con.execute(f"SELECT count(*) FROM read_parquet('{final.as_posix()}')").fetchone()
+    row = con.execute(f"SELECT count(*) FROM read_parquet({path_literal(final)})").fetchone()
     return int(row[0]) if row else 0

@@ -238,10 +238,10 @@ def _requests(settings: Settings) -> list[Any]:
 
 
 def _rejects_by_rule(con: Any, path: Path) -> dict[str, int]:
-    from pipeline.members.apply import sql_path
+    from pipeline.lake.sql import path_literal
 
     rows = con.execute(
-        f"SELECT rule, count(*) FROM read_parquet({sql_path(path)}) GROUP BY rule ORDER BY rule"
+        f"SELECT rule, count(*) FROM read_parquet({path_literal(path)}) GROUP BY rule ORDER BY rule"
     ).fetchall()
     return {str(rule): int(n) for rule, n in rows}
 

@@ -31,6 +31,7 @@ from pipeline.lake.schema import (
     ROLLUP_SCHEMA,
     arrow_type,
 )
+from pipeline.lake.sql import literal
 from pipeline.names import LAKE_AUDIT, LAKE_DLQ_REPLAYS, LAKE_PERSON_TAGS, VIEW_AUDIT
 
 _DUCK_TYPES = {
@@ -52,10 +53,6 @@ def _duck_type(typ: pa.DataType) -> str:
     return _DUCK_TYPES[typ]
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _source(
     root: Path, columns: list[tuple[str, str]], partition_cols: list[tuple[str, str]]
 ) -> str:
@@ -71,16 +68,16 @@ def _source(
     frame = f"SELECT {empty} WHERE false"
     if not root.exists() or next(root.rglob("*.parquet"), None) is None:
         return frame
-    glob = _quote((root / "**" / "*.parquet").as_posix())
+    glob = literal((root / "**" / "*.parquet").as_posix())
     files = f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true)"
     journals = root.parent / JOURNALS / root.name
     if (journals / NO_JOURNAL).exists():
-        lake = _quote(root.parent.as_posix() + "/")
+        lake = literal(root.parent.as_posix() + "/")
         hidden = (
             f"SELECT {lake} || unnest(CASE WHEN state = 'renamed' "
             "THEN list_filter(old, lambda x: NOT list_contains(new, x)) "
             "ELSE list_filter(new, lambda x: NOT list_contains(old, x)) END) "
-            f"FROM read_json({_quote((journals / '*.json').as_posix())}, "
+            f"FROM read_json({literal((journals / '*.json').as_posix())}, "
             "columns = {'state': 'VARCHAR', 'old': 'VARCHAR[]', 'new': 'VARCHAR[]'})"
         )
         files = (

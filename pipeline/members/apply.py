@@ -22,6 +22,8 @@ from typing import Any
 
 import duckdb
 
+from pipeline.lake.sql import path_literal
+
 DECISIONS = "member_decisions"
 COMPLEX = "member_complex"  # persons whose rows go through the rule field by field
 SIMPLE = "member_simple"  # staged rows of persons new to the profiles, seen once
@@ -29,11 +31,6 @@ HELD = "member_held"  # what the complex persons' fields hold now
 BUCKET = "member_bucket"  # the complex persons decided in one go
 BUCKET_PERSONS = 100_000
 BUCKET_FIELDS = 250_000  # stored field values aggregated at once (DuckDB memory)
-
-
-def sql_path(path: Path) -> str:
-    """A path as a DuckDB string literal (the members modules build their SQL with it)."""
-    return "'" + path.as_posix().replace("'", "''") + "'"
 
 
 @dataclass
@@ -58,7 +55,7 @@ def decide(
     ``own_time``: the rows carry their own update time (an incremental column). Without
     one, a row's time is the run's start, and an update that only confirms the value held
     is not stored: re-importing the same file then stores nothing at all."""
-    src = f"read_parquet({sql_path(staged)})"
+    src = f"read_parquet({path_literal(staged)})"
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {COMPLEX} AS
         SELECT person_id FROM {src} GROUP BY person_id HAVING count(*) > 1
@@ -193,7 +190,7 @@ def write_updates(
     New members' rows and rows all of whose fields are stored are copied from the staging
     file as they are; only rows stored in part are put together again from their field
     decisions (regrouping every row costs more than the rest of the comparison)."""
-    src = f"read_parquet({sql_path(staged)})"
+    src = f"read_parquet({path_literal(staged)})"
     tail = (
         f"epoch_ms({int(arrival_ms)})::TIMESTAMPTZ AS arrival, seq, $source AS source, "
         "$run AS run_id, NULL::VARCHAR AS event_id, "
@@ -218,7 +215,7 @@ def write_updates(
             SELECT {head}::TIMESTAMPTZ AS "at", {tail} FROM {SIMPLE}
             UNION ALL SELECT {head}::TIMESTAMPTZ AS "at", {tail} FROM whole
             UNION ALL SELECT {head}::TIMESTAMPTZ AS "at", {tail} FROM part)
-           TO {sql_path(target)} (FORMAT parquet, COMPRESSION zstd)""",
+           TO {path_literal(target)} (FORMAT parquet, COMPRESSION zstd)""",
         {"source": source, "run": run_id},
     )
     row = con.execute(

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.members.apply import sql_path
+from pipeline.lake.sql import path_literal
 from pipeline.privacy import purge
 from pipeline.privacy.deletion import exclusive
 from pipeline.privacy.matching import MatchSet
@@ -75,7 +75,7 @@ def drop_rows(
     the rows dropped (``distinct``: the distinct values of that column among them)."""
     if not match or not path.exists():
         return 0
-    src = f"read_parquet({sql_path(path)})"
+    src = f"read_parquet({path_literal(path)})"
     cols = {d[0] for d in con.execute(f"SELECT * FROM {src} LIMIT 0").description}
     predicate = match.sql(cols)
     if predicate is None:  # not a table of this module (no payload column here)
@@ -90,7 +90,7 @@ def drop_rows(
     tmp = path.with_name(f".{path.name}.kept")
     con.execute(
         f"COPY (SELECT * FROM {src} WHERE NOT coalesce(({sql}), false)) "
-        f"TO {sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd)",
+        f"TO {path_literal(tmp)} (FORMAT parquet, COMPRESSION zstd)",
         params,
     )
     os.replace(tmp, path)

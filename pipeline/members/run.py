@@ -29,6 +29,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.lake.sql import path_literal
 from pipeline.members import apply
 from pipeline.members.importer import Judge, Staging
 from pipeline.members.mapping import Mapping
@@ -199,8 +200,8 @@ def commit(
                   $processor AS processor_name, $version AS processor_version,
                   NULL::INTEGER AS source_partition, NULL::BIGINT AS source_offset,
                   NULL::INTEGER AS source_index
-              FROM read_parquet({apply.sql_path(paths.scratch / "rejects.parquet")}))
-           TO {apply.sql_path(rejects_tmp)} (FORMAT parquet, COMPRESSION zstd)""",
+              FROM read_parquet({path_literal(paths.scratch / "rejects.parquet")}))
+           TO {path_literal(rejects_tmp)} (FORMAT parquet, COMPRESSION zstd)""",
         {
             "source": report.source,
             "run": run,

@@ -36,6 +36,7 @@ import orjson
 
 from pipeline.identity.rules import IdentityRules
 from pipeline.lake.rewrite import recover
+from pipeline.lake.sql import path_literal
 from pipeline.names import (
     LAKE_DLQ,
     LAKE_EVENTS,
@@ -141,14 +142,14 @@ class Journal:
 
 
 def _glob(root: Path) -> str:
-    return (root / "**" / "*.parquet").as_posix().replace("'", "''")
+    return path_literal(root / "**" / "*.parquet")
 
 
 def candidate_files(con: duckdb.DuckDBPyConnection, root: Path, match: MatchSet) -> list[Path]:
     """Files of the table at ``root`` that may hold matching rows."""
     if not root.exists() or next(root.rglob("*.parquet"), None) is None:
         return []
-    source = f"read_parquet('{_glob(root)}', union_by_name = true, hive_partitioning = false"
+    source = f"read_parquet({_glob(root)}, union_by_name = true, hive_partitioning = false"
     cols = {d[0] for d in con.execute(f"SELECT * FROM {source}) LIMIT 0").description}
     predicate = match.sql(cols)
     if predicate is None:

@@ -72,3 +72,15 @@ def test_tags(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "lake" / "person_tags").iterdir()] == [
         "person_tags.parquet"
     ]
+
+
+def test_tags_in_a_data_directory_with_a_quote_in_its_name(tmp_path: Path) -> None:
+    """Paths go into the SQL text as literals; a quote in the directory must not end one."""
+    data = tmp_path / "o'brien"
+    write_events(data, [pay("2026-03-03T10:00:00+08:00", "o1", 10, anon="p1")])
+    write_identities(data, [])
+    con = views.connect(data)
+    n = build_tags(con, data / "lake", Calendar("Asia/Shanghai"), RULES, date(2026, 3, 4), 365)
+    assert n == 1
+    rows = views.connect(data).execute("SELECT person_id, orders FROM person_tags").fetchall()
+    assert rows == [("p_p1", 1)]
