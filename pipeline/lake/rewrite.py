@@ -57,6 +57,8 @@ import pyarrow.parquet as pq
 from pipeline.contract.positions import pack
 from pipeline.lake.durable import atomic_write_bytes, fsync_dir, fsync_file
 from pipeline.lake.fence import Fence
+from pipeline.lake.journals import JOURNALS, NO_JOURNAL  # noqa: F401  (re-exported)
+from pipeline.lake.journals import prepare as prepare_journals
 from pipeline.lake.writer import _FILE
 
 __all__ = [
@@ -74,10 +76,6 @@ __all__ = [
     "span_of",
 ]
 
-JOURNALS = "_rewrites"
-# Always present once a table was rewritten: the views' read_json of the journals needs a
-# file to match (an empty glob is an error), and its presence tells them to read them.
-NO_JOURNAL = "_none.json"
 _CHECKPOINTS = "_checkpoints"
 _STAGED = ".rewrite"
 STAGED, RENAMED = "staged", "renamed"
@@ -258,11 +256,7 @@ def _journals(root: Path, table: str, key: tuple[str, int] | None = None) -> lis
 
 
 def _new_journal(lake_dir: Path, table: str, key: tuple[str, int]) -> Path:
-    directory = lake_dir / JOURNALS / table
-    directory.mkdir(parents=True, exist_ok=True)
-    if not (directory / NO_JOURNAL).exists():
-        empty = {"state": "none", "old": [], "new": []}
-        atomic_write_bytes(directory / NO_JOURNAL, orjson.dumps(empty))
+    directory = prepare_journals(lake_dir, table)
     return directory / f"{key[0]}-p{key[1]}.{time.time_ns():x}.json"
 
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 from pipeline.contract.plan import TrackingPlan, load_plan
 from pipeline.contract.profiles import load_profile_dictionary
 from pipeline.lake import profiles as member_views
-from pipeline.lake.rewrite import JOURNALS, NO_JOURNAL
+from pipeline.lake.journals import NO_JOURNAL, journal_dir
 from pipeline.lake.schema import (
     ALERT_SCHEMA,
     AUDIT_SCHEMA,
@@ -59,10 +59,11 @@ def _source(
     """SQL of a table: its Parquet files (if any) united by name with an empty typed frame.
 
     The empty frame gives every view its full column list even before the first file (or
-    before the first event that fills an optional column) is written. Once the table was
-    rewritten (compaction, privacy deletion), each query also reads the rewrite journals
-    and leaves out the files they say are not current, so a query shows each row once
-    while a rewrite is in progress (``lake/rewrite.py``).
+    before the first event that fills an optional column) is written. For a table with the
+    journal marker (its writers put it there before their first file, ``lake/journals.py``)
+    each query also reads the rewrite journals (compaction, privacy deletion) and leaves out
+    the files they say are not current, so a query shows each row once while a rewrite is
+    in progress (``lake/rewrite.py``).
     """
     empty = ", ".join(f'NULL::{typ} AS "{name}"' for name, typ in columns + partition_cols)
     frame = f"SELECT {empty} WHERE false"
@@ -70,7 +71,7 @@ def _source(
         return frame
     glob = literal((root / "**" / "*.parquet").as_posix())
     files = f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true)"
-    journals = root.parent / JOURNALS / root.name
+    journals = journal_dir(root.parent, root.name)
     if (journals / NO_JOURNAL).exists():
         lake = literal(root.parent.as_posix() + "/")
         hidden = (

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from pipeline.contract.positions import INDEX_BITS, pack, unpack
 from pipeline.lake.durable import atomic_write_bytes, fsync_dir, fsync_file
 from pipeline.lake.fence import Fence, Fenced
+from pipeline.lake.journals import prepare as prepare_journals
 
 __all__ = ["Fenced", "TableWriter", "atomic_write_bytes", "file_name", "positions"]
 
@@ -97,6 +98,7 @@ class TableWriter:
         self.purge: Purge | None = None
         self._hw: dict[tuple[str, int], int] = {}
         self._buffers: dict[tuple[str, int], _Buffer] = {}
+        self._journals_ready = False
 
     # -- recovery ----------------------------------------------------------------------
 
@@ -113,6 +115,9 @@ class TableWriter:
         delete files a crashed flush renamed but never committed. May wait for a flush of
         the previous owner to finish."""
         key = (topic, partition)
+        if not self._journals_ready:  # before the table's first file: see lake/journals.py
+            prepare_journals(self.root.parent, self.table)
+            self._journals_ready = True
         with self.fence.claim(key):
             path = self._checkpoint_path(topic, partition)
             hw = orjson.loads(path.read_bytes())["position"] if path.exists() else -1

@@ -29,6 +29,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.lake.journals import prepare as prepare_journals
 from pipeline.lake.sql import path_literal
 from pipeline.members import apply
 from pipeline.members.importer import Judge, Staging
@@ -209,6 +210,13 @@ def commit(
             "version": extra.get("processor_version", ""),
         },
     )
+    for table in (
+        LAKE_PROFILE_CHANGES,
+        LAKE_MEMBER_REJECTS,
+        LAKE_MEMBER_QUALITY,
+        LAKE_MEMBER_IMPORTS,
+    ):
+        prepare_journals(paths.lake, table)  # before the tables' first files: lake/journals.py
     outbox_file, _ = paths.outbox.write(run, iter(links))
     report.links = links.links
     staged = [

@@ -177,8 +177,7 @@ def test_the_view_hides_what_the_journal_says_in_duckdb(tmp_path: Path) -> None:
     target, table = merged(files)
     pq.write_table(table, target)  # renamed, journal still "staged": the view ignores it
     journal = tmp_path / rewrite.JOURNALS / "t" / f"{T}-p1.1f.json"
-    journal.parent.mkdir(parents=True)
-    (journal.parent / rewrite.NO_JOURNAL).write_text('{"state": "none", "old": [], "new": []}')
+    assert (journal.parent / rewrite.NO_JOURNAL).exists()  # the writer's, before its first file
     rel = [p.relative_to(tmp_path).as_posix() for p in files]
     new = target.relative_to(tmp_path).as_posix()
 
@@ -195,6 +194,35 @@ def test_the_view_hides_what_the_journal_says_in_duckdb(tmp_path: Path) -> None:
     assert count("renamed") == (6, 6)
     journal.unlink()
     assert count(None) == (12, 6)  # without the journal: twice
+
+
+@pytest.mark.parametrize("step", ["rename:2", "renamed", "unlink:2"])
+def test_a_view_created_before_the_tables_first_rewrite_shows_each_row_once_during_it(
+    tmp_path: Path, step: str
+) -> None:
+    """A long-lived connection (a notebook, a dashboard's DuckDB) opened its views before
+    any rewrite of the table; the table's first compaction, paused half-way, must not show
+    its rows twice there."""
+    flushed(tmp_path, [range(0, 3), range(3, 5), range(5, 9), range(9, 10)])
+    assert pending(tmp_path) == []
+    con = duckdb.connect()
+    sql = _source(tmp_path / "t", [("source_offset", "BIGINT")], [("day", "VARCHAR")])
+    con.execute(f"CREATE VIEW v AS {sql}")
+    query = "SELECT count(*), count(DISTINCT source_offset) FROM v"
+    assert con.execute(query).fetchone() == (10, 10)
+    env = {**os.environ, "TRACKFLOW_TEST_PAUSE_AT": step}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tmp_path)], env=env, stderr=subprocess.PIPE
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline().decode()
+        assert f"paused at {step.split(':')[0]}" in line, line + proc.stderr.read().decode()
+        assert len(list((tmp_path / "t").rglob("*.parquet"))) > 2  # old files beside the 2 new
+        assert con.execute(query).fetchone() == (10, 10)
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 def test_old_files_kept_for_readers_stay_hidden_until_their_time_is_over(

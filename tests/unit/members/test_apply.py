@@ -15,6 +15,7 @@ from pipeline.contract.pii import PiiHasher
 from pipeline.contract.profiles import load_profile_dictionary
 from pipeline.identity.rules import load_identity_rules, node
 from pipeline.lake import views
+from pipeline.lake.journals import NO_JOURNAL, journal_dir
 from pipeline.lake.profiles import MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA, install
 from pipeline.members import apply
 from pipeline.members import run as runs
@@ -198,6 +199,16 @@ def test_within_a_file_the_newest_row_of_a_member_wins(lake: Lake) -> None:
         ("M1", "gold"),
         ("M2", "gold"),
     ]
+
+
+def test_an_import_marks_its_tables_so_views_read_rewrite_journals(lake: Lake) -> None:
+    """A privacy deletion may rewrite these tables; views opened before that must read its
+    journals (pipeline/lake/journals.py), so every table with a file carries the marker."""
+    lake.load([row("M1", "2024-05-01 10:00", level="gold"), row("M2", "bad time")])
+    tables = [p for p in (lake.root / "lake").iterdir() if next(p.rglob("*.parquet"), None)]
+    assert {p.name for p in tables} >= {"profile_changes", "member_rejects", "member_imports"}
+    for table in tables:
+        assert (journal_dir(lake.root / "lake", table.name) / NO_JOURNAL).exists(), table.name
 
 
 def test_dry_run_writes_nothing(lake: Lake) -> None:
