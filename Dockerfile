@@ -9,19 +9,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TRACKFLOW_WEB_HOST=0.0.0.0
 
 WORKDIR /app
+# jemalloc, not glibc's malloc: the RSS step a survivor keeps after a takeover is a fifth
+# of glibc's (docs/decisions.md, "jemalloc: the image's malloc"). The link gives LD_PRELOAD
+# one path on every architecture. Before the COPYs, so a code change reuses this layer.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libjemalloc2 \
+    && rm -rf /var/lib/apt/lists/* \
+    && ln -s "$(ls /usr/lib/*-linux-gnu/libjemalloc.so.2)" /usr/local/lib/libjemalloc.so.2
 COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY agents ./agents
 COPY tables ./tables
 COPY schemas ./schemas
-# jemalloc, not glibc's malloc: a survivor of a takeover keeps a fifth of the RSS step on it
-# (docs/decisions.md, "jemalloc: the image's malloc"). The link gives LD_PRELOAD one path
-# on every architecture.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libjemalloc2 \
-    && rm -rf /var/lib/apt/lists/* \
-    && ln -s "$(ls /usr/lib/*-linux-gnu/libjemalloc.so.2)" /usr/local/lib/libjemalloc.so.2 \
-    && pip install --no-cache-dir . \
+RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --home-dir /app trackflow \
     && mkdir -p /data && chown trackflow /data
 

@@ -9,7 +9,7 @@ SDK_STAMP := $(SDK_DIR)/node_modules/.package-lock.json
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install tools demo test test-slow lint format bench soak clean
+.PHONY: help install tools jemalloc demo test test-slow lint format bench soak clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ tools: $(SDK_STAMP) ## Install from Debian what tests need if missing (prometheu
 	      || echo "warning: could not install$$missing; the tests that need them will be skipped"; \
 	  else echo "warning:$$missing missing and not root; the tests that need them will be skipped"; fi; \
 	fi
+
+jemalloc: ## Install Debian's libjemalloc2 if missing (the image's malloc; the soak's workers run on it)
+	@ls /usr/lib/*-linux-gnu/libjemalloc.so.2 >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 >/dev/null; \
+	  else echo "libjemalloc2 missing and not root: apt-get install libjemalloc2" >&2; exit 1; fi; }
 
 # The npm SDKs the collector's end-to-end tests send with (tests/e2e/sdk/, git-ignored
 # node_modules), from the lock file; without npm those tests are skipped.
@@ -73,7 +79,7 @@ bench: install ## Throughput, collector and anomaly-detection benchmarks; JSON r
 	$(PY) -m bench.lake_maintain --out bench/results/$$(date -u +%F)-lake-maintain.json
 	$(PY) bench/privacy_delete.py --out bench/results/$$(date -u +%F)-privacy.json
 
-soak: install tools ## One hour: 2 workers on jemalloc, steady traffic, payment outage, SIGKILL every 10 min (not in test)
+soak: install jemalloc ## One hour: 2 workers on jemalloc, steady traffic, payment outage, SIGKILL every 10 min (not in test)
 	mkdir -p bench/results
 	$(PY) -m bench.soak --out bench/results/$$(date +%F)-soak.json
 

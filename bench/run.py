@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import emit, proc_status_mb  # noqa: E402
-from pipeline.lake.sql import path_literal  # noqa: E402
+from pipeline.lake.sql import path_list  # noqa: E402
 from pipeline.runtime.kafka_admin import ensure_topic  # noqa: E402
 from pipeline.runtime.telemetry import scrape  # noqa: E402
 from pipeline.tools.broker import EmbeddedBroker, free_port  # noqa: E402
@@ -752,9 +752,8 @@ def measure_latency(
             listed = time.time()
             files = [p for p in lake_events.rglob("*.parquet") if p not in seen_files]
             if files:
-                paths = ", ".join(path_literal(p) for p in files)
                 rows = con.execute(
-                    f"SELECT event_id, epoch_ms(received_at) FROM read_parquet([{paths}], "
+                    f"SELECT event_id, epoch_ms(received_at) FROM read_parquet({path_list(files)}, "
                     "union_by_name = true) WHERE event_id LIKE 'lat-%'"
                 ).fetchall()
                 for eid, received in rows:

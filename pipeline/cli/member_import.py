@@ -118,10 +118,11 @@ def run(
 def _connect(settings: Settings, scratch: Path) -> Any:
     from pipeline.contract.plan import load_plan
     from pipeline.lake import views
+    from pipeline.lake.sql import path_literal
 
     con = views.connect(settings.data_dir, load_plan(settings.schemas_dir))
     con.execute(f"SET memory_limit = '{int(settings.members_memory_mb)}MB'")
-    con.execute(f"SET temp_directory = '{(scratch / 'spill').as_posix()}'")
+    con.execute(f"SET temp_directory = {path_literal(scratch / 'spill')}")
     con.execute("SET preserve_insertion_order = false")
     # One thread: DuckDB's memory per operator grows with its threads, and the limit must
     # hold for a comparison with a million stored profiles (the Python side is the

@@ -7,6 +7,7 @@ directory's name must not end the literal.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -18,3 +19,8 @@ def literal(text: str) -> str:
 def path_literal(path: Path) -> str:
     """A path as a SQL string literal (forward slashes, as DuckDB's globs expect)."""
     return literal(path.as_posix())
+
+
+def path_list(paths: Iterable[Path]) -> str:
+    """Paths as a SQL list literal, for ``read_parquet([...])``."""
+    return "[" + ", ".join(path_literal(p) for p in paths) + "]"

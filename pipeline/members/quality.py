@@ -9,7 +9,6 @@ Prometheus metrics read them from the lake.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import orjson
 
 from pipeline.contract.profiles import ProfileDictionary
+from pipeline.lake.sql import path_list
 
 NULL = "(null)"
 
@@ -219,19 +219,19 @@ def latest_metrics(lake_dir: Any, default_sla: float) -> list[SourceMetrics]:
 
     from pipeline.names import LAKE_MEMBER_IMPORTS, LAKE_MEMBER_QUALITY
 
-    imports = sorted(str(p) for p in (lake_dir / LAKE_MEMBER_IMPORTS).glob("*.parquet"))
+    imports = sorted((lake_dir / LAKE_MEMBER_IMPORTS).glob("*.parquet"))
     if not imports:
         return []
     con = duckdb.connect()
-    rows = con.execute(_LATEST_SQL.format(imports=imports)).fetchall()
+    rows = con.execute(_LATEST_SQL.format(imports=path_list(imports))).fetchall()
     runs = [r[3] for r in rows if r[3]]
     quality: dict[str, list[tuple[Any, ...]]] = {}
-    files = [str(lake_dir / LAKE_MEMBER_QUALITY / f"{run}.parquet") for run in runs]
-    files = [f for f in files if os.path.exists(f)]
+    files = [lake_dir / LAKE_MEMBER_QUALITY / f"{run}.parquet" for run in runs]
+    files = [f for f in files if f.exists()]
     if files:
         for q in con.execute(
             "SELECT run_id, field, required, null_rate, violations, value_counts "
-            f"FROM read_parquet({files}, union_by_name = true)"
+            f"FROM read_parquet({path_list(files)}, union_by_name = true)"
         ).fetchall():
             quality.setdefault(q[0], []).append(q[1:])
     out = []

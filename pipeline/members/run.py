@@ -210,12 +210,7 @@ def commit(
             "version": extra.get("processor_version", ""),
         },
     )
-    for table in (
-        LAKE_PROFILE_CHANGES,
-        LAKE_MEMBER_REJECTS,
-        LAKE_MEMBER_QUALITY,
-        LAKE_MEMBER_IMPORTS,
-    ):
+    for table in (LAKE_PROFILE_CHANGES, LAKE_MEMBER_REJECTS):  # workers' files get journaled
         prepare_journals(paths.lake, table)  # before the tables' first files: lake/journals.py
     outbox_file, _ = paths.outbox.write(run, iter(links))
     report.links = links.links

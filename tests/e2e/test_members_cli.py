@@ -308,3 +308,16 @@ def test_an_unknown_transform_and_a_missing_file(cli: Cli) -> None:
         cli.run("members", "import", str(cli.tmp / "nope.csv"), "--mapping", str(cli.mapping)),
         "no such file",
     )
+
+
+def test_an_import_into_a_data_directory_with_a_quote_in_its_name(tmp_path: Path) -> None:
+    """Paths go into DuckDB's SQL as literals (spill directory, staged files, installs)."""
+    root = tmp_path / "o'brien"
+    root.mkdir()
+    cli = Cli(root)
+    members = root / "members.csv"
+    members.write_text(HEADER + ROWS, encoding="utf-8")
+    report = cli.import_(str(members))
+    assert (report["rows_read"], report["rows_accepted"], report["rows_rejected"]) == (4, 3, 1)
+    rows = cli.query("SELECT user_id FROM profiles ORDER BY user_id")
+    assert [r["user_id"] for r in rows] == ["M001", "M002", "M003"]

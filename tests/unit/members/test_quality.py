@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.contract.profiles import load_profile_dictionary
-from pipeline.members.quality import distance, quality_report
+from pipeline.members.quality import distance, latest_metrics, quality_report
 from tests.unit.members.test_apply import MAPPING, Lake, row
 
 DICT = load_profile_dictionary()
@@ -53,3 +53,13 @@ def test_null_rates_values_violations_and_drift(tmp_path: Path) -> None:
     previous = quality_report(lake.con(), DICT, "crm")["sources"][0]
     assert previous["source"] == "crm"
     assert quality_report(lake.con(), DICT, "other") == {"sources": []}
+
+
+def test_latest_metrics_in_a_data_directory_with_a_quote_in_its_name(tmp_path: Path) -> None:
+    """The workers' member metrics read the import and quality files by path in SQL."""
+    lake = Lake(tmp_path / "o'brien")
+    lake.load([row("M1", "2024-05-01 10:00", level="gold"), row("M2", "bad time")])
+    (crm,) = latest_metrics(lake.root / "lake", 3600.0)
+    assert crm.source == "crm"
+    assert crm.rows == {"read": 2, "accepted": 1, "rejected": 1, "unchanged": 0, "skipped": 0}
+    assert crm.fields[0] == ("level", False, 0.5, 0)  # from the member_quality file
