@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import emit, proc_status_mb  # noqa: E402
-from pipeline.lake.sql import path_list  # noqa: E402
+from pipeline.contract.sql import path_list  # noqa: E402
 from pipeline.runtime.kafka_admin import ensure_topic  # noqa: E402
 from pipeline.runtime.telemetry import scrape  # noqa: E402
 from pipeline.tools.broker import EmbeddedBroker, free_port  # noqa: E402

@@ -13,7 +13,7 @@ from functools import cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pipeline.lake.sql import literal
+from pipeline.contract.sql import literal
 
 Period = Literal["day", "week"]
 DAY_MS = 86_400_000

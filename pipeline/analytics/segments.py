@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.lake.sql import literal
+from pipeline.contract.sql import literal
 
 SCORES = ("r", "f", "m")
 

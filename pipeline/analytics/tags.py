@@ -26,8 +26,8 @@ from pipeline.analytics.calendar import Calendar
 from pipeline.analytics.persons import MAP, resolve
 from pipeline.analytics.rfm import rfm_params, rfm_sql
 from pipeline.analytics.segments import SegmentRules
+from pipeline.contract.sql import path_literal
 from pipeline.lake.durable import fsync_dir, fsync_file
-from pipeline.lake.sql import path_literal
 from pipeline.names import LAKE_PERSON_TAGS
 
 STAGES = ("new", "returning", "resurrecting", "dormant", "inactive")

@@ -117,8 +117,8 @@ def run(
 
 def _connect(settings: Settings, scratch: Path) -> Any:
     from pipeline.contract.plan import load_plan
+    from pipeline.contract.sql import path_literal
     from pipeline.lake import views
-    from pipeline.lake.sql import path_literal
 
     con = views.connect(settings.data_dir, load_plan(settings.schemas_dir))
     con.execute(f"SET memory_limit = '{int(settings.members_memory_mb)}MB'")
@@ -142,7 +142,7 @@ def _run(
 ) -> dict[str, Any]:
     from pipeline import __version__
     from pipeline.identity.rules import load_identity_rules, node
-    from pipeline.lake.profiles import MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA, install
+    from pipeline.lake.profiles import MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA, installer
     from pipeline.members import apply
     from pipeline.members import run as runs
     from pipeline.members.importer import Judge, Staging
@@ -198,7 +198,7 @@ def _run(
             paths,
             started_ms,
             extra,
-            install,
+            installer(settings.lake_dir),
             links,
             lambda: member_links.send_outbox(settings, outbox),
             (MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA),
@@ -239,7 +239,7 @@ def _requests(settings: Settings) -> list[Any]:
 
 
 def _rejects_by_rule(con: Any, path: Path) -> dict[str, int]:
-    from pipeline.lake.sql import path_literal
+    from pipeline.contract.sql import path_literal
 
     rows = con.execute(
         f"SELECT rule, count(*) FROM read_parquet({path_literal(path)}) GROUP BY rule ORDER BY rule"

@@ -4,7 +4,8 @@ A view reads the journals (``lake/rewrite.py``) only if the table has the marker
 connection is opened: DuckDB's ``read_json`` of a glob that matches nothing is an error, and
 the marker is the file that always matches. Every writer of a table that a rewrite can
 journal puts the marker there first (the lake writers at their first claim; the member
-import for ``profile_changes`` and ``member_rejects``, which workers write too), so a
+import's installer for ``profile_changes`` and ``member_rejects``, which workers write
+too), so a
 connection that sees any file of such a table also reads its journals and shows each row
 once during a rewrite, even the table's very first one. Tables whose files are only ever
 replaced whole (``person_tags``, ``member_imports``, ...) need no marker.

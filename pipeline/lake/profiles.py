@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from pipeline.contract.profiles import ProfileDictionary
 from pipeline.lake.durable import fsync_dir, fsync_file
+from pipeline.lake.journals import prepare as prepare_journals
 from pipeline.names import (
     LAKE_MEMBER_IMPORTS,
     LAKE_MEMBER_QUALITY,
@@ -244,6 +245,18 @@ def view_sql(
         "member_rejects": rejects,
         "member_quality": quality,
     }
+
+
+def installer(lake_dir: Path) -> Callable[[list[tuple[Path, Path]]], None]:
+    """``install`` for an import into ``lake_dir`` that first gives the tables workers write
+    too (journaled rewrites of their files) the journal marker (``lake/journals.py``)."""
+
+    def install_marked(staged: list[tuple[Path, Path]]) -> None:
+        for table in (LAKE_PROFILE_CHANGES, LAKE_MEMBER_REJECTS):
+            prepare_journals(lake_dir, table)
+        install(staged)
+
+    return install_marked
 
 
 def install(staged: list[tuple[Path, Path]]) -> None:

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from pipeline.contract.plan import TrackingPlan, load_plan
 from pipeline.contract.profiles import load_profile_dictionary
+from pipeline.contract.sql import literal
 from pipeline.lake import profiles as member_views
 from pipeline.lake.journals import NO_JOURNAL, journal_dir
 from pipeline.lake.schema import (
@@ -31,7 +32,6 @@ from pipeline.lake.schema import (
     ROLLUP_SCHEMA,
     arrow_type,
 )
-from pipeline.lake.sql import literal
 from pipeline.names import LAKE_AUDIT, LAKE_DLQ_REPLAYS, LAKE_PERSON_TAGS, VIEW_AUDIT
 
 _DUCK_TYPES = {

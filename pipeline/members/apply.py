@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from pipeline.lake.sql import path_literal
+from pipeline.contract.sql import path_literal
 
 DECISIONS = "member_decisions"
 COMPLEX = "member_complex"  # persons whose rows go through the rule field by field

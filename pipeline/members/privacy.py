@@ -27,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.lake.sql import path_literal
+from pipeline.contract.sql import path_literal
 from pipeline.privacy import purge
 from pipeline.privacy.deletion import exclusive
 from pipeline.privacy.matching import MatchSet

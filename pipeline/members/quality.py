@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from pipeline.contract.profiles import ProfileDictionary
-from pipeline.lake.sql import path_list
+from pipeline.contract.sql import path_list
 
 NULL = "(null)"
 

@@ -29,8 +29,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.lake.journals import prepare as prepare_journals
-from pipeline.lake.sql import path_literal
+from pipeline.contract.sql import path_literal
 from pipeline.members import apply
 from pipeline.members.importer import Judge, Staging
 from pipeline.members.mapping import Mapping
@@ -210,8 +209,6 @@ def commit(
             "version": extra.get("processor_version", ""),
         },
     )
-    for table in (LAKE_PROFILE_CHANGES, LAKE_MEMBER_REJECTS):  # workers' files get journaled
-        prepare_journals(paths.lake, table)  # before the tables' first files: lake/journals.py
     outbox_file, _ = paths.outbox.write(run, iter(links))
     report.links = links.links
     staged = [

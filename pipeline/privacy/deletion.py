@@ -34,9 +34,9 @@ from typing import Protocol
 import duckdb
 import orjson
 
+from pipeline.contract.sql import path_literal
 from pipeline.identity.rules import IdentityRules
 from pipeline.lake.rewrite import recover
-from pipeline.lake.sql import path_literal
 from pipeline.names import (
     LAKE_DLQ,
     LAKE_EVENTS,

@@ -16,7 +16,7 @@ from pipeline.contract.profiles import load_profile_dictionary
 from pipeline.identity.rules import load_identity_rules, node
 from pipeline.lake import views
 from pipeline.lake.journals import NO_JOURNAL, journal_dir
-from pipeline.lake.profiles import MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA, install
+from pipeline.lake.profiles import MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA, installer
 from pipeline.members import apply
 from pipeline.members import run as runs
 from pipeline.members.importer import Judge, Staging
@@ -98,7 +98,7 @@ class Lake:
             paths,
             started,
             {"sla_seconds": 3600 * self.mapping.sla_hours if self.mapping.sla_hours else None},
-            install,
+            installer(paths.lake),
             links,
             lambda: False,
             (MEMBER_IMPORT_SCHEMA, MEMBER_QUALITY_SCHEMA),

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.lake.sql import literal, path_literal
+from pipeline.contract.sql import literal, path_literal
 
 
 @pytest.mark.parametrize("text", ["plain", "o'brien", "''", "'; DROP TABLE x; --", "路径 \\ %"])
