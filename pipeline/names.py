@@ -62,6 +62,9 @@ LAKE_DLQ_REPLAYS: Final = "dlq_replays"
 BACKFILL_SOURCE: Final = "backfill"
 # ``trackflow segments build``: one row of tags per person, rebuilt whole by each build.
 LAKE_PERSON_TAGS: Final = "person_tags"
+# ``lake maintain``: each identifier triple's earliest event time, folded in before event
+# partitions past retention are dropped (pipeline/lake/history.py); one file, kept.
+LAKE_FIRST_ACTIVITY: Final = "first_activity"
 # Pseudo source of the analytics rows ``trackflow report retention|lifecycle --export``
 # writes to ``rollups`` (files ``analytics-p0-...``), apart from the combine stage's.
 ANALYTICS_SOURCE: Final = "analytics"

@@ -8,7 +8,10 @@ resurrecting, and the dormant ones who were active the period before and are not
   once, in the first period they miss, not again in the periods after.
 
 History before ``--from`` decides the first reported period; events after ``--to`` are not
-read. Every period of the range has a row, zeros when nobody was active.
+read. Every period of the range has a row, zeros when nobody was active. Events past
+retention count by the first activity ``lake maintain`` kept of them (``first_activity``):
+a person active only in deleted partitions before is not ``new`` again; their first
+deleted period counts as active, the others are not known.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import duckdb
 
 from pipeline.analytics.calendar import Calendar, check_range
-from pipeline.analytics.persons import resolve
+from pipeline.analytics.persons import MAP, resolve
 
 COLUMNS = ["period", "new", "returning", "resurrecting", "dormant"]
 
@@ -35,8 +38,17 @@ def lifecycle(
         f"SELECT DISTINCT user_id, anonymous_id, person_id, {cal.bucket()} AS p FROM events "
         "WHERE event_time < $t_hi"
     )
+    firsts = (
+        f"SELECT DISTINCT user_id, anonymous_id, person_id, {cal.bucket('first_time')} AS p "
+        "FROM first_activity WHERE first_time < $t_hi"
+    )
     sql = f"""
-    WITH act AS (SELECT DISTINCT person_id, p FROM ({resolve(keys)}) WHERE person_id IS NOT NULL),
+    WITH {MAP},
+    lake AS (SELECT DISTINCT person_id, p FROM ({resolve(keys, "map")})
+             WHERE person_id IS NOT NULL),
+    gone AS (SELECT person_id, min(p) AS p FROM ({resolve(firsts, "map")})
+             WHERE person_id IS NOT NULL GROUP BY person_id),
+    act AS (SELECT * FROM lake UNION SELECT * FROM gone),
     seq AS (
         SELECT p, row_number() OVER w = 1 AS is_new, lag(p) OVER w AS prev_p,
                lead(p) OVER w AS next_p

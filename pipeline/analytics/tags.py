@@ -7,7 +7,8 @@ Built as of a local date (default today), from every event up to the end of that
   splits them), ``dormant`` when active only in the period before, ``inactive`` otherwise;
 * ``rfm_segment`` (and ``r``, ``f``, ``m``) as ``report rfm --as-of --days`` gives them, null
   for a person without a ``pay_success`` in that window;
-* ``first_seen``, ``last_seen``: first and last event; ``orders``: distinct ``order_id`` of
+* ``first_seen``, ``last_seen``: first and last event (``first_seen`` also from the first
+  activity ``lake maintain`` kept of events past retention); ``orders``: distinct ``order_id`` of
   ``pay_success`` ever; ``gmv``: their summed ``amount``; ``repurchase``: two or more orders.
 
 The table is one Parquet file replaced whole and atomically by each build (written under a
@@ -41,6 +42,12 @@ def tags_sql(cal: Calendar, rules: SegmentRules) -> str:
         f"max(event_time) AS last_seen, min({p}) AS first_p, bool_or({p} = $cur) AS now, "
         f"bool_or({p} = $prev) AS before FROM events WHERE event_time < $t_end GROUP BY ALL"
     )
+    # Events past retention: their first activity, as lake maintain kept it.
+    gone = (
+        "SELECT user_id, anonymous_id, person_id, first_time AS first_seen, "
+        f"NULL::TIMESTAMPTZ AS last_seen, {cal.bucket('first_time')} AS first_p, false AS now, "
+        "false AS before FROM first_activity WHERE first_time < $t_end"
+    )
     paid = (
         "SELECT user_id, anonymous_id, person_id, order_id, amount FROM events "
         "WHERE event_name = 'pay_success' AND event_time < $t_end"
@@ -48,10 +55,12 @@ def tags_sql(cal: Calendar, rules: SegmentRules) -> str:
     return f"""
     WITH {MAP},
     seen AS (SELECT * FROM ({resolve(seen, "map")}) WHERE person_id IS NOT NULL),
+    gone AS (SELECT * FROM ({resolve(gone, "map")}) WHERE person_id IS NOT NULL),
     per AS (
         SELECT person_id, min(first_seen) AS first_seen, max(last_seen) AS last_seen,
                min(first_p) AS first_p, bool_or(now) AS now, bool_or(before) AS before
-        FROM seen GROUP BY person_id),
+        FROM (SELECT * FROM seen UNION ALL BY NAME SELECT * FROM gone)
+        GROUP BY person_id HAVING bool_or(last_seen IS NOT NULL)),
     paid AS (
         SELECT person_id, count(DISTINCT order_id) AS orders, sum(amount) AS gmv
         FROM ({resolve(paid, "map")}) GROUP BY person_id),

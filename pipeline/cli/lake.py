@@ -69,6 +69,7 @@ def maintain(
     from pipeline.lake.maintain import REPORT_COLUMNS, MaintainBusy, load_rules, write_state
     from pipeline.lake.maintain import maintain as run
     from pipeline.lake.retention import RetentionError
+    from pipeline.privacy.deletion import lake_guard
 
     if format not in ("table", "csv", "json"):
         raise _fail("maintain", "--format must be table, csv or json")
@@ -90,6 +91,7 @@ def maintain(
             target_rows=settings.lake_compact_target_rows,
             tables=table,
             dry_run=dry_run,
+            guard=lake_guard(settings.lake_dir),
         )
     except MaintainBusy as exc:
         raise _fail("maintain", str(exc), code=1) from None

@@ -5,7 +5,8 @@ time is refused, ``MaintainBusy``):
 
 1. finishes what a crashed run left: rewrite journals rolled forward, renamed-away
    partitions deleted;
-2. drops every partition past retention (``retention.py``);
+2. drops every partition past retention (``retention.py``), after folding the first
+   activity of the event partitions among them into ``first_activity`` (``history.py``);
 3. compacts every table's small files (``compaction.py``).
 
 Every step is crash-safe on its own and a re-run completes the work, so a run killed at
@@ -30,10 +31,11 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 
-from pipeline.lake import compaction, retention
+from pipeline.lake import compaction, history, retention
 from pipeline.lake.durable import atomic_write_bytes
 from pipeline.lake.inventory import lake_tables
 from pipeline.lake.rewrite import Stale, pause_point, recover
+from pipeline.names import LAKE_EVENTS, LAKE_FIRST_ACTIVITY
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +93,19 @@ def maintain(
     today: date | None = None,
     tables: list[str] | None = None,
     dry_run: bool = False,
+    guard: history.Guard | None = None,
 ) -> MaintainReport:
     """One maintenance run over ``tables`` (default: all); ``dry_run`` only reports.
     Raises ``MaintainBusy`` when another run holds the lake."""
     with exclusive(lake_dir):
         return run_locked(
-            lake_dir, rules, target_rows=target_rows, today=today, tables=tables, dry_run=dry_run
+            lake_dir,
+            rules,
+            target_rows=target_rows,
+            today=today,
+            tables=tables,
+            dry_run=dry_run,
+            guard=guard,
         )
 
 
@@ -108,8 +117,10 @@ def run_locked(
     today: date | None = None,
     tables: list[str] | None = None,
     dry_run: bool = False,
+    guard: history.Guard | None = None,
 ) -> MaintainReport:
-    """``maintain`` for a caller that holds ``exclusive(lake_dir)`` already."""
+    """``maintain`` for a caller that holds ``exclusive(lake_dir)`` already; ``guard``
+    is what the first-activity fold runs under (the privacy lock and purge list)."""
     started = time.monotonic()
     lake_dir = Path(lake_dir)
     today = today or datetime.now(UTC).date()
@@ -118,9 +129,16 @@ def run_locked(
         retention.empty_trash(lake_dir)
         report.journals_recovered = recover(lake_dir)
     dropped: set[Path] = set()
-    for gone in retention.expired(lake_dir, rules, today):
-        if tables is not None and gone.table not in tables:
-            continue
+    expired = [
+        gone
+        for gone in retention.expired(lake_dir, rules, today)
+        if tables is None or gone.table in tables
+    ]
+    events = [gone.directory for gone in expired if gone.table == LAKE_EVENTS]
+    if events and not dry_run:  # before the drop: a kill in between folds them again
+        kept = history.remember(lake_dir, events, guard)
+        log.info("lake maintain: first activity of %d partitions kept (%d rows)", len(events), kept)
+    for gone in expired:
         dropped.add(gone.directory)
         entry = report.table(gone.table)
         files = [p for p in gone.directory.rglob("*.parquet") if not p.name.startswith(".")]
@@ -130,7 +148,8 @@ def run_locked(
         if not dry_run:
             retention.drop(lake_dir, gone)
             log.info("lake maintain: %s %s past %d days, dropped", gone.table, gone.day, gone.days)
-    for table in tables or sorted(_present(lake_dir)):
+    # first_activity is one file maintain itself rewrites: nothing to compact or report.
+    for table in tables or sorted(_present(lake_dir) - {LAKE_FIRST_ACTIVITY}):
         entry = report.table(table)
         for group in compaction.plan(lake_dir, table, target_rows):
             if dropped.intersection(group.target.parents):

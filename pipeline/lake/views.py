@@ -19,6 +19,7 @@ from pipeline.contract.plan import TrackingPlan, load_plan
 from pipeline.contract.profiles import load_profile_dictionary
 from pipeline.contract.sql import literal
 from pipeline.lake import profiles as member_views
+from pipeline.lake.history import FIRST_ACTIVITY_SCHEMA
 from pipeline.lake.journals import NO_JOURNAL, journal_dir
 from pipeline.lake.schema import (
     ALERT_SCHEMA,
@@ -32,7 +33,13 @@ from pipeline.lake.schema import (
     ROLLUP_SCHEMA,
     arrow_type,
 )
-from pipeline.names import LAKE_AUDIT, LAKE_DLQ_REPLAYS, LAKE_PERSON_TAGS, VIEW_AUDIT
+from pipeline.names import (
+    LAKE_AUDIT,
+    LAKE_DLQ_REPLAYS,
+    LAKE_FIRST_ACTIVITY,
+    LAKE_PERSON_TAGS,
+    VIEW_AUDIT,
+)
 
 _DUCK_TYPES = {
     pa.string(): "VARCHAR",
@@ -92,6 +99,12 @@ def _person_tags(lake: Path) -> str:
     """One file, replaced whole by each ``trackflow segments build``."""
     tag_cols = [(f.name, _duck_type(f.type)) for f in PERSON_TAGS_SCHEMA]
     return f"SELECT * FROM ({_source(lake / LAKE_PERSON_TAGS, tag_cols, [])})"
+
+
+def _first_activity(lake: Path) -> str:
+    """One file, written by ``lake maintain`` before it drops event partitions."""
+    cols = [(f.name, _duck_type(f.type)) for f in FIRST_ACTIVITY_SCHEMA]
+    return f"SELECT * FROM ({_source(lake / LAKE_FIRST_ACTIVITY, cols, [])})"
 
 
 def _audit(lake: Path) -> str:
@@ -210,7 +223,12 @@ def connect(
         if missing:
             raise ValueError(f"no such lake view(s) for only=: {', '.join(sorted(missing))}")
     else:
-        views = {**view_sql(lake, plan), **_member_views(lake, plan), VIEW_AUDIT: _audit(lake)}
+        views = {
+            **view_sql(lake, plan),
+            **_member_views(lake, plan),
+            VIEW_AUDIT: _audit(lake),
+            LAKE_FIRST_ACTIVITY: _first_activity(lake),
+        }
     for name, sql in views.items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
     return con

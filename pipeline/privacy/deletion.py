@@ -36,10 +36,12 @@ import orjson
 
 from pipeline.contract.sql import path_literal
 from pipeline.identity.rules import IdentityRules
+from pipeline.lake.history import Guard
 from pipeline.lake.rewrite import recover
 from pipeline.names import (
     LAKE_DLQ,
     LAKE_EVENTS,
+    LAKE_FIRST_ACTIVITY,
     LAKE_IDENTITIES,
     LAKE_MEMBER_REJECTS,
     LAKE_MERGES,
@@ -55,8 +57,8 @@ from pipeline.privacy.resolve import Person, expand
 from pipeline.privacy.rewrite import remove_rows
 
 # DESIGN 15's list (``profile_changes`` holds every profile update: the ``profiles`` and
-# ``profile_changes`` views read it), and ``person_tags`` (one row per person). Each is
-# matched by its columns (matching.py).
+# ``profile_changes`` views read it), ``person_tags`` (one row per person) and
+# ``first_activity`` (kept past retention). Each is matched by its columns (matching.py).
 TABLES = (
     LAKE_EVENTS,
     LAKE_DLQ,
@@ -65,9 +67,16 @@ TABLES = (
     LAKE_PROFILE_CHANGES,
     LAKE_MEMBER_REJECTS,
     LAKE_PERSON_TAGS,
+    LAKE_FIRST_ACTIVITY,
 )
 LOCK = "deletion.lock"
 MAX_ROUNDS = 5
+
+
+def lake_guard(lake_dir: Path) -> Guard:
+    """What ``lake maintain``'s first-activity fold runs under: this lock (no deletion
+    between its read and its rename) and the purge list (no deleted person folded back)."""
+    return Guard(lambda: exclusive(lake_dir), purge.Purger(lake_dir))
 
 
 class Busy(RuntimeError):

@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.lake import maintain
 from pipeline.lake.inventory import file_counts
 from pipeline.lake.rewrite import recover
+from pipeline.privacy.deletion import lake_guard
 from pipeline.runtime.context import Context
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,10 @@ def run_if_due(ctx: Context, now: float | None = None) -> maintain.MaintainRepor
             try:
                 rules = maintain.load_rules(settings.retention, settings.schemas_dir)
                 report = maintain.run_locked(
-                    lake, rules, target_rows=settings.lake_compact_target_rows
+                    lake,
+                    rules,
+                    target_rows=settings.lake_compact_target_rows,
+                    guard=lake_guard(lake),
                 )
             except Exception as exc:  # counted and retried: a worker never dies of it
                 log.exception("lake maintenance failed; retried in %s s", maintain.RETRY_SECONDS)

@@ -77,3 +77,27 @@ def test_weeks(lake: Path) -> None:
 def test_from_after_to_is_refused(lake: Path) -> None:
     with pytest.raises(BadInput, match="--from 2026-03-05 is after --to 2026-03-04"):
         _rows(lake, date(2026, 3, 5), date(2026, 3, 4))
+
+
+def test_a_person_seen_only_in_partitions_past_retention_is_not_new(tmp_path: Path) -> None:
+    """``lake maintain`` drops the 1 March partition (90 days kept); the first activity it
+    keeps of it still makes x a returning customer three months later, y a new one."""
+    from pipeline.lake import maintain
+    from pipeline.lake.retention import Retention
+
+    write_events(
+        tmp_path,
+        [
+            ev("page_view", "2026-03-01T10:00:00+08:00", anon="x"),
+            ev("page_view", "2026-06-01T10:00:00+08:00", anon="x"),
+            ev("page_view", "2026-06-01T10:00:00+08:00", anon="y"),
+        ],
+    )
+    day = date(2026, 6, 1)
+    assert _rows(tmp_path, day, day) == [("2026-06-01", 1, 0, 1, 0)]
+    maintain.maintain(
+        tmp_path / "lake", Retention({"events": 90}), target_rows=100, today=date(2026, 6, 2)
+    )
+    assert not (tmp_path / "lake" / "events" / "event_date=2026-03-01").exists()
+    assert _rows(tmp_path, day, day) == [("2026-06-01", 1, 0, 1, 0)]  # x resurrecting, y new
+    assert _rows(tmp_path, day, day, "week") == [("2026-06-01", 1, 0, 1, 0)]

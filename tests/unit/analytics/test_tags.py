@@ -84,3 +84,32 @@ def test_tags_in_a_data_directory_with_a_quote_in_its_name(tmp_path: Path) -> No
     assert n == 1
     rows = views.connect(data).execute("SELECT person_id, orders FROM person_tags").fetchall()
     assert rows == [("p_p1", 1)]
+
+
+def test_first_seen_and_the_stage_remember_events_past_retention(tmp_path: Path) -> None:
+    from pipeline.lake import maintain
+    from pipeline.lake.retention import Retention
+
+    write_events(
+        tmp_path,
+        [
+            ev("page_view", "2026-03-01T10:00:00+08:00", anon="x"),
+            ev("page_view", "2026-06-01T10:00:00+08:00", anon="x"),
+            ev("page_view", "2026-03-01T10:00:00+08:00", anon="gone"),  # nothing left of them
+        ],
+    )
+    maintain.maintain(
+        tmp_path / "lake", Retention({"events": 90}), target_rows=100, today=date(2026, 6, 2)
+    )
+    con = views.connect(tmp_path)
+    cal = Calendar("Asia/Shanghai", "day")
+    assert build_tags(con, tmp_path / "lake", cal, RULES, date(2026, 6, 1), 365) == 1
+    rows = (
+        views.connect(tmp_path)
+        .execute(
+            "SELECT person_id, lifecycle_stage, strftime(timezone('Asia/Shanghai', first_seen), "
+            "'%m-%d'), strftime(timezone('Asia/Shanghai', last_seen), '%m-%d') FROM person_tags"
+        )
+        .fetchall()
+    )
+    assert rows == [("p_x", "resurrecting", "03-01", "06-01")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -15,6 +16,7 @@ from pipeline.privacy import deletion, purge
 from pipeline.privacy.requests import DELETE, DONE, PENDING, RUNNING, Request
 from pipeline.privacy.resolve import Person, resolve
 from pipeline.privacy.service import NotSuppressed, Privacy, UnknownIdentifier
+from tests.records import T0
 from tests.unit.privacy.lake import (
     person_events,
     write_dead_letter,
@@ -173,3 +175,29 @@ def test_a_deleted_person_can_be_unsuppressed_by_an_identifier_the_lake_lost(
     assert log.forgotten[-1][2] is True  # unforget
     assert not p.state().suppressed("m1", None, None)
     assert Person({"x"})  # a person with identifiers is true
+
+
+def test_delete_removes_the_first_activity_kept_past_retention(tmp_path: Path) -> None:
+    from pipeline.lake import history
+
+    lake = tmp_path / "lake"
+    build_lake(lake)
+    history.remember(lake, [lake / "events"])  # as lake maintain does before a drop
+    where = "user_id = 'm1' OR anonymous_id IN ('d1', 'd2') AND user_id IS NULL"
+    before = count(tmp_path, f"SELECT count(*) FROM first_activity WHERE {where}")
+    assert before > 0
+    done = privacy(tmp_path, FakeLog()).submit(DELETE, "anonymous_id:d2", "ann", "asked")
+    assert done.removed_by_table["first_activity"] == before
+    assert count(tmp_path, f"SELECT count(*) FROM first_activity WHERE {where}") == 0
+    assert count(tmp_path, "SELECT count(*) FROM first_activity WHERE anonymous_id = 'keep'") == 1
+    # A fold of a partition still holding their rows (dropped by retention while the
+    # deletion ran) cannot bring them back: the purge list filters it.
+    late = tmp_path / "late"
+    late.mkdir()
+    at = pa.array([T0], pa.timestamp("ms", tz="UTC"))
+    row = {"user_id": ["m1"], "anonymous_id": ["d1"], "person_id": [PID], "event_time": at}
+    pq.write_table(pa.table(row), late / "x.parquet")
+    history.remember(lake, [late], deletion.lake_guard(lake))
+    assert count(tmp_path, f"SELECT count(*) FROM first_activity WHERE {where}") == 0
+    history.remember(lake, [late])  # without the guard it would have been
+    assert count(tmp_path, f"SELECT count(*) FROM first_activity WHERE {where}") == 1
