@@ -8,10 +8,10 @@ resurrecting, and the dormant ones who were active the period before and are not
   once, in the first period they miss, not again in the periods after.
 
 History before ``--from`` decides the first reported period; events after ``--to`` are not
-read. Every period of the range has a row, zeros when nobody was active. Events past
-retention count by the first activity ``lake maintain`` kept of them (``first_activity``):
-a person active only in deleted partitions before is not ``new`` again; their first
-deleted period counts as active, the others are not known.
+read. Every period of the range has a row, zeros when nobody was active. Activity is what
+the lake holds; of events past retention ``lake maintain`` kept only each person's first
+activity (``first_activity``), which decides ``new`` alone: a person whose first event was
+deleted is not new again, and their first period in the lake is ``resurrecting``.
 """
 
 from __future__ import annotations
@@ -46,17 +46,18 @@ def lifecycle(
     WITH {MAP},
     lake AS (SELECT DISTINCT person_id, p FROM ({resolve(keys, "map")})
              WHERE person_id IS NOT NULL),
-    gone AS (SELECT person_id, min(p) AS p FROM ({resolve(firsts, "map")})
+    gone AS (SELECT person_id, min(p) AS first_p FROM ({resolve(firsts, "map")})
              WHERE person_id IS NOT NULL GROUP BY person_id),
-    act AS (SELECT * FROM lake UNION SELECT * FROM gone),
     seq AS (
-        SELECT p, row_number() OVER w = 1 AS is_new, lag(p) OVER w AS prev_p,
-               lead(p) OVER w AS next_p
-        FROM act WINDOW w AS (PARTITION BY person_id ORDER BY p)),
+        SELECT p, row_number() OVER w = 1 AND coalesce(first_p >= p, true) AS is_new,
+               lag(p) OVER w AS prev_p, lead(p) OVER w AS next_p
+        FROM lake LEFT JOIN gone USING (person_id)
+        WINDOW w AS (PARTITION BY person_id ORDER BY p)),
     counts AS (
         SELECT p, count(*) FILTER (is_new) AS new,
                count(*) FILTER (prev_p = p - {step}) AS returning,
-               count(*) FILTER (NOT is_new AND prev_p <> p - {step}) AS resurrecting
+               count(*) FILTER (NOT is_new AND coalesce(prev_p <> p - {step}, true))
+                   AS resurrecting
         FROM seq WHERE p BETWEEN $p_lo AND $p_hi GROUP BY p),
     dormant AS (
         SELECT p + {step} AS p, count(*) AS n FROM seq

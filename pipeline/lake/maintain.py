@@ -21,7 +21,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -73,6 +73,7 @@ class TableReport:
 class MaintainReport:
     tables: dict[str, TableReport] = field(default_factory=dict)
     journals_recovered: int = 0
+    events_deferred: int = 0  # expired event partitions kept: a privacy deletion held the lock
     stale_groups: int = 0  # changed by a concurrent rewrite: left for the next run
     seconds: float = 0.0
 
@@ -93,7 +94,7 @@ def maintain(
     today: date | None = None,
     tables: list[str] | None = None,
     dry_run: bool = False,
-    guard: history.Guard | None = None,
+    guard: history.Guard,
 ) -> MaintainReport:
     """One maintenance run over ``tables`` (default: all); ``dry_run`` only reports.
     Raises ``MaintainBusy`` when another run holds the lake."""
@@ -117,10 +118,11 @@ def run_locked(
     today: date | None = None,
     tables: list[str] | None = None,
     dry_run: bool = False,
-    guard: history.Guard | None = None,
+    guard: history.Guard,
 ) -> MaintainReport:
-    """``maintain`` for a caller that holds ``exclusive(lake_dir)`` already; ``guard``
-    is what the first-activity fold runs under (the privacy lock and purge list)."""
+    """``maintain`` for a caller that holds ``exclusive(lake_dir)`` already. ``guard`` is
+    what dropping events runs under (the privacy deletion lock and purge list; required,
+    so no caller folds a deleted person back by leaving it out)."""
     started = time.monotonic()
     lake_dir = Path(lake_dir)
     today = today or datetime.now(UTC).date()
@@ -128,28 +130,19 @@ def run_locked(
     if not dry_run:
         retention.empty_trash(lake_dir)
         report.journals_recovered = recover(lake_dir)
-    dropped: set[Path] = set()
     expired = [
         gone
         for gone in retention.expired(lake_dir, rules, today)
         if tables is None or gone.table in tables
     ]
-    events = [gone.directory for gone in expired if gone.table == LAKE_EVENTS]
-    if events and not dry_run:  # before the drop: a kill in between folds them again
-        kept = history.remember(lake_dir, events, guard)
-        log.info("lake maintain: first activity of %d partitions kept (%d rows)", len(events), kept)
-    for gone in expired:
-        dropped.add(gone.directory)
-        entry = report.table(gone.table)
-        files = [p for p in gone.directory.rglob("*.parquet") if not p.name.startswith(".")]
-        entry.partitions_expired += 1
-        entry.files_deleted += len(files)
-        entry.rows_deleted += _rows(files)
-        if not dry_run:
-            retention.drop(lake_dir, gone)
-            log.info("lake maintain: %s %s past %d days, dropped", gone.table, gone.day, gone.days)
+    dropped = {gone.directory for gone in expired}  # not compacted, dropped or deferred
+    if dry_run:
+        for gone in expired:
+            _count(report, gone)
+    else:
+        _drop_expired(lake_dir, expired, guard, report)
     # first_activity is one file maintain itself rewrites: nothing to compact or report.
-    for table in tables or sorted(_present(lake_dir) - {LAKE_FIRST_ACTIVITY}):
+    for table in sorted(set(tables or _present(lake_dir)) - {LAKE_FIRST_ACTIVITY}):
         entry = report.table(table)
         for group in compaction.plan(lake_dir, table, target_rows):
             if dropped.intersection(group.target.parents):
@@ -167,6 +160,66 @@ def run_locked(
             entry.rows_compacted += group.rows
     report.seconds = time.monotonic() - started
     return report
+
+
+def _drop_expired(
+    lake_dir: Path, expired: list[retention.Expired], guard: history.Guard, report: MaintainReport
+) -> None:
+    events = [gone for gone in expired if gone.table == LAKE_EVENTS]
+    for gone in expired:
+        if gone.table != LAKE_EVENTS:
+            _drop(lake_dir, gone, report)
+    if not events:
+        return
+    try:
+        with guard.lock():
+            _drop_events(lake_dir, events, guard.purge, report)
+    except history.GuardBusy as exc:  # a long privacy deletion: the next run drops them
+        report.events_deferred = len(events)
+        log.warning(
+            "lake maintain: %s; %d event partitions left for the next run", exc, len(events)
+        )
+
+
+def _drop_events(
+    lake_dir: Path,
+    events: list[retention.Expired],
+    purge: history.Purge | None,
+    report: MaintainReport,
+) -> None:
+    """Fold the first activity of every expired event partition, then drop each; a file
+    that arrived after the fold is folded under the partition's locks before its drop."""
+    folded = history.event_files(lake_dir, [gone.directory for gone in events])
+    kept = history.remember(lake_dir, folded, purge)
+    log.info("lake maintain: first activity of %d partitions kept (%d rows)", len(events), kept)
+
+    def late(directory: Path) -> None:
+        new = history.event_files(lake_dir, [directory]) - folded
+        if new:
+            history.remember(lake_dir, new, purge)
+            folded.update(new)
+
+    for gone in events:
+        _drop(lake_dir, gone, report, before=late)
+
+
+def _drop(
+    lake_dir: Path,
+    gone: retention.Expired,
+    report: MaintainReport,
+    before: Callable[[Path], None] | None = None,
+) -> None:
+    _count(report, gone)
+    retention.drop(lake_dir, gone, before)
+    log.info("lake maintain: %s %s past %d days, dropped", gone.table, gone.day, gone.days)
+
+
+def _count(report: MaintainReport, gone: retention.Expired) -> None:
+    entry = report.table(gone.table)
+    files = [p for p in gone.directory.rglob("*.parquet") if not p.name.startswith(".")]
+    entry.partitions_expired += 1
+    entry.files_deleted += len(files)
+    entry.rows_deleted += _rows(files)
 
 
 def _present(lake_dir: Path) -> set[str]:
@@ -263,4 +316,5 @@ def load_rules(retention_file: Path | None, schemas_dir: Path | None) -> retenti
     events = set(load_plan(schemas_dir).latest)
     if path == builtin and schemas_dir is not None:
         events |= set(load_plan(None).latest)  # the built-in file names built-in events
-    return retention.load_retention(path, lake_tables(), events)
+    # first_activity is kept whole: it is what remains of the events retention deletes.
+    return retention.load_retention(path, lake_tables() - {LAKE_FIRST_ACTIVITY}, events)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -133,9 +133,10 @@ def _day_dirs(table_dir: Path) -> Iterator[tuple[Path, date]]:
                 continue
 
 
-def drop(lake_dir: Path, gone: Expired) -> None:
+def drop(lake_dir: Path, gone: Expired, before: Callable[[Path], None] | None = None) -> None:
     """Remove an expired directory: one rename out of the table, under the writer locks of
-    every source partition with files in it (a flush or a rewrite there finishes first)."""
+    every source partition with files in it (a flush or a rewrite there finishes first);
+    ``before(directory)`` runs under those locks, just before the rename."""
     keys = sorted(_sources(gone.directory))
     fence = Fence(lake_dir / "_checkpoints" / gone.table, gone.table)
     trash = lake_dir / TRASH
@@ -146,6 +147,8 @@ def drop(lake_dir: Path, gone: Expired) -> None:
             recover_source(lake_dir, gone.table, key, leftovers=False)
         if not gone.directory.exists():
             return
+        if before is not None:
+            before(gone.directory)
         target = trash / f"{gone.table}-{uuid.uuid4().hex}"
         gone.directory.rename(target)
         fsync_dir(gone.directory.parent)

@@ -26,7 +26,7 @@ import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -36,7 +36,7 @@ import orjson
 
 from pipeline.contract.sql import path_literal
 from pipeline.identity.rules import IdentityRules
-from pipeline.lake.history import Guard
+from pipeline.lake import history
 from pipeline.lake.rewrite import recover
 from pipeline.names import (
     LAKE_DLQ,
@@ -70,13 +70,31 @@ TABLES = (
     LAKE_FIRST_ACTIVITY,
 )
 LOCK = "deletion.lock"
+GUARD_WAIT_SECONDS = 300.0
 MAX_ROUNDS = 5
 
 
-def lake_guard(lake_dir: Path) -> Guard:
-    """What ``lake maintain``'s first-activity fold runs under: this lock (no deletion
-    between its read and its rename) and the purge list (no deleted person folded back)."""
-    return Guard(lambda: exclusive(lake_dir), purge.Purger(lake_dir))
+def lake_guard(lake_dir: Path, wait_seconds: float = GUARD_WAIT_SECONDS) -> history.Guard:
+    """What ``lake maintain`` drops events under: this lock (no deletion between the
+    first-activity fold's read and its rename, or between it and the drops) and the purge
+    list (no deleted person folded back). A deletion running longer than ``wait_seconds``
+    defers the event drops to the next run rather than stall the maintenance."""
+
+    @contextmanager
+    def lock() -> Iterator[None]:
+        deadline = time.monotonic() + wait_seconds
+        with ExitStack() as stack:
+            while True:
+                try:
+                    stack.enter_context(exclusive(lake_dir, wait=False))
+                    break
+                except Busy as exc:
+                    if time.monotonic() >= deadline:
+                        raise history.GuardBusy(str(exc)) from None
+                    time.sleep(0.5)
+            yield
+
+    return history.Guard(lock, purge.Purger(lake_dir))
 
 
 class Busy(RuntimeError):
@@ -190,6 +208,7 @@ class Deleter:
         """Carry one delete request to ``done``; call under ``exclusive``."""
         request = self.record(request.with_status(RUNNING, self.now()))
         recover(self.lake_dir)  # roll forward file rewrites a kill interrupted
+        history.discard_staged(self.lake_dir)  # a killed fold's stage holds identifiers
         person = Person(set(request.identifiers), set(request.person_ids))
         journal = Journal(self.lake_dir, request.request_id)
         forgotten: set[str] = set()

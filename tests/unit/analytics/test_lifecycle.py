@@ -81,8 +81,9 @@ def test_from_after_to_is_refused(lake: Path) -> None:
 
 def test_a_person_seen_only_in_partitions_past_retention_is_not_new(tmp_path: Path) -> None:
     """``lake maintain`` drops the 1 March partition (90 days kept); the first activity it
-    keeps of it still makes x a returning customer three months later, y a new one."""
-    from pipeline.lake import maintain
+    keeps of it still makes x an old customer three months later (resurrecting), y a new
+    one. The dropped days themselves show only what the lake holds: nothing."""
+    from pipeline.lake import history, maintain
     from pipeline.lake.retention import Retention
 
     write_events(
@@ -96,8 +97,14 @@ def test_a_person_seen_only_in_partitions_past_retention_is_not_new(tmp_path: Pa
     day = date(2026, 6, 1)
     assert _rows(tmp_path, day, day) == [("2026-06-01", 1, 0, 1, 0)]
     maintain.maintain(
-        tmp_path / "lake", Retention({"events": 90}), target_rows=100, today=date(2026, 6, 2)
+        tmp_path / "lake",
+        Retention({"events": 90}),
+        target_rows=100,
+        today=date(2026, 6, 2),
+        guard=history.NO_PRIVACY,
     )
     assert not (tmp_path / "lake" / "events" / "event_date=2026-03-01").exists()
     assert _rows(tmp_path, day, day) == [("2026-06-01", 1, 0, 1, 0)]  # x resurrecting, y new
     assert _rows(tmp_path, day, day, "week") == [("2026-06-01", 1, 0, 1, 0)]
+    gone = [("2026-03-01", 0, 0, 0, 0), ("2026-03-02", 0, 0, 0, 0)]
+    assert _rows(tmp_path, date(2026, 3, 1), date(2026, 3, 2)) == gone

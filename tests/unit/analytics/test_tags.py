@@ -87,7 +87,7 @@ def test_tags_in_a_data_directory_with_a_quote_in_its_name(tmp_path: Path) -> No
 
 
 def test_first_seen_and_the_stage_remember_events_past_retention(tmp_path: Path) -> None:
-    from pipeline.lake import maintain
+    from pipeline.lake import history, maintain
     from pipeline.lake.retention import Retention
 
     write_events(
@@ -99,7 +99,11 @@ def test_first_seen_and_the_stage_remember_events_past_retention(tmp_path: Path)
         ],
     )
     maintain.maintain(
-        tmp_path / "lake", Retention({"events": 90}), target_rows=100, today=date(2026, 6, 2)
+        tmp_path / "lake",
+        Retention({"events": 90}),
+        target_rows=100,
+        today=date(2026, 6, 2),
+        guard=history.NO_PRIVACY,
     )
     con = views.connect(tmp_path)
     cal = Calendar("Asia/Shanghai", "day")

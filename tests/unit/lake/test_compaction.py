@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.lake import compaction
+from pipeline.lake.history import NO_PRIVACY
 from pipeline.lake.maintain import maintain
 from pipeline.lake.retention import Retention
 from pipeline.lake.rewrite import live_files, span_of
@@ -28,7 +29,7 @@ def test_small_files_merge_per_directory_and_source_partition(tmp_path: Path) ->
     lake.events(6, day=day, partition=1, per_flush=2)  # 3 files, other source partition
     lake.events(4, day=day, name="login", partition=0, per_flush=1)  # other directory
     before = lake.event_ids()
-    report = maintain(lake.lake, KEEP, target_rows=1000)
+    report = maintain(lake.lake, KEEP, guard=NO_PRIVACY, target_rows=1000)
     assert lake.event_ids() == before
     files = lake.files()
     assert len(files) == 3
@@ -50,11 +51,11 @@ def test_groups_respect_the_target_and_a_second_run_changes_nothing(tmp_path: Pa
     lake.events(30, day=days_ago(2), per_flush=3)  # 10 files of 3 rows
     lake.events(10, day=days_ago(2), per_flush=10)  # one file of 10 rows: not small
     lake.events(6, day=days_ago(2), per_flush=2)  # 3 more small files after it
-    maintain(lake.lake, KEEP, target_rows=10)
+    maintain(lake.lake, KEEP, guard=NO_PRIVACY, target_rows=10)
     got = [(span_of(f), pq.read_metadata(f).num_rows) for f in lake.files()]
     assert [n for _, n in got] == [9, 9, 9, 3, 10, 6]
     before = {f.name: f.stat().st_mtime_ns for f in lake.files()}
-    again = maintain(lake.lake, KEEP, target_rows=10)
+    again = maintain(lake.lake, KEEP, guard=NO_PRIVACY, target_rows=10)
     assert {f.name: f.stat().st_mtime_ns for f in lake.files()} == before
     assert not again.changed()
     assert len(lake.event_ids()) == 46
@@ -83,7 +84,7 @@ def test_files_above_the_checkpoint_are_never_merged(tmp_path: Path) -> None:
 def test_a_replay_after_compaction_stores_nothing_twice(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
     lake.events(20, day=days_ago(1), per_flush=4)
-    maintain(lake.lake, KEEP, target_rows=1000)
+    maintain(lake.lake, KEEP, guard=NO_PRIVACY, target_rows=1000)
     assert len(lake.files()) == 1
     # A worker restarted from an older committed offset re-reads offsets 8.. and more.
     writer = Lake(tmp_path).writers[LAKE_EVENTS]

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pipeline.lake import maintain
+from pipeline.lake.history import NO_PRIVACY
 from pipeline.lake.retention import Retention
 from pipeline.runtime.maintenance import run_if_due, sample_files
 from pipeline.runtime.telemetry import PipelineMetrics, parse_text
@@ -29,9 +30,9 @@ def lake_with_work(tmp_path: Path) -> Lake:
 def test_a_dry_run_reports_what_a_run_does_and_changes_nothing(tmp_path: Path) -> None:
     lake = lake_with_work(tmp_path)
     files = lake.files()
-    planned = maintain.maintain(lake.lake, RULES, target_rows=100, dry_run=True)
+    planned = maintain.maintain(lake.lake, RULES, guard=NO_PRIVACY, target_rows=100, dry_run=True)
     assert lake.files() == files
-    done = maintain.maintain(lake.lake, RULES, target_rows=100)
+    done = maintain.maintain(lake.lake, RULES, guard=NO_PRIVACY, target_rows=100)
     assert planned.tables == done.tables
     events = done.tables["events"]
     assert (events.partitions_expired, events.files_deleted, events.rows_deleted) == (1, 3, 6)
@@ -42,7 +43,7 @@ def test_a_dry_run_reports_what_a_run_does_and_changes_nothing(tmp_path: Path) -
 def test_a_second_run_at_the_same_time_is_refused(tmp_path: Path) -> None:
     lake = lake_with_work(tmp_path)
     with maintain.exclusive(lake.lake), pytest.raises(maintain.MaintainBusy, match="another"):
-        maintain.maintain(lake.lake, RULES, target_rows=100)
+        maintain.maintain(lake.lake, RULES, guard=NO_PRIVACY, target_rows=100)
     assert len(lake.files()) == 6
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from pipeline.lake.history import NO_PRIVACY
 from pipeline.lake.inventory import lake_tables
 from pipeline.lake.maintain import load_rules, maintain
 from pipeline.lake.retention import Retention, RetentionError, expired, load_retention
@@ -70,7 +71,7 @@ def test_a_partition_exactly_at_the_limit_is_kept_the_day_before_goes(tmp_path: 
         ("events", 91),
         ("events", 92),
     ]
-    maintain(lake.lake, r, target_rows=100)
+    maintain(lake.lake, r, guard=NO_PRIVACY, target_rows=100)
     ages = lake.query("SELECT DISTINCT current_date - event_date FROM events ORDER BY 1")
     assert [a for (a,) in ages] == [89, 90]
     assert lake.query("SELECT current_date - received_date FROM dlq") == [(30,)]
@@ -86,7 +87,7 @@ def test_an_event_name_keeps_its_own_days_over_the_tables(tmp_path: Path) -> Non
     lake.events(1, day=days_ago(1095), name="pay_success")
     lake.events(1, day=days_ago(10), name="login")
     r = Retention({"events": 90}, {"checkout": 1095, "pay_success": 1095, "login": 5})
-    maintain(lake.lake, r, target_rows=100)
+    maintain(lake.lake, r, guard=NO_PRIVACY, target_rows=100)
     kept = lake.query(
         "SELECT event_name, current_date - event_date, count(*) FROM events GROUP BY ALL ORDER BY 1"
     )
@@ -100,7 +101,7 @@ def test_an_event_name_keeps_its_own_days_over_the_tables(tmp_path: Path) -> Non
 def test_tables_without_days_and_unlisted_tables_are_kept(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
     lake.dead_letters(2, day=days_ago(5000))
-    maintain(lake.lake, Retention({"events": 1}), target_rows=100)
+    maintain(lake.lake, Retention({"events": 1}), guard=NO_PRIVACY, target_rows=100)
     assert lake.query("SELECT count(*) FROM dlq") == [(2,)]
-    maintain(lake.lake, Retention({"dlq": None}), target_rows=100)
+    maintain(lake.lake, Retention({"dlq": None}), guard=NO_PRIVACY, target_rows=100)
     assert lake.query("SELECT count(*) FROM dlq") == [(2,)]

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.identity.rules import load_identity_rules
+from pipeline.lake.history import GuardBusy
 from pipeline.lake.views import connect
 from pipeline.privacy import deletion, purge
 from pipeline.privacy.requests import DELETE, DONE, PENDING, RUNNING, Request
@@ -182,7 +183,8 @@ def test_delete_removes_the_first_activity_kept_past_retention(tmp_path: Path) -
 
     lake = tmp_path / "lake"
     build_lake(lake)
-    history.remember(lake, [lake / "events"])  # as lake maintain does before a drop
+    # as lake maintain does before a drop
+    history.remember(lake, history.event_files(lake, [lake / "events"]), None)
     where = "user_id = 'm1' OR anonymous_id IN ('d1', 'd2') AND user_id IS NULL"
     before = count(tmp_path, f"SELECT count(*) FROM first_activity WHERE {where}")
     assert before > 0
@@ -197,7 +199,19 @@ def test_delete_removes_the_first_activity_kept_past_retention(tmp_path: Path) -
     at = pa.array([T0], pa.timestamp("ms", tz="UTC"))
     row = {"user_id": ["m1"], "anonymous_id": ["d1"], "person_id": [PID], "event_time": at}
     pq.write_table(pa.table(row), late / "x.parquet")
-    history.remember(lake, [late], deletion.lake_guard(lake))
+    guard = deletion.lake_guard(lake)
+    with guard.lock():
+        history.remember(lake, {late / "x.parquet"}, guard.purge)
     assert count(tmp_path, f"SELECT count(*) FROM first_activity WHERE {where}") == 0
-    history.remember(lake, [late])  # without the guard it would have been
+    history.remember(lake, {late / "x.parquet"}, None)  # without the purge it would be
     assert count(tmp_path, f"SELECT count(*) FROM first_activity WHERE {where}") == 1
+
+
+def test_the_lake_guard_waits_for_a_deletion_then_defers(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with deletion.exclusive(lake):
+        guard = deletion.lake_guard(lake, wait_seconds=0.6)
+        with pytest.raises(GuardBusy, match="privacy deletions"), guard.lock():
+            pass
+    with deletion.lake_guard(lake).lock():  # free again: taken at once
+        pass
