@@ -177,3 +177,22 @@ def test_stats_numbers_match_the_lake(tmp_path: Path) -> None:
     assert (after["events"]["files"], after["events"]["rows"]) == (3, 29)
     assert after["dlq"]["files"] == 0
     assert after["dlq"]["oldest"] is None
+
+
+def test_a_kill_after_the_first_activity_fold_and_the_rerun(tmp_path: Path) -> None:
+    """The fold is durable before the events go; a rerun folds nothing twice."""
+    lake = built(tmp_path)
+    before = lake.query(
+        "SELECT min(epoch_ms(event_time)) FROM events WHERE event_name <> 'checkout'"
+    )
+    proc = paused(lake, "dropped:2")  # the dead letters' partition, then the page views'
+    kill(proc)
+    assert lake.query("SELECT count(*) FROM events WHERE event_date < current_date - 90 "
+                      "AND event_name = 'page_view'") == [(0,)]  # fmt: skip
+    first = "SELECT anonymous_id, epoch_ms(first_time) FROM first_activity"
+    assert lake.query(first) == [("d1", before[0][0])]
+    got = report(run(lake, "maintain", "--format", "json"))
+    assert "first_activity" not in got
+    assert lake.query(first) == [("d1", before[0][0])]
+    assert lake.event_ids() == expected_ids(lake)
+    assert not any((lake.lake / TRASH).iterdir())
