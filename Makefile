@@ -51,7 +51,7 @@ $(SDK_STAMP): $(SDK_DIR)/package-lock.json
 demo: install ## Broker + worker + simulated traffic, then a summary and a queryable lake
 	$(VENV)/bin/trackflow demo
 
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 test: install tools ## Run the whole test suite (slow soak tests excluded), TEST_WORKERS processes
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
