@@ -15,7 +15,6 @@ drop rows of persons on the purge list, so a deleted person is never folded back
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -23,13 +22,11 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.contract.sql import path_list, path_literal
-from pipeline.lake.durable import fsync_dir, fsync_file
-from pipeline.lake.rewrite import hidden_files
+from pipeline.lake.durable import atomic_write_table, fsync_dir
 from pipeline.lake.schema import TS
-from pipeline.names import LAKE_EVENTS, LAKE_FIRST_ACTIVITY
+from pipeline.names import LAKE_FIRST_ACTIVITY
 
 FILE = "first_activity.parquet"
 FIRST_ACTIVITY_SCHEMA = pa.schema(
@@ -68,24 +65,12 @@ def first_activity_path(lake_dir: Path) -> Path:
 def staged_path(lake_dir: Path) -> Path:
     """Where a fold stages the new file; a kill can leave it (with identifiers) behind."""
     target = first_activity_path(lake_dir)
-    return target.parent / f".{target.name}.tmp"
+    return target.with_name(f".{target.name}.tmp")  # as atomic_write_table names it
 
 
 def discard_staged(lake_dir: Path) -> None:
     """Remove a fold's leftover stage; call under the guard's lock (a deletion does)."""
     staged_path(lake_dir).unlink(missing_ok=True)
-
-
-def event_files(lake_dir: Path, directories: Iterable[Path]) -> set[Path]:
-    """The events table's visible files under ``directories``."""
-    hidden = hidden_files(lake_dir, LAKE_EVENTS)  # a rewrite's other side: not the table's
-    return {
-        p
-        for d in directories
-        if d.exists()
-        for p in d.rglob("*.parquet")
-        if not p.name.startswith(".") and p not in hidden
-    }
 
 
 def remember(lake_dir: Path, files: Iterable[Path], purge: Purge | None) -> int:
@@ -126,15 +111,7 @@ def remember(lake_dir: Path, files: Iterable[Path], purge: Purge | None) -> int:
 
 
 def _replace(lake_dir: Path, target: Path, table: pa.Table) -> None:
-    """Old file or new, never half: staged beside it, synced, renamed over it."""
     if not target.parent.exists():
         target.parent.mkdir(parents=True)
         fsync_dir(lake_dir)
-    tmp = staged_path(lake_dir)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        fsync_file(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(target.parent)
+    atomic_write_table(target, table)

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from pipeline.lake import compaction, history, retention
 from pipeline.lake.durable import atomic_write_bytes
 from pipeline.lake.inventory import lake_tables
-from pipeline.lake.rewrite import Stale, pause_point, recover
+from pipeline.lake.rewrite import Stale, live_files, pause_point, recover
 from pipeline.names import LAKE_EVENTS, LAKE_FIRST_ACTIVITY
 
 log = logging.getLogger(__name__)
@@ -189,12 +189,12 @@ def _drop_events(
 ) -> None:
     """Fold the first activity of every expired event partition, then drop each; a file
     that arrived after the fold is folded under the partition's locks before its drop."""
-    folded = history.event_files(lake_dir, [gone.directory for gone in events])
+    folded = set(live_files(lake_dir, LAKE_EVENTS, [gone.directory for gone in events]))
     kept = history.remember(lake_dir, folded, purge)
     log.info("lake maintain: first activity of %d partitions kept (%d rows)", len(events), kept)
 
     def late(directory: Path) -> None:
-        new = history.event_files(lake_dir, [directory]) - folded
+        new = set(live_files(lake_dir, LAKE_EVENTS, [directory])) - folded
         if new:
             history.remember(lake_dir, new, purge)
             folded.update(new)

@@ -202,11 +202,14 @@ def recover(lake_dir: Path, *, force: bool = False, orphans: bool = True) -> int
     return done
 
 
-def live_files(lake_dir: Path, table: str) -> list[Path]:
-    """The table's Parquet files the views read (without the ones a rewrite replaces)."""
+def live_files(lake_dir: Path, table: str, roots: Iterable[Path] | None = None) -> list[Path]:
+    """The table's Parquet files the views read (without the ones a rewrite replaces),
+    under ``roots`` (directories of the table; default the whole table)."""
     hidden = hidden_files(lake_dir, table)
-    root = Path(lake_dir) / table
-    return sorted(p for p in root.rglob("*.parquet") if p not in hidden and p.name[0] != ".")
+    dirs = [Path(lake_dir) / table] if roots is None else [d for d in roots if d.exists()]
+    return sorted(
+        p for d in dirs for p in d.rglob("*.parquet") if p not in hidden and p.name[0] != "."
+    )
 
 
 def hidden_files(lake_dir: Path, table: str) -> set[Path]:

@@ -14,7 +14,6 @@ temporary file renamed over them (or unlinked when empty): old or new, never hal
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.lake.durable import fsync_dir, fsync_file
+from pipeline.lake.durable import atomic_write_table, fsync_dir
 from pipeline.lake.fence import Fence
 from pipeline.lake.rewrite import Stale, replace_files, source_of
 
@@ -88,13 +87,9 @@ def _replace_plain(path: Path, mask: Mask, intent: Intent | None) -> int:
     rows, kept, removed = decided
     if intent is not None:
         intent(rows, kept.num_rows)
-    directory = path.parent
     if kept.num_rows == 0:
         path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
     else:
-        tmp = directory / f".{path.name}.tmp"
-        pq.write_table(kept, tmp, compression="zstd")
-        fsync_file(tmp)
-        os.replace(tmp, path)
-    fsync_dir(directory)
+        atomic_write_table(path, kept)
     return removed

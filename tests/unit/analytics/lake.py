@@ -3,7 +3,7 @@ sink writes them (same schemas and Hive layout), without a broker."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.contract.plan import load_plan
+from pipeline.lake import history, maintain
+from pipeline.lake.retention import Retention
 from pipeline.lake.schema import IDENTITY_SCHEMA, EventBatches, EventsSplitter
 
 _PLAN = load_plan()
@@ -91,4 +93,15 @@ def write_identities(data_dir: Path, rows: list[tuple[str, str, str]], name: str
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(
         pa.Table.from_pylist(records, schema=IDENTITY_SCHEMA), folder / f"{name}.parquet"
+    )
+
+
+def drop_past_retention(data_dir: Path, today: date, days: int = 90) -> None:
+    """``lake maintain`` on ``today`` with ``days`` of events kept (no privacy requests)."""
+    maintain.maintain(
+        data_dir / "lake",
+        Retention({"events": days}),
+        target_rows=100,
+        today=today,
+        guard=history.NO_PRIVACY,
     )

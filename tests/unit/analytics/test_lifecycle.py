@@ -10,7 +10,7 @@ import pytest
 from pipeline.analytics.calendar import BadInput, Calendar
 from pipeline.analytics.lifecycle import lifecycle
 from pipeline.lake import views
-from tests.unit.analytics.lake import ev, write_events, write_identities
+from tests.unit.analytics.lake import drop_past_retention, ev, write_events, write_identities
 
 
 @pytest.fixture
@@ -83,8 +83,6 @@ def test_a_person_seen_only_in_partitions_past_retention_is_not_new(tmp_path: Pa
     """``lake maintain`` drops the 1 March partition (90 days kept); the first activity it
     keeps of it still makes x an old customer three months later (resurrecting), y a new
     one. The dropped days themselves show only what the lake holds: nothing."""
-    from pipeline.lake import history, maintain
-    from pipeline.lake.retention import Retention
 
     write_events(
         tmp_path,
@@ -96,13 +94,7 @@ def test_a_person_seen_only_in_partitions_past_retention_is_not_new(tmp_path: Pa
     )
     day = date(2026, 6, 1)
     assert _rows(tmp_path, day, day) == [("2026-06-01", 1, 0, 1, 0)]
-    maintain.maintain(
-        tmp_path / "lake",
-        Retention({"events": 90}),
-        target_rows=100,
-        today=date(2026, 6, 2),
-        guard=history.NO_PRIVACY,
-    )
+    drop_past_retention(tmp_path, date(2026, 6, 2))  # 90 days of events
     assert not (tmp_path / "lake" / "events" / "event_date=2026-03-01").exists()
     assert _rows(tmp_path, day, day) == [("2026-06-01", 1, 0, 1, 0)]  # x resurrecting, y new
     assert _rows(tmp_path, day, day, "week") == [("2026-06-01", 1, 0, 1, 0)]

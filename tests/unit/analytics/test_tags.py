@@ -11,7 +11,7 @@ from pipeline.analytics.segments import load_segment_rules, segments_file
 from pipeline.analytics.tags import build_tags
 from pipeline.contract.plan import default_schemas_dir
 from pipeline.lake import views
-from tests.unit.analytics.lake import ev, write_events, write_identities
+from tests.unit.analytics.lake import drop_past_retention, ev, write_events, write_identities
 
 RULES = load_segment_rules(segments_file(default_schemas_dir()))
 
@@ -87,8 +87,6 @@ def test_tags_in_a_data_directory_with_a_quote_in_its_name(tmp_path: Path) -> No
 
 
 def test_first_seen_and_the_stage_remember_events_past_retention(tmp_path: Path) -> None:
-    from pipeline.lake import history, maintain
-    from pipeline.lake.retention import Retention
 
     write_events(
         tmp_path,
@@ -98,13 +96,7 @@ def test_first_seen_and_the_stage_remember_events_past_retention(tmp_path: Path)
             ev("page_view", "2026-03-01T10:00:00+08:00", anon="gone"),  # nothing left of them
         ],
     )
-    maintain.maintain(
-        tmp_path / "lake",
-        Retention({"events": 90}),
-        target_rows=100,
-        today=date(2026, 6, 2),
-        guard=history.NO_PRIVACY,
-    )
+    drop_past_retention(tmp_path, date(2026, 6, 2))  # 90 days of events
     con = views.connect(tmp_path)
     cal = Calendar("Asia/Shanghai", "day")
     assert build_tags(con, tmp_path / "lake", cal, RULES, date(2026, 6, 1), 365) == 1

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.lake import history, maintain, retention
 from pipeline.lake.retention import Retention
+from pipeline.lake.rewrite import live_files
 from pipeline.lake.views import connect
 from tests.unit.analytics.lake import ev, write_events
 
@@ -34,7 +35,7 @@ def firsts(data_dir: Path) -> list[tuple]:
 
 def day_files(data_dir: Path, day: str) -> set[Path]:
     lake = data_dir / "lake"
-    return history.event_files(lake, [lake / "events" / f"event_date={day}"])
+    return set(live_files(lake, "events", [lake / "events" / f"event_date={day}"]))
 
 
 def run(data_dir: Path, guard: history.Guard = history.NO_PRIVACY, **kw: object) -> object:

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.identity.rules import load_identity_rules
 from pipeline.lake.history import GuardBusy
+from pipeline.lake.rewrite import live_files
 from pipeline.lake.views import connect
 from pipeline.privacy import deletion, purge
 from pipeline.privacy.requests import DELETE, DONE, PENDING, RUNNING, Request
@@ -184,7 +185,7 @@ def test_delete_removes_the_first_activity_kept_past_retention(tmp_path: Path) -
     lake = tmp_path / "lake"
     build_lake(lake)
     # as lake maintain does before a drop
-    history.remember(lake, history.event_files(lake, [lake / "events"]), None)
+    history.remember(lake, live_files(lake, "events"), None)
     where = "user_id = 'm1' OR anonymous_id IN ('d1', 'd2') AND user_id IS NULL"
     before = count(tmp_path, f"SELECT count(*) FROM first_activity WHERE {where}")
     assert before > 0
